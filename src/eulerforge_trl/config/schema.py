@@ -1,0 +1,111 @@
+"""The typed preset tree: every key, its default and what it is for.
+
+Presets are short YAML deltas from these defaults; OmegaConf merges them onto this schema, so an
+unknown key gets "did you mean", a wrong type names the key, and `Literal` fields list the choices.
+Rules that span several keys live in `eulerforge_trl.config.rules`.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+TINY_MODEL_NAME = "tiny-qwen3.5"
+
+
+@dataclass
+class LoraSection:
+    """LoRA adapter. Leave the whole `lora:` section out (or `lora: null`) for full fine-tuning."""
+
+    r: int = 16  # rank; 8-64 is typical
+    alpha: int = 32  # scaling numerator (scale = alpha / r); 2*r is a common choice
+    dropout: float = 0.05  # LoRA dropout; PPO turns every dropout off regardless
+    target_modules: Any = "all-linear"  # "all-linear" or a list such as [q_proj, v_proj]
+
+
+@dataclass
+class DataSection:
+    """Where the rows come from and what shape they have."""
+
+    format: Literal["raw"] = "raw"  # raw = JSONL, one object per line
+    path: str = ""  # training JSONL (relative paths are taken from the working directory)
+    task: Literal["sft", "preference", "prompt_only"] = "sft"  # sft {prompt,response}; preference {prompt,chosen,rejected}; prompt_only {prompt}
+    max_length: int = 512  # tokens of prompt+response; longer rows are truncated (SFT) or dropped (RM/DPO)
+    max_prompt_length: int = 256  # PPO: prompts are cut to their last N tokens
+    eval_path: Optional[str] = None  # held-out JSONL of the same task
+    eval_split: float = 0.0  # else hold out this fraction of `path` (0 = no evaluation)
+
+
+@dataclass
+class RewardModelSection:
+    """PPO only: the RM adapter + RewardHead trained by the `rm` stage, applied on the policy's base."""
+
+    model_name: Optional[str] = None  # base the RM was trained on; must be the policy's base (checked)
+    checkpoint_path: str = ""  # the RM stage's `final/`; "" = random head, for debugging only
+
+
+@dataclass
+class PPOSection:
+    """PPO hyper-parameters. Names follow TRL's former `PPOConfig` where one existed (in brackets)."""
+
+    clip_range: float = 0.2  # [cliprange] policy ratio clip
+    clip_range_value: float = 0.2  # [cliprange_value] value clip around the rollout values
+    kl_coef: float = 0.05  # [kl_coef] weight of the per-token KL penalty to the reference
+    kl_estimator: Literal["k1", "k3"] = "k1"  # [kl_estimator] k1 = log-ratio, k3 = unbiased low-variance
+    epochs: int = 4  # [num_ppo_epochs] passes over each rollout batch
+    num_mini_batches: int = 1  # [num_mini_batches] minibatches per epoch; must divide batch_size
+    max_gen_len: int = 64  # [response_length] new tokens per response
+    temperature: float = 1.0  # [temperature] sampling temperature, also applied to every logprob
+    vf_coef: float = 0.1  # [vf_coef] weight of the value loss
+    gamma: float = 1.0  # [gamma] discount
+    lam: float = 0.95  # [lam] GAE lambda
+    whiten_rewards: bool = False  # [whiten_rewards] whiten the shaped per-token rewards
+    missing_eos_penalty: Optional[float] = 1.0  # [missing_eos_penalty] subtracted from the score of responses without EOS
+    entropy_coef: float = 0.0  # entropy bonus weight (0 = off)
+    critic: Literal["adapter", "value_head"] = "adapter"  # adapter = own LoRA + head from the RM; value_head = head on policy states
+    sample_every: int = 10  # write sample generations to samples.jsonl every N steps (0 = never)
+    num_samples: int = 4  # how many generations each time
+    save_merged: bool = False  # also write final/merged: the policy adapter merged into the base
+
+
+@dataclass
+class DPOSection:
+    """DPO hyper-parameters (TRL `DPOConfig`)."""
+
+    beta: float = 0.1  # strength of the implicit KL to the reference
+    loss_type: str = "sigmoid"  # any TRL DPO loss_type
+
+
+@dataclass
+class TrainingSection:
+    """Optimisation settings shared by every stage; `type` picks the stage."""
+
+    type: Literal["sft", "rm", "ppo", "dpo"] = "sft"
+    lr: float = 2e-4  # learning rate
+    epochs: float = 1.0  # passes over the data (ignored when max_steps > 0)
+    max_steps: int = -1  # optimizer steps (PPO: rollout batches); > 0 overrides epochs
+    batch_size: int = 8  # per device (PPO: prompts per rollout batch)
+    grad_accum: int = 1  # gradient accumulation steps (not used by PPO)
+    seed: int = 42
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    lr_scheduler: str = "linear"  # any transformers scheduler name (PPO: constant or linear)
+    max_grad_norm: float = 1.0
+    logging_steps: int = 10  # write metrics every N steps (PPO: every step)
+    save_steps: int = 100  # checkpoint every N steps; a rerun resumes from the last one
+    save_total_limit: int = 2  # checkpoints kept
+    gradient_checkpointing: bool = False  # saves memory, costs ~30% speed
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto = bf16 on a GPU that has it, else fp32
+    report_to: Any = field(default_factory=lambda: ["tensorboard"])  # transformers loggers
+    reward_model: RewardModelSection = field(default_factory=RewardModelSection)
+    ppo: PPOSection = field(default_factory=PPOSection)
+    dpo: DPOSection = field(default_factory=DPOSection)
+
+
+@dataclass
+class Preset:
+    """One stage's full configuration."""
+
+    model_name: str = TINY_MODEL_NAME  # hub id, local directory (a stage's final/), or tiny-qwen3.5
+    lora: Optional[LoraSection] = None
+    data: DataSection = field(default_factory=DataSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    output_dir: Optional[str] = None  # default: outputs/<preset name>

@@ -1,0 +1,129 @@
+"""Load a base model and its tokenizer from any `model_name` a preset may hold.
+
+`model_name` is the built-in `tiny-qwen3.5`, a local directory (a full model such as a stage's
+`final/`, or a directory holding only a LoRA adapter, merged onto its base on load), or a hub id.
+The same code serves the tiny model and real checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from ..config.schema import TINY_MODEL_NAME
+from ..errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+# Tokens that real tokenizers (Qwen's among them) carry unused and can serve as a pad distinct from EOS.
+_PAD_CANDIDATES = ["<|pad|>", "<|fim_pad|>", "<|vision_pad|>", "<pad>", "[PAD]"]
+
+
+def is_adapter_dir(name: str) -> bool:
+    path = Path(name)
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def load_tokenizer(model_name: str):
+    """The tokenizer for `model_name`, with a pad token distinct from EOS and right padding.
+
+    Pad != EOS matters: with pad == EOS the last real token (the EOS that rewards are read at)
+    is indistinguishable from padding, the most common way RLHF reads the wrong token.
+    """
+    from transformers import AutoTokenizer
+
+    from . import tiny
+
+    if model_name == TINY_MODEL_NAME:
+        tokenizer = tiny.load_tiny_tokenizer()
+    else:
+        source = _adapter_base(model_name) if is_adapter_dir(model_name) and not _has_tokenizer(model_name) else model_name
+        if source == TINY_MODEL_NAME:
+            return load_tokenizer(source)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError) as err:
+            raise ModelError(_not_loadable(model_name, err)) from None
+    if tokenizer.eos_token is None:
+        raise ModelError(f"model_name {model_name}: its tokenizer has no EOS token")
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.pad_token = _distinct_pad_token(tokenizer, model_name)
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def load_causal_lm(model_name: str, dtype=None, tokenizer=None):
+    """The causal LM for `model_name`; an adapter-only directory is merged into its base.
+
+    Args:
+        model_name: see the module docstring.
+        dtype: torch dtype of the weights (default float32).
+        tokenizer: when given, the model's pad/eos ids are aligned with it.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from . import tiny
+
+    dtype = dtype or torch.float32
+    if model_name == TINY_MODEL_NAME:
+        model = tiny.build_tiny_model(dtype=dtype)
+    elif is_adapter_dir(model_name):
+        from peft import PeftModel
+
+        base = load_causal_lm(_adapter_base(model_name), dtype=dtype)
+        try:
+            model = PeftModel.from_pretrained(base, model_name).merge_and_unload()
+        except (OSError, ValueError, RuntimeError) as err:
+            raise ModelError(f"model_name {model_name}: cannot apply this LoRA adapter to its base: {err}") from None
+    else:
+        if not Path(model_name).exists() and "/" not in model_name:
+            raise ModelError(_not_loadable(model_name, "no such directory, and not a hub id (owner/name)"))
+        try:
+            model = AutoModelForCausalLM.from_pretrained(model_name, dtype=dtype)
+        except (OSError, ValueError) as err:
+            raise ModelError(_not_loadable(model_name, err)) from None
+    if tokenizer is not None:
+        _align_special_tokens(model, tokenizer)
+    return model
+
+
+def _align_special_tokens(model, tokenizer) -> None:
+    if tokenizer.pad_token_id >= model.get_input_embeddings().weight.shape[0]:
+        raise ModelError(
+            f"the tokenizer's pad token id {tokenizer.pad_token_id} is outside the model's vocabulary "
+            f"({model.get_input_embeddings().weight.shape[0]})"
+        )
+    for config in (model.config, model.generation_config):
+        if config is not None:
+            config.pad_token_id = tokenizer.pad_token_id
+            config.eos_token_id = tokenizer.eos_token_id
+
+
+def _distinct_pad_token(tokenizer, model_name: str) -> str:
+    vocab = tokenizer.get_vocab()
+    for candidate in _PAD_CANDIDATES:
+        if candidate in vocab and vocab[candidate] != tokenizer.eos_token_id:
+            return candidate
+    raise ModelError(
+        f"model_name {model_name}: the tokenizer has no pad token distinct from EOS "
+        f"({tokenizer.eos_token}) and none of {_PAD_CANDIDATES} exists in its vocabulary"
+    )
+
+
+def _has_tokenizer(path: str) -> bool:
+    return any((Path(path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+
+
+def _adapter_base(adapter_dir: str) -> str:
+    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"model_name {adapter_dir}: adapter_config.json names no base_model_name_or_path")
+    return base
+
+
+def _not_loadable(model_name: str, err) -> str:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"model_name {model_name}: cannot load it ({reason})"

@@ -1,0 +1,114 @@
+"""The output directory every stage writes, and the atomic writes that keep it intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+FINAL_MARKER = "eulerforge_final.json"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside `<output_dir>`; the same layout for every stage."""
+
+    root: Path
+
+    @property
+    def final(self) -> Path:  # what the next stage loads
+        return self.root / "final"
+
+    @property
+    def checkpoints(self) -> Path:  # resumable checkpoints (checkpoint-<step>/)
+        return self.root / "checkpoints"
+
+    @property
+    def metrics(self) -> Path:  # one JSON object per logging step
+        return self.root / "metrics.jsonl"
+
+    @property
+    def preset(self) -> Path:
+        return self.root / "preset.yml"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples.jsonl"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "training_curves.png"
+
+    def final_is_complete(self) -> bool:
+        return (self.final / FINAL_MARKER).is_file()
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest complete `checkpoint-<step>` directory, if any."""
+        if not self.checkpoints.is_dir():
+            return None
+        found = [
+            (int(p.name.split("-")[-1]), p)
+            for p in self.checkpoints.glob("checkpoint-*")
+            if p.is_dir() and p.name.split("-")[-1].isdigit()
+        ]
+        return max(found)[1] if found else None
+
+
+@contextmanager
+def atomic_directory(target: Path):
+    """Yield a temporary directory that replaces `target` only once the block succeeds.
+
+    A crash inside the block leaves the previous `target` untouched (and no half-written one).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_final_marker(final_dir: Path, **info) -> None:
+    """The last file written into a final directory: its presence means the stage completed."""
+    (Path(final_dir) / FINAL_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def trim_metrics(path: Path, after_step: int) -> None:
+    """Drop metric lines logged after `after_step` (a resumed run logs those steps again)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= after_step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

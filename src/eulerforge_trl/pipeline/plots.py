@@ -1,0 +1,43 @@
+"""A PNG of a stage's training curves, drawn from its metrics.jsonl."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .outputs import read_metrics
+
+CURVES = {
+    "sft": ["loss", "eval_loss", "mean_token_accuracy", "learning_rate"],
+    "rm": ["loss", "accuracy", "margin", "eval_accuracy", "eval_margin"],
+    "dpo": ["loss", "rewards/margins", "rewards/accuracies", "eval_rewards/margins"],
+    "ppo": ["reward_mean", "kl_divergence", "entropy", "ppo_loss", "value_loss", "response_length"],
+}
+
+
+def plot_training_curves(metrics_path: Path, png_path: Path, stage: str) -> Path | None:
+    """Draw one panel per metric that was logged; returns the PNG path or None if nothing to draw."""
+    records = read_metrics(metrics_path)
+    series = {}
+    for key in CURVES.get(stage, []):
+        points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+        if points:
+            series[key] = points
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3.2), squeeze=False)
+    for ax, (key, points) in zip(axes[0], series.items()):
+        steps, values = zip(*points)
+        ax.plot(steps, values, marker="." if len(points) < 40 else None)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{stage} — {Path(metrics_path).parent.name}")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=90)
+    plt.close(fig)
+    return Path(png_path)

@@ -1,0 +1,85 @@
+"""Run one stage: output directory, preset.yml, seeding, resume, dispatch, plot.
+
+The CLI and the notebook API both end here, so they behave the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Preset, load_preset, preset_to_yaml
+from .outputs import RunDir, atomic_write_text, read_metrics, trim_metrics
+from .plots import plot_training_curves
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StageResult:
+    """What a stage produced: where its files are and its last metrics."""
+
+    stage: str
+    output_dir: Path
+    final_dir: Path
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def history(self) -> list[dict]:
+        """Every line of the stage's metrics.jsonl."""
+        return read_metrics(self.output_dir / "metrics.jsonl")
+
+
+def _runner(stage: str):
+    # Imported lazily: each runner pulls in torch/transformers/TRL, which `--help` should not wait for.
+    if stage == "sft":
+        from ..trainers.sft import run_sft as run
+    elif stage == "rm":
+        from ..trainers.reward import run_rm as run
+    elif stage == "dpo":
+        from ..trainers.dpo import run_dpo as run
+    else:
+        from ..trainers.ppo.trainer import run_ppo as run
+    return run
+
+
+def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resume: bool = True) -> StageResult:
+    """Train the stage named by `preset.training.type` and write `<output_dir>/final/`.
+
+    Args:
+        preset: a Preset, or the path of a YAML preset.
+        overrides: `["key=value", ...]` or a dict applied on top.
+        output_dir: overrides the preset's `output_dir`.
+        resume: continue from the newest checkpoint in `<output_dir>/checkpoints` if there is one.
+
+    Example:
+        >>> result = run_stage("presets/tiny_sft.yml", ["training.max_steps=20"], "outputs/sft")
+        >>> result.final_dir
+        PosixPath('outputs/sft/final')
+    """
+    from accelerate import PartialState
+    from transformers import set_seed
+
+    if not isinstance(preset, Preset) or overrides or output_dir:
+        preset = load_preset(preset, overrides, output_dir)
+    stage = preset.training.type
+    run = RunDir(Path(preset.output_dir))
+    state = PartialState()
+    resume_from = run.last_checkpoint() if resume else None
+    if state.is_main_process:
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.preset, preset_to_yaml(preset))
+        trim_metrics(run.metrics, _checkpoint_step(resume_from))
+        if resume_from:
+            logger.warning("resuming %s from %s", stage, resume_from)
+    state.wait_for_everyone()
+    set_seed(preset.training.seed)
+    metrics = _runner(stage)(preset, run, str(resume_from) if resume_from else None)
+    if state.is_main_process:
+        plot_training_curves(run.metrics, run.plot, stage)
+    return StageResult(stage=stage, output_dir=run.root, final_dir=run.final, metrics=metrics)
+
+
+def _checkpoint_step(checkpoint: Path | None) -> int:
+    return int(checkpoint.name.split("-")[-1]) if checkpoint else 0

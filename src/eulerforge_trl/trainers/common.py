@@ -1,0 +1,116 @@
+"""Pieces every TRL adapter shares: precision, LoRA config, common trainer arguments, callbacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from ..config.schema import Preset
+from ..pipeline.outputs import RunDir
+
+
+def use_bf16(preset: Preset) -> bool:
+    import torch
+
+    if preset.training.precision == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return preset.training.precision == "bf16"
+
+
+def weights_dtype(preset: Preset):
+    """Weights stay fp32 on a CPU; on a GPU the frozen base of a LoRA run is kept in bf16/fp16."""
+    import torch
+
+    if preset.lora is None:
+        return torch.float32  # full fine-tuning: fp32 master weights, autocast does the rest
+    if use_bf16(preset):
+        return torch.bfloat16
+    return torch.float16 if preset.training.precision == "fp16" else torch.float32
+
+
+def lora_config(preset: Preset, task_type: str | None = "CAUSAL_LM", **extra):
+    """The peft `LoraConfig` for the preset's `lora:` section, or None for full fine-tuning."""
+    if preset.lora is None:
+        return None
+    from peft import LoraConfig
+
+    target = preset.lora.target_modules
+    return LoraConfig(
+        r=preset.lora.r,
+        lora_alpha=preset.lora.alpha,
+        lora_dropout=preset.lora.dropout,
+        target_modules=target if isinstance(target, str) else list(target),
+        task_type=task_type,
+        **extra,
+    )
+
+
+def common_trainer_args(preset: Preset, run: RunDir, has_eval: bool) -> dict:
+    """`TrainingArguments` fields shared by the SFT, RM and DPO configs, mapped one by one."""
+    t = preset.training
+    return dict(
+        output_dir=str(run.checkpoints),
+        learning_rate=t.lr,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        seed=t.seed,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=t.save_steps if has_eval else None,
+        gradient_checkpointing=t.gradient_checkpointing,
+        bf16=use_bf16(preset),
+        fp16=t.precision == "fp16",
+        report_to=[r for r in _as_list(t.report_to) if r != "tensorboard"],
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def logging_callbacks(preset: Preset, run: RunDir) -> list[TrainerCallback]:
+    """metrics.jsonl always; TensorBoard under `<output_dir>/tensorboard` when asked for."""
+    callbacks: list[TrainerCallback] = [MetricsFileCallback(run.metrics)]
+    if "tensorboard" in _as_list(preset.training.report_to):
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run.tensorboard))))
+    return callbacks
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Appends one JSON object per logging step (`step` + the logged metrics) on the main process."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            record = {"step": state.global_step, **{k: _plain(v) for k, v in logs.items()}}
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+def _plain(value):
+    try:
+        return float(value) if not isinstance(value, (int, str, bool)) else value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _as_list(value) -> list[str]:
+    if value is None or value == "none":
+        return []
+    return [value] if isinstance(value, str) else list(value)

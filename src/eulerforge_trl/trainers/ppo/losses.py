@@ -1,0 +1,253 @@
+"""Pure PPO maths for RLHF: masked statistics, KL reward shaping, GAE and clipped losses.
+
+Every tensor is over response tokens only, shape ``[B, T]`` (right-padded). ``mask`` is a bool or
+0/1 tensor ``[B, T]`` that is 1 for real response tokens up to and including the first EOS and 0
+for padding. Values at masked positions are treated as garbage: they never reach the outputs or
+the gradients (inputs are zeroed with ``torch.where`` rather than multiplied, so even
+``inf``/``nan`` padding is harmless).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "masked_mean",
+    "masked_var",
+    "masked_whiten",
+    "kl_per_token",
+    "shape_rewards",
+    "compute_gae",
+    "policy_loss",
+    "value_loss",
+]
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def _zero_pad(values: Tensor, mask: Tensor) -> Tensor:
+    """Replaces entries where ``mask`` is 0 by 0 (no ``0 * inf = nan``, no gradient leak)."""
+    return torch.where(mask.bool(), values, torch.zeros_like(values))
+
+
+def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Mean of ``values`` over entries where ``mask`` is 1.
+
+    Args:
+        values: ``[B, T]`` tensor.
+        mask: ``[B, T]`` bool or 0/1 tensor.
+        dim: Reduce along this dim only; ``None`` reduces over all entries.
+
+    Returns:
+        0-d tensor, or ``values`` with ``dim`` reduced. Empty selections give 0 instead of nan,
+        so a batch of all-padding rows does not poison the loss.
+    """
+    mask = mask.bool()
+    total = _zero_pad(values, mask).sum() if dim is None else _zero_pad(values, mask).sum(dim)
+    count = mask.sum() if dim is None else mask.sum(dim)
+    return total / count.clamp(min=1).to(total.dtype)
+
+
+def masked_var(values: Tensor, mask: Tensor, unbiased: bool = False) -> Tensor:
+    """Variance of ``values`` over valid entries (all dims).
+
+    Biased by default, as in "The N Implementation Details of RLHF with PPO", since it only
+    scales whitened rewards/advantages.
+
+    Args:
+        values: ``[B, T]`` tensor.
+        mask: ``[B, T]`` bool or 0/1 tensor.
+        unbiased: Apply Bessel's correction ``n / (n - 1)``.
+
+    Returns:
+        0-d tensor.
+
+    Raises:
+        ValueError: ``unbiased`` with fewer than two valid entries.
+    """
+    mean = masked_mean(values, mask)
+    var = masked_mean((values - mean) ** 2, mask)
+    if unbiased:
+        n = mask.bool().sum()
+        if n < 2:
+            raise ValueError(f"Unbiased variance needs at least 2 valid entries, got {int(n)}.")
+        var = var * n / (n - 1)
+    return var
+
+
+def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
+    """Normalises valid entries to unit variance (and zero mean if ``shift_mean``).
+
+    Args:
+        values: ``[B, T]`` tensor.
+        mask: ``[B, T]`` bool or 0/1 tensor.
+        shift_mean: If False the mean is added back, as done for rewards so that the KL-shaped
+            reward keeps its sign/level while its scale is normalised.
+
+    Returns:
+        ``[B, T]`` tensor, 0 where ``mask`` is 0.
+    """
+    mean, var = masked_mean(values, mask), masked_var(values, mask)
+    whitened = (values - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        whitened = whitened + mean
+    return _zero_pad(whitened, mask)
+
+
+def kl_per_token(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k1") -> Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from tokens sampled from pi (Schulman's k1/k2/k3).
+
+    k1 is unbiased but can be negative; k2 and k3 are always >= 0 (k3 is unbiased, k2 is
+    low-variance but biased).
+
+    Args:
+        logprobs: ``[B, T]`` log pi(token).
+        ref_logprobs: ``[B, T]`` log pi_ref(token).
+        estimator: One of ``"k1"``, ``"k2"``, ``"k3"``.
+
+    Returns:
+        ``[B, T]`` tensor (not masked).
+
+    Raises:
+        ValueError: Unknown ``estimator``.
+    """
+    log_ratio = logprobs - ref_logprobs
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio**2
+    if estimator == "k3":
+        return torch.expm1(-log_ratio) + log_ratio  # exp(-r) - 1 - (-r)
+    raise ValueError(f"Unknown KL estimator {estimator!r}; expected one of {KL_ESTIMATORS}.")
+
+
+def shape_rewards(
+    scores: Tensor,
+    logprobs: Tensor,
+    ref_logprobs: Tensor,
+    mask: Tensor,
+    kl_coef: float,
+    estimator: str = "k1",
+) -> tuple[Tensor, Tensor]:
+    """Builds per-token rewards: a KL penalty on every token plus the sequence score at the end.
+
+    Args:
+        scores: ``[B]`` reward-model score of each sequence.
+        logprobs: ``[B, T]`` policy log-probs of the sampled tokens.
+        ref_logprobs: ``[B, T]`` reference-model log-probs of the same tokens.
+        mask: ``[B, T]`` bool or 0/1 tensor.
+        kl_coef: Weight of the KL penalty.
+        estimator: KL estimator, see :func:`kl_per_token`.
+
+    Returns:
+        ``(rewards, kl)``, both ``[B, T]`` and 0 outside ``mask``. ``scores[b]`` is added at the
+        last valid token of row ``b`` (``mask.sum(1) - 1``); rows with no valid token get nothing.
+    """
+    mask = mask.bool()
+    kl = _zero_pad(kl_per_token(logprobs, ref_logprobs, estimator), mask)
+    last = mask.sum(1) - 1  # [B], -1 for empty rows
+    has_token = (last >= 0).to(kl.dtype)
+    at_last = F.one_hot(last.clamp(min=0), kl.shape[1]).to(kl.dtype) * has_token[:, None]
+    rewards = -kl_coef * kl + at_last * scores.to(kl.dtype)[:, None]
+    return rewards, kl
+
+
+def compute_gae(
+    rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[Tensor, Tensor]:
+    """Generalised Advantage Estimation over response tokens.
+
+    The episode ends at the last valid token (EOS), so the bootstrap value after it is 0.
+    Rewards/values outside ``mask`` are treated as 0 and never leak into valid positions.
+    Call under ``torch.no_grad()`` (or detach) when used as PPO targets.
+
+    Args:
+        rewards: ``[B, T]`` per-token rewards (e.g. from :func:`shape_rewards`).
+        values: ``[B, T]`` value-head predictions.
+        mask: ``[B, T]`` bool or 0/1 tensor.
+        gamma: Discount factor.
+        lam: GAE lambda.
+
+    Returns:
+        ``(advantages, returns)``, both ``[B, T]`` and 0 outside ``mask``;
+        ``returns = advantages + values`` on valid positions.
+    """
+    mask = mask.bool()
+    rewards, values = _zero_pad(rewards, mask), _zero_pad(values, mask)
+    m = mask.to(values.dtype)
+    T = values.shape[1]
+    last_gae = torch.zeros_like(values[:, 0])
+    advantages_reversed = []
+    for t in reversed(range(T)):
+        next_value = values[:, t + 1] if t + 1 < T else torch.zeros_like(last_gae)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last_gae = (delta + gamma * lam * last_gae) * m[:, t]
+        advantages_reversed.append(last_gae)
+    advantages = torch.stack(advantages_reversed[::-1], dim=1)
+    return advantages, advantages + values
+
+
+def policy_loss(
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_range: float
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO clipped surrogate loss (to minimise).
+
+    Args:
+        logprobs: ``[B, T]`` current policy log-probs (requires grad).
+        old_logprobs: ``[B, T]`` log-probs at rollout time.
+        advantages: ``[B, T]`` advantages (usually whitened).
+        mask: ``[B, T]`` bool or 0/1 tensor.
+        clip_range: ``c`` in ``clip(ratio, 1 - c, 1 + c)``.
+
+    Returns:
+        ``(loss, stats)``: 0-d loss and detached 0-d stats ``clipfrac`` (fraction of valid
+        tokens where the clipped branch is the max), ``approx_kl`` (mean of
+        ``0.5 * (logp - old_logp)^2``) and ``ratio_mean``.
+    """
+    mask = mask.bool()
+    log_ratio = _zero_pad(logprobs - old_logprobs, mask)  # padding -> ratio 1, no overflow
+    advantages = _zero_pad(advantages, mask)
+    ratio = torch.exp(log_ratio)
+    pg_losses = -advantages * ratio
+    pg_losses_clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.max(pg_losses, pg_losses_clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "clipfrac": masked_mean((pg_losses_clipped > pg_losses).to(ratio.dtype), mask),
+            "approx_kl": masked_mean(0.5 * log_ratio**2, mask),
+            "ratio_mean": masked_mean(ratio, mask),
+        }
+    return loss, stats
+
+
+def value_loss(
+    values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, clip_range_value: float
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped value loss: the value head may not move more than ``clip_range_value`` per update.
+
+    Args:
+        values: ``[B, T]`` current value predictions (requires grad).
+        old_values: ``[B, T]`` value predictions at rollout time.
+        returns: ``[B, T]`` value targets (from :func:`compute_gae`).
+        mask: ``[B, T]`` bool or 0/1 tensor.
+        clip_range_value: Max absolute change of a value w.r.t. ``old_values``.
+
+    Returns:
+        ``(loss, stats)``: 0-d loss ``0.5 * mean(max(unclipped^2, clipped^2))`` and detached stat
+        ``value_clipfrac`` (fraction of valid tokens where the clipped branch is the max).
+    """
+    mask = mask.bool()
+    values, old_values, returns = (_zero_pad(x, mask) for x in (values, old_values, returns))
+    values_clipped = old_values + torch.clamp(
+        values - old_values, -clip_range_value, clip_range_value
+    )
+    vf_losses = (values - returns) ** 2
+    vf_losses_clipped = (values_clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.max(vf_losses, vf_losses_clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "value_clipfrac": masked_mean((vf_losses_clipped > vf_losses).to(values.dtype), mask)
+        }
+    return loss, stats

@@ -1,0 +1,104 @@
+"""RM stage: TRL `RewardTrainer` with a LoRA adapter + scalar head on the SFT model.
+
+The sequence-classification model is built around the causal LM's own decoder stack, so the
+adapter's module names are the causal LM's and the adapter loads beside the policy's in PPO.
+`final/` holds the adapter, `reward_head.pt` and `reward_meta.json` (which base it belongs to).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import torch
+from trl import RewardConfig, RewardTrainer
+
+from ..config.schema import Preset
+from ..data.jsonl import load_splits
+from ..errors import ModelError
+from ..models.loading import load_causal_lm, load_tokenizer
+from ..models.reward_head import RewardHead, base_identity, load_reward_model, save_reward_files, score
+from ..pipeline.outputs import RunDir, atomic_directory, write_final_marker
+from .common import common_trainer_args, logging_callbacks, lora_config, weights_dtype
+
+
+def to_reward_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> RewardConfig:
+    return RewardConfig(
+        **common_trainer_args(preset, run, has_eval),
+        max_length=preset.data.max_length,
+        eos_token=tokenizer.eos_token,
+        pad_token=tokenizer.pad_token,
+        disable_dropout=True,
+        center_rewards_coefficient=None,
+    )
+
+
+def sequence_classifier_on(causal_lm, model_name: str):
+    """A num_labels=1 classifier that shares `causal_lm`'s decoder stack (no copy, same names)."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(causal_lm.config)
+    config.num_labels = 1
+    config._name_or_path = model_name
+    try:
+        with torch.device("meta"):
+            classifier = AutoModelForSequenceClassification.from_config(config)
+    except ValueError as err:
+        raise ModelError(f"model_name {model_name}: no sequence-classification class for this architecture ({err})") from None
+    setattr(classifier, classifier.base_model_prefix, getattr(causal_lm, causal_lm.base_model_prefix))
+    hidden = causal_lm.get_input_embeddings().weight.shape[1]
+    head = RewardHead(hidden).linear.to(device=causal_lm.device, dtype=torch.float32)
+    classifier.score = head
+    classifier.config.pad_token_id = causal_lm.config.pad_token_id
+    return classifier
+
+
+def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
+    tokenizer = load_tokenizer(preset.model_name)
+    train_rows, eval_rows = load_splits(preset.data, preset.training.seed)
+    causal_lm = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
+    identity = base_identity(causal_lm, preset.model_name)
+    trainer = RewardTrainer(
+        model=sequence_classifier_on(causal_lm, preset.model_name),
+        args=to_reward_config(preset, run, eval_rows is not None, tokenizer),
+        train_dataset=train_rows,
+        eval_dataset=eval_rows,
+        processing_class=tokenizer,
+        peft_config=lora_config(preset, "SEQ_CLS"),  # SEQ_CLS makes peft train and save `score`
+        callbacks=logging_callbacks(preset, run),
+    )
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    metrics = dict(result.metrics)
+    if trainer.is_world_process_zero():
+        peft_model = trainer.model
+        score_layer = peft_model.get_base_model().score
+        if hasattr(score_layer, "modules_to_save"):
+            score_layer = score_layer.modules_to_save[peft_model.active_adapter]
+        with atomic_directory(run.final) as tmp:
+            peft_model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            save_reward_files(tmp, RewardHead.from_linear(score_layer).float(), identity)
+            write_final_marker(tmp, stage="rm", base=preset.model_name)
+        if eval_rows is not None:
+            metrics.update(evaluate_checkpoint(run, eval_rows, trainer.state.global_step))
+    trainer.accelerator.wait_for_everyone()
+    return metrics
+
+
+def evaluate_checkpoint(run: RunDir, eval_rows, step: int) -> dict:
+    """Held-out accuracy of the saved `final/`, scored the way PPO will score (the last metrics line)."""
+    scorer, tokenizer = load_reward_model(str(run.final))
+    prompts = list(eval_rows["prompt"])
+    chosen = torch.tensor(score(scorer, tokenizer, prompts, list(eval_rows["chosen"])))
+    rejected = torch.tensor(score(scorer, tokenizer, prompts, list(eval_rows["rejected"])))
+    metrics = {
+        "eval_accuracy": (chosen > rejected).float().mean().item(),
+        "eval_margin": (chosen - rejected).mean().item(),
+        "eval_rows": len(prompts),
+    }
+    with run.metrics.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"step": step, "final_eval": True, **metrics}) + "\n")
+    return metrics
+
+
+__all__ = ["run_rm", "to_reward_config", "sequence_classifier_on"]

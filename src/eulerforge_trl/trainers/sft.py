@@ -1,0 +1,57 @@
+"""SFT stage: TRL `SFTTrainer` on {prompt, response} rows, loss on the response only.
+
+`final/` holds the SFT adapter merged into the base (or the fully fine-tuned model): PPO's
+reference is "the policy with adapters disabled", which is the SFT model only if SFT is merged.
+"""
+
+from __future__ import annotations
+
+from trl import SFTConfig, SFTTrainer
+
+from ..config.schema import Preset
+from ..data.jsonl import load_splits
+from ..models.loading import load_causal_lm, load_tokenizer
+from ..pipeline.outputs import RunDir, atomic_directory, write_final_marker
+from .common import common_trainer_args, logging_callbacks, lora_config, weights_dtype
+
+
+def to_sft_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> SFTConfig:
+    return SFTConfig(
+        **common_trainer_args(preset, run, has_eval),
+        max_length=preset.data.max_length,
+        completion_only_loss=True,
+        packing=False,
+        eos_token=tokenizer.eos_token,
+        pad_token=tokenizer.pad_token,
+        dataset_num_proc=None,
+    )
+
+
+def run_sft(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
+    """Train, evaluate and write `final/`; returns the final metrics."""
+    tokenizer = load_tokenizer(preset.model_name)
+    train_rows, eval_rows = load_splits(preset.data, preset.training.seed)
+    model = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
+    trainer = SFTTrainer(
+        model=model,
+        args=to_sft_config(preset, run, eval_rows is not None, tokenizer),
+        train_dataset=train_rows,
+        eval_dataset=eval_rows,
+        processing_class=tokenizer,
+        peft_config=lora_config(preset, "CAUSAL_LM"),
+        callbacks=logging_callbacks(preset, run),
+    )
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    metrics = dict(result.metrics)
+    if eval_rows is not None:
+        metrics.update(trainer.evaluate())
+    if trainer.is_world_process_zero():
+        model = trainer.model
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        with atomic_directory(run.final) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_final_marker(tmp, stage="sft", base=preset.model_name, merged=preset.lora is not None)
+    trainer.accelerator.wait_for_everyone()
+    return metrics
