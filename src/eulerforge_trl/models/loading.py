@@ -41,6 +41,7 @@ def load_tokenizer(model_name: str):
         source = _adapter_base(model_name) if is_adapter_dir(model_name) and not _has_tokenizer(model_name) else model_name
         if source == TINY_MODEL_NAME:
             return load_tokenizer(source)
+        _check_locatable(source)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as err:
@@ -78,8 +79,7 @@ def load_causal_lm(model_name: str, dtype=None, tokenizer=None):
         except (OSError, ValueError, RuntimeError) as err:
             raise ModelError(f"model_name {model_name}: cannot apply this LoRA adapter to its base: {err}") from None
     else:
-        if not Path(model_name).exists() and "/" not in model_name:
-            raise ModelError(_not_loadable(model_name, "no such directory, and not a hub id (owner/name)"))
+        _check_locatable(model_name)
         try:
             model = AutoModelForCausalLM.from_pretrained(model_name, dtype=dtype)
         except (OSError, ValueError) as err:
@@ -110,6 +110,12 @@ def _distinct_pad_token(tokenizer, model_name: str) -> str:
         f"model_name {model_name}: the tokenizer has no pad token distinct from EOS "
         f"({tokenizer.eos_token}) and none of {_PAD_CANDIDATES} exists in its vocabulary"
     )
+
+
+def _check_locatable(model_name: str) -> None:
+    """Fail fast on a path that is neither a local directory nor shaped like a hub id."""
+    if not Path(model_name).exists() and (model_name.count("/") != 1 or model_name.startswith((".", "/"))):
+        raise ModelError(_not_loadable(model_name, "no such directory, and not a hub id of the form owner/name"))
 
 
 def _has_tokenizer(path: str) -> bool:

@@ -1,0 +1,39 @@
+# eulerforge-trl: `make demo` runs the tiny pipeline, `make test` the test suite.
+# Both create .venv and install what they need on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch: this machine kind keeps a CPU wheel of torch 2.13.0 on disk, which a bare `torch` would
+# bypass for a multi-GB CUDA build. Elsewhere (GPU machines) the plain package index is right.
+# Override freely: make install TORCH_SPEC='torch==2.15.0'
+TORCH_SPEC ?= $(shell ls /opt/wheels/torch-2.13.0* >/dev/null 2>&1 && echo 'torch==2.13.0' || echo 'torch')
+
+.PHONY: install demo test test-fast lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: install
+	$(BIN)/python -m eulerforge_trl.pipeline presets/tiny_pipeline.yml --output-dir outputs/tiny
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/ppo_step.py
+	$(BIN)/python benchmarks/compare.py
+
+clean:
+	rm -rf outputs .pytest_cache

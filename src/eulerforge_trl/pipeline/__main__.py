@@ -1,0 +1,5 @@
+import sys
+
+from .full import main
+
+sys.exit(main())
