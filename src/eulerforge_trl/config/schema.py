@@ -39,7 +39,7 @@ class RewardModelSection:
     """PPO only: the RM adapter + RewardHead trained by the `rm` stage, applied on the policy's base."""
 
     model_name: Optional[str] = None  # base the RM was trained on; must be the policy's base (checked)
-    checkpoint_path: str = ""  # the RM stage's `final/`; "" = random head, for debugging only
+    checkpoint_path: Optional[str] = ""  # the rm stage's final/; "" (or null) = random head, for debugging only
 
 
 @dataclass

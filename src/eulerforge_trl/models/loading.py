@@ -20,6 +20,12 @@ logger = logging.getLogger(__name__)
 _PAD_CANDIDATES = ["<|pad|>", "<|fim_pad|>", "<|vision_pad|>", "<pad>", "[PAD]"]
 
 
+def resolved_model_name(model_name: str) -> str:
+    """An absolute path for a local directory (adapter configs must survive a change of directory)."""
+    path = Path(model_name)
+    return str(path.resolve()) if path.is_dir() else model_name
+
+
 def is_adapter_dir(name: str) -> bool:
     path = Path(name)
     return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
@@ -84,6 +90,8 @@ def load_causal_lm(model_name: str, dtype=None, tokenizer=None):
             model = AutoModelForCausalLM.from_pretrained(model_name, dtype=dtype)
         except (OSError, ValueError) as err:
             raise ModelError(_not_loadable(model_name, err)) from None
+    # adapters trained on this model record it as their base: make that name loadable from anywhere
+    model.config._name_or_path = resolved_model_name(model_name)
     if tokenizer is not None:
         _align_special_tokens(model, tokenizer)
     return model

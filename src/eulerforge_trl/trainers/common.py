@@ -73,7 +73,7 @@ def common_trainer_args(preset: Preset, run: RunDir, has_eval: bool) -> dict:
         gradient_checkpointing=t.gradient_checkpointing,
         bf16=use_bf16(preset),
         fp16=t.precision == "fp16",
-        report_to=[r for r in _as_list(t.report_to) if r != "tensorboard"],
+        report_to=[r for r in as_list(t.report_to) if r != "tensorboard"],
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
@@ -82,7 +82,7 @@ def common_trainer_args(preset: Preset, run: RunDir, has_eval: bool) -> dict:
 def logging_callbacks(preset: Preset, run: RunDir) -> list[TrainerCallback]:
     """metrics.jsonl always; TensorBoard under `<output_dir>/tensorboard` when asked for."""
     callbacks: list[TrainerCallback] = [MetricsFileCallback(run.metrics)]
-    if "tensorboard" in _as_list(preset.training.report_to):
+    if "tensorboard" in as_list(preset.training.report_to):
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
@@ -110,7 +110,7 @@ def _plain(value):
         return str(value)
 
 
-def _as_list(value) -> list[str]:
+def as_list(value) -> list[str]:
     if value is None or value == "none":
         return []
     return [value] if isinstance(value, str) else list(value)

@@ -16,7 +16,7 @@ from trl import RewardConfig, RewardTrainer
 from ..config.schema import Preset
 from ..data.jsonl import load_splits
 from ..errors import ModelError
-from ..models.loading import load_causal_lm, load_tokenizer
+from ..models.loading import load_causal_lm, load_tokenizer, resolved_model_name
 from ..models.reward_head import RewardHead, base_identity, load_reward_model, save_reward_files, score
 from ..pipeline.outputs import RunDir, atomic_directory, write_final_marker
 from .common import common_trainer_args, logging_callbacks, lora_config, weights_dtype
@@ -57,9 +57,10 @@ def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     tokenizer = load_tokenizer(preset.model_name)
     train_rows, eval_rows = load_splits(preset.data, preset.training.seed)
     causal_lm = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
-    identity = base_identity(causal_lm, preset.model_name)
+    base_name = resolved_model_name(preset.model_name)
+    identity = base_identity(causal_lm, base_name)
     trainer = RewardTrainer(
-        model=sequence_classifier_on(causal_lm, preset.model_name),
+        model=sequence_classifier_on(causal_lm, base_name),
         args=to_reward_config(preset, run, eval_rows is not None, tokenizer),
         train_dataset=train_rows,
         eval_dataset=eval_rows,

@@ -1,0 +1,420 @@
+"""PPO for language models on one shared base model (TRL removed its PPOTrainer in 1.13).
+
+Roles, all on the same base weights in memory:
+  policy    - the SFT model + a trainable LoRA adapter (peft adapter "default");
+  reference - the same model with adapters disabled (the KL anchor);
+  reward    - the RM adapter + RewardHead from the rm stage (frozen);
+  critic    - `value_head`: a head on the policy's own hidden states (no extra pass), or
+              `adapter`: its own LoRA adapter + head, both initialised from the RM.
+
+One step, CleanRL-style: 1. rollout  2. score  3. reference + old logprobs/values
+4. KL-shaped rewards  5. GAE  6. PPO epochs  7. log. The maths is in `losses.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from ...config.schema import Preset
+from ...data.jsonl import read_rows
+from ...models.loading import load_causal_lm, load_tokenizer, resolved_model_name
+from ...models.reward_head import RewardHead, RewardScorer
+from ...pipeline.outputs import RunDir, atomic_directory, read_metrics, trim_metrics, write_final_marker
+from ..common import as_list, lora_config, use_bf16, weights_dtype
+from . import losses
+from .rollout import Rollout, response_forward, sample_responses, value_forward
+
+logger = logging.getLogger(__name__)
+
+POLICY = "default"  # peft writes the "default" adapter at the top of a directory: final/ loads as a model
+REWARD = "reward"
+CRITIC = "critic"
+
+
+@dataclass
+class StepTimes:
+    generate: float = 0.0
+    reward: float = 0.0
+    reference: float = 0.0
+    old_logprobs: float = 0.0
+    update: float = 0.0
+
+
+class PPOTrainer:
+    """Owns the shared model, the optimizer and the loop; `train()` runs to `total_steps`."""
+
+    def __init__(self, preset: Preset, run: RunDir, accelerator: Accelerator | None = None):
+        self.preset, self.run, self.cfg = preset, run, preset.training.ppo
+        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.device = self.accelerator.device
+        self.tokenizer = load_tokenizer(preset.model_name)
+        self.tokenizer.padding_side, self.tokenizer.truncation_side = "left", "left"
+        self.prompts = self._tokenize_prompts()
+        self.model = self._build_policy()
+        self.scorer = RewardScorer.attach(
+            self.model, preset.training.reward_model.checkpoint_path or "", resolved_model_name(preset.model_name), REWARD
+        )
+        self.value_head = RewardHead.from_linear(self.scorer.head.linear).to(self.device)  # value init = reward head
+        if self.cfg.critic == "adapter":
+            self._add_critic_adapter()
+        self.model.set_adapter(POLICY)
+        self.optimizer = torch.optim.AdamW(self._trainable_parameters(), lr=preset.training.lr, eps=1e-5)
+        self.total_steps = self._total_steps()
+        self.scheduler = self._scheduler()
+        self.step = 0
+        self.tb_writer = None
+
+    # ------------------------------------------------------------------------------------ setup
+
+    def _build_policy(self):
+        from peft import get_peft_model
+        from trl.trainer.utils import disable_dropout_in_model
+
+        base = load_causal_lm(self.preset.model_name, dtype=weights_dtype(self.preset), tokenizer=self.tokenizer)
+        base.to(self.device)
+        if self.preset.training.gradient_checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            base.enable_input_require_grads()
+        config = lora_config(self.preset, "CAUSAL_LM")
+        config.lora_dropout = 0.0  # dropout makes pi_old != pi on identical weights: off everywhere in PPO
+        model = get_peft_model(base, config, adapter_name=POLICY)
+        disable_dropout_in_model(model)
+        return model
+
+    def _add_critic_adapter(self) -> None:
+        checkpoint = self.preset.training.reward_model.checkpoint_path
+        if checkpoint:
+            self.model.load_adapter(checkpoint, adapter_name=CRITIC, is_trainable=True)
+        else:
+            self.model.add_adapter(CRITIC, copy.deepcopy(self.model.peft_config[POLICY]))
+
+    def _trainable_parameters(self) -> list[torch.nn.Parameter]:
+        adapters = [POLICY] + ([CRITIC] if self.cfg.critic == "adapter" else [])
+        params = [
+            p for name, p in self.model.named_parameters() if "lora_" in name and any(f".{a}." in name for a in adapters)
+        ]
+        return params + list(self.value_head.parameters())
+
+    def _tokenize_prompts(self) -> list[list[int]]:
+        data = self.preset.data
+        rows = read_rows(data.path, "prompt_only")
+        encoded = self.tokenizer([r["prompt"] for r in rows], truncation=True, max_length=data.max_prompt_length)
+        return encoded["input_ids"]
+
+    def _total_steps(self) -> int:
+        t = self.preset.training
+        if t.max_steps > 0:
+            return t.max_steps
+        per_epoch = max(1, len(self.prompts) // (t.batch_size * self.accelerator.num_processes))
+        return max(1, math.ceil(t.epochs * per_epoch))
+
+    def _scheduler(self):
+        from transformers import get_scheduler
+
+        warmup = int(self.preset.training.warmup_ratio * self.total_steps)
+        return get_scheduler(self.preset.training.lr_scheduler, self.optimizer, warmup, self.total_steps)
+
+    # ------------------------------------------------------------------------------------ data
+
+    def prompt_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """This rank's prompts for `step`: a seeded permutation per epoch, so a resume needs only the step."""
+        bs, world = self.preset.training.batch_size, self.accelerator.num_processes
+        per_epoch = max(1, len(self.prompts) // (bs * world))
+        epoch, index = divmod(step, per_epoch)
+        order = torch.randperm(len(self.prompts), generator=torch.Generator().manual_seed(self.preset.training.seed + epoch))
+        start = (index * world + self.accelerator.process_index) * bs
+        chosen = order[start : start + bs].tolist()
+        if len(chosen) < bs:  # fewer prompts than one batch: wrap around
+            chosen = (chosen + order.tolist() * bs)[:bs]
+        batch = self.tokenizer.pad({"input_ids": [self.prompts[i] for i in chosen]}, return_tensors="pt")
+        return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), chosen
+
+    # ------------------------------------------------------------------------------------ one step
+
+    def collect(self, prompt_ids, prompt_mask, times: StepTimes) -> Rollout:
+        """Phases 1-5: rollout, score, reference/old logprobs and values, shaped rewards, GAE."""
+        cfg, model = self.cfg, self.model
+        model.eval()  # keeps the KV cache with gradient checkpointing; dropout is off anyway
+        t0 = time.perf_counter()
+        # 1. rollout
+        roll = sample_responses(
+            model,
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=cfg.max_gen_len,
+            temperature=cfg.temperature,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            synced_gpus=self.accelerator.num_processes > 1,
+        )
+        t1 = time.perf_counter()
+        # 2. score: RM adapter + head on the same base, read at the last real token
+        roll.scores = self.scorer.score_ids(roll.input_ids, roll.attention_mask)
+        t2 = time.perf_counter()
+        args = (roll.input_ids, roll.attention_mask, roll.n_prompt, cfg.temperature)
+        with torch.no_grad():
+            # 3. reference (adapters off) and old policy logprobs/values
+            with model.disable_adapter():
+                roll.ref_logprobs, _, _ = response_forward(model, *args)
+            t3 = time.perf_counter()
+            head = self.value_head if cfg.critic == "value_head" else None
+            roll.logprobs, roll.values, _ = response_forward(model, *args, value_head=head)
+            if cfg.critic == "adapter":
+                model.set_adapter(CRITIC)
+                roll.values = value_forward(model, roll.input_ids, roll.attention_mask, roll.n_prompt, self.value_head)
+                model.set_adapter(POLICY)
+            t4 = time.perf_counter()
+            mask = roll.response_mask
+            roll.logprobs = roll.logprobs.masked_fill(~mask, 0.0)
+            roll.ref_logprobs = roll.ref_logprobs.masked_fill(~mask, 0.0)
+            # 4. per-token rewards: -kl_coef * KL, plus the (EOS-penalised) score at the last token
+            scores = roll.scores.clone()
+            if cfg.missing_eos_penalty is not None:
+                scores = scores - cfg.missing_eos_penalty * (~roll.contains_eos).float()
+            rewards, self._kl = losses.shape_rewards(
+                scores, roll.logprobs, roll.ref_logprobs, mask, cfg.kl_coef, cfg.kl_estimator
+            )
+            if cfg.whiten_rewards:
+                rewards = losses.masked_whiten(rewards, mask, shift_mean=False)
+            # 5. GAE (gamma, lambda) and whitened advantages
+            advantages, roll.returns = losses.compute_gae(rewards, roll.values, mask, cfg.gamma, cfg.lam)
+            roll.advantages = losses.masked_whiten(advantages, mask)
+        times.generate, times.reward = t1 - t0, t2 - t1
+        times.reference, times.old_logprobs = t3 - t2, t4 - t3
+        return roll
+
+    def update(self, roll: Rollout) -> dict[str, float]:
+        """Phase 6: `epochs` passes of minibatch updates with the clipped objectives."""
+        cfg, model = self.cfg, self.model
+        model.train()
+        n = len(roll)
+        mb_size = n // cfg.num_mini_batches
+        stats: dict[str, list[torch.Tensor]] = {}
+        generator = torch.Generator().manual_seed(self.preset.training.seed * 100003 + self.step)
+        for _epoch in range(cfg.epochs):
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, mb_size):
+                idx = order[start : start + mb_size].to(self.device)
+                mb_ids, mb_attn, mb_mask = roll.input_ids[idx], roll.attention_mask[idx], roll.response_mask[idx]
+                head = self.value_head if cfg.critic == "value_head" else None
+                logprobs, values, entropy = response_forward(
+                    model, mb_ids, mb_attn, roll.n_prompt, cfg.temperature, value_head=head, with_entropy=True
+                )
+                pg_loss, pg_stats = losses.policy_loss(logprobs, roll.logprobs[idx], roll.advantages[idx], mb_mask, cfg.clip_range)
+                entropy_mean = losses.masked_mean(entropy, mb_mask)
+                loss = pg_loss - cfg.entropy_coef * entropy_mean
+                if cfg.critic == "adapter":  # the critic's own pass comes after the policy's backward
+                    loss.backward()
+                    model.set_adapter(CRITIC)
+                    values = value_forward(model, mb_ids, mb_attn, roll.n_prompt, self.value_head)
+                vf_loss, vf_stats = losses.value_loss(
+                    values, roll.values[idx], roll.returns[idx], mb_mask, cfg.clip_range_value
+                )
+                if cfg.critic == "adapter":
+                    (cfg.vf_coef * vf_loss).backward()
+                    model.set_adapter(POLICY)
+                else:
+                    (loss + cfg.vf_coef * vf_loss).backward()
+                self._sync_gradients()
+                torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.preset.training.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                for key, value in {
+                    "ppo_loss": pg_loss.detach(),
+                    "value_loss": vf_loss.detach(),
+                    "entropy": entropy_mean.detach(),
+                    **pg_stats,
+                    **vf_stats,
+                }.items():
+                    stats.setdefault(key, []).append(value)
+        return {k: torch.stack(v).mean() for k, v in stats.items()}
+
+    def _sync_gradients(self) -> None:
+        """Average gradients across processes by hand.
+
+        DDP wrapping does not fit here: which adapter trains changes within a step (policy,
+        then critic), and DDP fixes the set of trainable parameters when it wraps the model.
+        """
+        if self.accelerator.num_processes == 1:
+            return
+        for param in self.optimizer.param_groups[0]["params"]:
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            torch.distributed.all_reduce(param.grad, op=torch.distributed.ReduceOp.SUM)
+            param.grad /= self.accelerator.num_processes
+
+    def train_step(self) -> dict[str, float]:
+        """One PPO step (rollout batch); returns the logged metrics."""
+        times = StepTimes()
+        start = time.perf_counter()
+        prompt_ids, prompt_mask, _ = self.prompt_batch(self.step)
+        roll = self.collect(prompt_ids, prompt_mask, times)
+        t_update = time.perf_counter()
+        update_stats = self.update(roll)
+        times.update = time.perf_counter() - t_update
+        self.scheduler.step()
+        self.step += 1
+        # 7. log (averaged over processes)
+        mask = roll.response_mask
+        local = {
+            "reward_mean": roll.scores.mean(),
+            "reward_std": roll.scores.std(unbiased=False),
+            "kl_divergence": self._kl.sum(dim=1).mean(),
+            "response_length": mask.sum(dim=1).float().mean(),
+            "no_eos_fraction": (~roll.contains_eos).float().mean(),
+            "advantage_mean": losses.masked_mean(roll.advantages, mask),
+            "value_mean": losses.masked_mean(roll.values, mask),
+            **update_stats,
+        }
+        keys = list(local)
+        reduced = self.accelerator.reduce(torch.stack([local[k].float() for k in keys]).to(self.device), "mean")
+        metrics = {"step": self.step, **{k: v.item() for k, v in zip(keys, reduced)}}
+        elapsed = time.perf_counter() - start
+        generated = mask.sum().item() * self.accelerator.num_processes
+        metrics.update(
+            learning_rate=self.scheduler.get_last_lr()[0],
+            time_generate=times.generate,
+            time_reward=times.reward,
+            time_reference=times.reference,
+            time_old_logprobs=times.old_logprobs,
+            time_score=times.reward + times.reference + times.old_logprobs,
+            time_train=times.update,
+            time_step=elapsed,
+            tokens_per_second=generated / elapsed,
+            generated_tokens_per_second=generated / max(times.generate, 1e-9),
+        )
+        self._last_rollout = roll
+        return metrics
+
+    # ------------------------------------------------------------------------------------ loop
+
+    def train(self, resume_from: str | None = None) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        if resume_from:
+            self.load_checkpoint(Path(resume_from))
+        main = self.accelerator.is_main_process
+        if main and "tensorboard" in as_list(self.preset.training.report_to):
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb_writer = SummaryWriter(log_dir=str(self.run.tensorboard))
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="ppo", disable=not main, dynamic_ncols=True)
+        metrics: dict[str, float] = {}
+        save_every = self.preset.training.save_steps
+        while self.step < self.total_steps:
+            metrics = self.train_step()
+            if main:
+                self._log(metrics)
+                bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl_divergence']:.3f}")
+            bar.update(1)
+            if self.cfg.sample_every and (self.step % self.cfg.sample_every == 0 or self.step == 1) and main:
+                self._write_samples()
+            if self.step % save_every == 0 or self.step == self.total_steps:
+                self.save_checkpoint()
+        bar.close()
+        if self.tb_writer:
+            self.tb_writer.close()
+        return metrics
+
+    def _log(self, metrics: dict) -> None:
+        with self.run.metrics.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+        if self.tb_writer:
+            for key, value in metrics.items():
+                if key != "step":
+                    self.tb_writer.add_scalar(f"ppo/{key}", value, metrics["step"])
+
+    def _write_samples(self) -> None:
+        roll = self._last_rollout
+        n = min(self.cfg.num_samples, len(roll))
+        with self.run.samples.open("a", encoding="utf-8") as handle:
+            for i in range(n):
+                prompt = self.tokenizer.decode(roll.input_ids[i, : roll.n_prompt], skip_special_tokens=True)
+                response = self.tokenizer.decode(roll.response_ids[i][roll.response_mask[i]], skip_special_tokens=True)
+                record = {"step": self.step, "prompt": prompt, "response": response, "reward": roll.scores[i].item()}
+                handle.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------------------------ state
+
+    def _state(self) -> dict:
+        from peft import get_peft_model_state_dict
+
+        adapters = {POLICY: get_peft_model_state_dict(self.model, adapter_name=POLICY)}
+        if self.cfg.critic == "adapter":
+            adapters[CRITIC] = get_peft_model_state_dict(self.model, adapter_name=CRITIC)
+        return {
+            "step": self.step,
+            "adapters": adapters,
+            "value_head": self.value_head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        }
+
+    def save_checkpoint(self) -> None:
+        """`checkpoints/checkpoint-<step>/` written atomically; the oldest beyond save_total_limit go."""
+        if self.accelerator.is_main_process:
+            target = self.run.checkpoints / f"checkpoint-{self.step}"
+            with atomic_directory(target) as tmp:
+                torch.save(self._state(), tmp / "ppo_state.pt")
+                (tmp / "trainer_state.json").write_text(json.dumps({"global_step": self.step}) + "\n")
+            kept = sorted(self.run.checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+            for old in kept[: -self.preset.training.save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def load_checkpoint(self, path: Path) -> None:
+        from peft import set_peft_model_state_dict
+
+        state = torch.load(path / "ppo_state.pt", map_location=self.device, weights_only=False)
+        for name, adapter_state in state["adapters"].items():
+            set_peft_model_state_dict(self.model, adapter_state, adapter_name=name)
+        self.model.set_adapter(POLICY)
+        self.value_head.load_state_dict(state["value_head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step = state["step"]
+        if self.accelerator.is_main_process:
+            trim_metrics(self.run.samples, self.step)
+
+    def save_final(self) -> None:
+        """`final/`: the policy adapter (loadable as model_name), value head, critic, preset, tokenizer."""
+        if self.accelerator.is_main_process:
+            with atomic_directory(self.run.final) as tmp:
+                self.model.save_pretrained(tmp, selected_adapters=[POLICY])
+                self.tokenizer.padding_side = "right"
+                self.tokenizer.save_pretrained(tmp)
+                torch.save(self.value_head.state_dict(), tmp / "value_head.pt")
+                if self.cfg.critic == "adapter":
+                    self.model.save_pretrained(tmp / "critic_adapter", selected_adapters=[CRITIC])
+                if self.run.preset.is_file():
+                    shutil.copy(self.run.preset, tmp / "preset.yml")
+                if self.cfg.save_merged:
+                    merged = copy.deepcopy(self.model).merge_and_unload(adapter_names=[POLICY])
+                    merged.save_pretrained(tmp / "merged")
+                    self.tokenizer.save_pretrained(tmp / "merged")
+                write_final_marker(tmp, stage="ppo", base=resolved_model_name(self.preset.model_name), steps=self.step)
+        self.accelerator.wait_for_everyone()
+
+
+def run_ppo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
+    if use_bf16(preset) and not torch.cuda.is_available():
+        logger.warning("bf16 requested without a GPU: PPO runs in the model's dtype on the CPU")
+    trainer = PPOTrainer(preset, run)
+    metrics = trainer.train(resume_from=resume_from)
+    trainer.save_final()
+    history = read_metrics(run.metrics)
+    return {**metrics, "steps": len(history)}
