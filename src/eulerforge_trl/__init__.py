@@ -1,0 +1,31 @@
+"""eulerforge-trl: SFT -> reward model -> PPO (or DPO) on LoRA adapters, on top of Hugging Face TRL.
+
+Importing the package is cheap; torch/transformers load when a stage runs.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_preset": "eulerforge_trl.config",
+    "Preset": "eulerforge_trl.config",
+    "train_sft": "eulerforge_trl.api",
+    "train_rm": "eulerforge_trl.api",
+    "train_ppo": "eulerforge_trl.api",
+    "train_dpo": "eulerforge_trl.api",
+    "run_stage": "eulerforge_trl.pipeline.stages",
+    "run_pipeline": "eulerforge_trl.pipeline.full",
+    "load_reward_model": "eulerforge_trl.models.reward_head",
+    "score": "eulerforge_trl.models.reward_head",
+    "load_causal_lm": "eulerforge_trl.models.loading",
+    "load_tokenizer": "eulerforge_trl.models.loading",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'eulerforge_trl' has no attribute {name!r}")

@@ -27,6 +27,7 @@ from accelerate import Accelerator
 
 from ...config.schema import Preset
 from ...data.jsonl import read_rows
+from ...errors import ModelError
 from ...models.loading import load_causal_lm, load_tokenizer, resolved_model_name
 from ...models.reward_head import RewardHead, RewardScorer
 from ...pipeline.outputs import RunDir, atomic_directory, read_metrics, trim_metrics, write_final_marker
@@ -61,6 +62,7 @@ class PPOTrainer:
         self.tokenizer.padding_side, self.tokenizer.truncation_side = "left", "left"
         self.prompts = self._tokenize_prompts()
         self.model = self._build_policy()
+        _check_reward_base_name(preset)
         self.scorer = RewardScorer.attach(
             self.model, preset.training.reward_model.checkpoint_path or "", resolved_model_name(preset.model_name), REWARD
         )
@@ -408,6 +410,16 @@ class PPOTrainer:
                     self.tokenizer.save_pretrained(tmp / "merged")
                 write_final_marker(tmp, stage="ppo", base=resolved_model_name(self.preset.model_name), steps=self.step)
         self.accelerator.wait_for_everyone()
+
+
+def _check_reward_base_name(preset: Preset) -> None:
+    """`training.reward_model.model_name`, when given, must be the policy's base: one base in memory."""
+    named = preset.training.reward_model.model_name
+    if named and resolved_model_name(named) != resolved_model_name(preset.model_name):
+        raise ModelError(
+            f"training.reward_model.model_name ({named}) differs from model_name ({preset.model_name}): the reward "
+            f"adapter runs on the policy's base, so train the RM on {preset.model_name} (or leave this key out)"
+        )
 
 
 def run_ppo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
