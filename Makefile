@@ -31,9 +31,9 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+# ours vs the floor vs TRL 1.12's PPOTrainer (its own .venv-peer), one JSON line last. BENCH_FLAGS='--hidden 256 --layers 4'
 bench: install
-	$(BIN)/python benchmarks/ppo_step.py
-	$(BIN)/python benchmarks/compare.py
+	$(BIN)/python benchmarks/compare.py $(BENCH_FLAGS)
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -6,10 +6,16 @@ one PPO step there: rollout (sampled ``generate``), reference/value/reward forwa
 ``--ppo-epochs`` optimisation epochs over one minibatch.
 
 The models are random-init ``qwen3_5_text`` (alternating Gated DeltaNet and full-attention
-layers): a causal-LM policy with a LoRA adapter (the reference is the same policy with the
+layers, shaped by ``benchmarks/_shapes.py`` exactly as ``benchmarks/ppo_step.py`` shapes ours):
+a causal-LM policy with a LoRA adapter (the reference is the same policy with the
 adapter off), and a reward and a value model as ``AutoModelForSequenceClassification`` with
 ``num_labels=1``. Prompts are random token ids; the tokenizer is a tiny byte-level BPE built
-in-process unless ``--tokenizer DIR`` names one.
+in-process unless ``--tokenizer DIR`` names one (``benchmarks/compare.py`` passes our shipped
+tokenizer, so both sides have the same vocabulary). ``--dtype`` sets the weights' dtype (auto: bf16
+on CUDA, fp32 on a CPU, as in ``ppo_step.py``; the LoRA adapter stays fp32, no autocast);
+``--mini-batches K`` splits each PPO epoch into K optimizer steps of ``--batch/K`` episodes.
+Generation never stops early on purpose: ``generate`` runs ``--response-len`` tokens unless every
+row of the batch samples EOS, which a random model practically never does.
 
 What it reports: the median wall time of a PPO step over ``--steps`` steps, after
 ``--warmup`` discarded ones, and the peak memory of the process (peak RSS on a CPU,
@@ -41,6 +47,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _shapes  # noqa: E402  (stdlib + transformers only: importable from either venv)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_DIR = REPO_ROOT / ".venv-peer"
 PEER_TRL_VERSION = "1.12.0"
@@ -54,29 +63,10 @@ EOS_TOKEN = "<|endoftext|>"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--hidden", type=int, default=64, help="hidden size (a multiple of 4)")
-    p.add_argument("--layers", type=int, default=2, help="decoder layers (linear/full attention alternate)")
-    p.add_argument("--batch", type=int, default=8, help="prompts per PPO step")
-    p.add_argument("--prompt-len", type=int, default=16, help="tokens per prompt")
-    p.add_argument("--response-len", type=int, default=32, help="new tokens sampled per prompt")
-    p.add_argument("--lora-r", type=int, default=8, help="LoRA rank of the policy adapter")
-    p.add_argument("--ppo-epochs", type=int, default=4, help="optimisation epochs per PPO step")
-    p.add_argument("--steps", type=int, default=5, help="timed PPO steps")
-    p.add_argument("--warmup", type=int, default=1, help="PPO steps run first and not timed")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--tokenizer", default=None, help="AutoTokenizer directory (default: a tiny BPE built here)"
-    )
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if there")
+    _shapes.add_shape_args(p)
+    p.add_argument("--tokenizer", default=None, help="AutoTokenizer directory (default: a tiny BPE built here)")
     args = p.parse_args(argv)
-    if args.hidden % 4 or args.hidden < 8:
-        p.error(f"--hidden must be a multiple of 4 and at least 8, got {args.hidden}")
-    for name in ("layers", "batch", "prompt_len", "response_len", "lora_r", "ppo_epochs", "steps"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        p.error(f"--warmup must be >= 0, got {args.warmup}")
+    _shapes.check_shape_args(p, args)
     return args
 
 
@@ -202,42 +192,31 @@ def load_tokenizer(path: str | None, seed: int):
 
 
 def model_config(tokenizer, hidden: int, layers: int, max_len: int, **extra):
-    """A tiny `qwen3_5_text` config; `layer_types` alternate linear and full attention."""
-    from transformers import Qwen3_5TextConfig
-
-    head_dim = hidden // 4
-    return Qwen3_5TextConfig(
+    """The shared `qwen3_5_text` shape (`_shapes.py`) with this tokenizer's vocabulary and ids."""
+    return _shapes.qwen3_5_text_config(
         vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=head_dim,
-        linear_num_key_heads=2,
-        linear_num_value_heads=4,
-        linear_key_head_dim=head_dim,
-        linear_value_head_dim=head_dim,
-        layer_types=["linear_attention" if i % 2 == 0 else "full_attention" for i in range(layers)],
-        max_position_embeddings=max(256, max_len),
-        tie_word_embeddings=False,
+        hidden=hidden,
+        layers=layers,
+        max_len=max_len,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
         **extra,
     )
 
 
-def build_models(tokenizer, args: argparse.Namespace):
+def build_models(tokenizer, args: argparse.Namespace, dtype: str = "fp32"):
     """Random-init policy (causal LM), reward and value models (sequence classifiers)."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
     max_len = args.prompt_len + args.response_len
-    policy = AutoModelForCausalLM.from_config(model_config(tokenizer, args.hidden, args.layers, max_len))
+    config = model_config(tokenizer, args.hidden, args.layers, max_len)
+    policy = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
     # The value model gets its own weights (PPOTrainer trains it in full), drawn after the RM's.
     scorer_config = model_config(tokenizer, args.hidden, args.layers, max_len, num_labels=1)
-    reward = AutoModelForSequenceClassification.from_config(scorer_config)
-    value = AutoModelForSequenceClassification.from_config(scorer_config)
+    reward = AutoModelForSequenceClassification.from_config(scorer_config, dtype=torch_dtype)
+    value = AutoModelForSequenceClassification.from_config(scorer_config, dtype=torch_dtype)
     return policy, reward, value
 
 
@@ -262,11 +241,13 @@ def ppo_config(args: argparse.Namespace, device: str, output_dir: str):
     from peft import LoraConfig
     from trl.experimental.ppo import PPOConfig
 
+    # The rollout batch is per_device_train_batch_size * gradient_accumulation_steps; each of the
+    # num_mini_batches minibatches of it is one optimizer step (one micro-batch: the whole minibatch).
     config = PPOConfig(
         output_dir=output_dir,
         per_device_train_batch_size=args.batch,
         gradient_accumulation_steps=1,
-        num_mini_batches=1,
+        num_mini_batches=args.mini_batches,
         num_ppo_epochs=args.ppo_epochs,
         local_rollout_forward_batch_size=args.batch,
         response_length=args.response_len,
@@ -275,7 +256,7 @@ def ppo_config(args: argparse.Namespace, device: str, output_dir: str):
         missing_eos_penalty=None,
         temperature=1.0,
         num_sample_generations=0,
-        bf16=False,  # PPOConfig turns bf16 on by default
+        bf16=False,  # PPOConfig turns bf16 on by default; --dtype bf16 sets the weights' dtype instead
         fp16=False,
         gradient_checkpointing=False,
         report_to=[],
@@ -328,12 +309,12 @@ def make_step_timer():
     return StepTimer()
 
 
-def build_trainer(args: argparse.Namespace, device: str, output_dir: str):
+def build_trainer(args: argparse.Namespace, device: str, output_dir: str, dtype: str = "fp32"):
     from transformers import PrinterCallback, ProgressCallback
     from trl.experimental.ppo import PPOTrainer
 
     tokenizer = load_tokenizer(args.tokenizer, args.seed)
-    policy, reward, value = build_models(tokenizer, args)
+    policy, reward, value = build_models(tokenizer, args, dtype)
     prompts = build_prompts(tokenizer, args.batch * (args.steps + args.warmup), args.prompt_len, args.seed)
     config, lora = ppo_config(args, device, output_dir)
     timer = make_step_timer()
@@ -388,7 +369,11 @@ def print_table(result: dict, step_times: list[float]) -> None:
             f"qwen3_5_text {result['hidden']}/{result['layers']} hidden/layers, vocab {result['vocab']}",
         ),
         ("batch x prompt/response", f"{result['batch']} x {result['prompt_len']}/{result['response_len']}"),
-        ("LoRA r / PPO epochs", f"{result['lora_r']} / {result['ppo_epochs']}"),
+        (
+            "LoRA r / PPO epochs / minibatches",
+            f"{result['lora_r']} / {result['ppo_epochs']} / {result['mini_batches']}",
+        ),
+        ("dtype", result["dtype"]),
         ("timed steps (s)", " ".join(f"{t:.3f}" for t in step_times)),
         ("median s/step", f"{result['step_s']:.3f}"),
         (f"peak memory ({result['mem_kind']})", f"{result['peak_mem_mib']:.0f} MiB"),
@@ -402,6 +387,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     import tempfile
 
     device = choose_device(args.device)
+    dtype = _shapes.resolve_dtype(args.dtype, device)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # we know PPOTrainer is experimental in 1.12
     import torch
     from transformers import set_seed
@@ -410,7 +396,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     set_seed(args.seed)
     with tempfile.TemporaryDirectory(prefix="peer_trl112_") as output_dir:
-        trainer, timer, vocab = build_trainer(args, device, output_dir)
+        trainer, timer, vocab = build_trainer(args, device, output_dir, dtype)
         trainer.train()
     step_times = timer.durations[args.warmup :]
     if len(step_times) != args.steps:
@@ -429,9 +415,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "response_len": args.response_len,
         "lora_r": args.lora_r,
         "ppo_epochs": args.ppo_epochs,
+        "mini_batches": args.mini_batches,
         "device": device,
+        "dtype": dtype,
+        "threads": torch.get_num_threads(),
+        "vocab": vocab,
     }
-    print_table({**result, "vocab": vocab}, step_times)
+    print_table(result, step_times)
     return result
 
 

@@ -1,0 +1,143 @@
+"""Our PPO step against the peer's (TRL 1.12 PPOTrainer), measured in one run with the same flags.
+
+Runs ``benchmarks/ppo_step.py --json-only`` (with this Python, which must import
+``eulerforge_trl``: the repository's ``.venv``) and then ``benchmarks/peer_trl112.py`` (which
+re-executes itself in ``.venv-peer/``, creating it on first use), one after the other, never
+at once. Both get the same shape and run flags (``benchmarks/_shapes.py``: model size, batch,
+prompt/response lengths, LoRA rank, PPO epochs, minibatches, steps, warmup, seed, threads,
+device, dtype) and the tokenizer our package ships, so they build the same ``qwen3_5_text``
+model with the same vocabulary. ``--critic`` goes to ours only (the peer always trains a
+separate full value model).
+
+Prints our phase table (ours vs the floor), a side-by-side table (ours vs peer), and, as the
+last line, one JSON object: ``ours_step_s``, ``peer_step_s``, ``ours_over_peer`` (step-time
+ratio), ``step_over_floor``, ``ours_peak_mem_mib``, ``peer_peak_mem_mib``, the shape, and both
+benchmarks' full results under ``ours`` and ``peer``::
+
+    .venv/bin/python benchmarks/compare.py                          # tiny default
+    .venv/bin/python benchmarks/compare.py --steps 2 --threads 1    # a quick look
+    .venv/bin/python benchmarks/compare.py --hidden 256 --layers 4 --batch 16 --response-len 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _shapes  # noqa: E402
+import ppo_step  # noqa: E402  (top level imports only the standard library and _shapes)
+
+# Fields both results must agree on for the ratio to mean anything.
+SAME = ("device", "dtype", "threads", "vocab", *_shapes.SHAPE_FLAGS, "steps")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    _shapes.add_shape_args(p)
+    p.add_argument("--critic", choices=["adapter", "value_head"], default=None, help="ours only (default: ours')")
+    p.add_argument("--no-peer", action="store_true", help="skip the peer (its fields come out null)")
+    args = p.parse_args(argv)
+    _shapes.check_shape_args(p, args)
+    return args
+
+
+def run_json(name: str, cmd: list[str]) -> dict:
+    """Run `cmd` (stderr passes through), return the JSON object on the last line of its stdout."""
+    print(f"[compare] $ {' '.join(cmd)}", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join(lines[-20:])
+        sys.exit(f"error: {name} failed (exit status {proc.returncode}); its stdout ended with:\n{tail}")
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError:
+        sys.exit(f"error: {name}'s last line is not JSON: {lines[-1][:200]}")
+
+
+def mismatches(ours: dict, peer: dict) -> list[str]:
+    return [f"{k}: ours {ours.get(k)!r}, peer {peer.get(k)!r}" for k in SAME if ours.get(k) != peer.get(k)]
+
+
+def print_side_by_side(ours: dict, peer: dict | None) -> None:
+    def ratio(a, b) -> str:
+        return f"{a / b:.2f}x" if a is not None and b else ""
+
+    p = peer or {}
+    mem_kind = ours["mem_kind"]
+    rows = [
+        ("", "ours", "peer", "ours/peer"),
+        (
+            "step (median s)",
+            f"{ours['step_s']:.4f}",
+            f"{p['step_s']:.4f}" if peer else "-",
+            ratio(ours["step_s"], p.get("step_s")),
+        ),
+        (
+            f"peak memory ({mem_kind}, MiB)",
+            f"{ours['peak_mem_mib']:.0f}",
+            f"{p['peak_mem_mib']:.0f}" if peer else "-",
+            ratio(ours["peak_mem_mib"], p.get("peak_mem_mib")),
+        ),
+        ("floor (s)", f"{ours['floor_s']:.4f}", "", ""),
+        ("step / floor", f"{ours['step_over_floor']:.2f}", f"{p['step_s'] / ours['floor_s']:.2f}" if peer else "-", ""),
+    ]
+    print()
+    print(f"ours: {ours['bench']}   peer: {p.get('peer', 'not run')}")
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print(f"{r[0]:<{widths[0]}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(r[1:], widths[1:])))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    flags = _shapes.forwarded_argv(args)
+    ours_cmd = [sys.executable, str(HERE / "ppo_step.py"), "--json-only", *flags]
+    if args.critic:
+        ours_cmd += ["--critic", args.critic]
+    ours = run_json("ppo_step.py", ours_cmd)
+    peer = None
+    if not args.no_peer:
+        peer_cmd = [
+            sys.executable,
+            str(HERE / "peer_trl112.py"),
+            *flags,
+            "--tokenizer",
+            str(_shapes.TINY_TOKENIZER_DIR),
+        ]
+        peer = run_json("peer_trl112.py", peer_cmd)
+    warnings = mismatches(ours, peer) if peer else []
+    for w in warnings:
+        print(f"[compare] warning: the runs differ in {w}", file=sys.stderr)
+    if peer and peer["mem_kind"] != ours["mem_kind"]:
+        warnings.append(f"mem_kind: ours {ours['mem_kind']!r}, peer {peer['mem_kind']!r}")
+
+    ppo_step.print_table(ours)
+    print_side_by_side(ours, peer)
+    result = {
+        "ours_step_s": ours["step_s"],
+        "peer_step_s": peer["step_s"] if peer else None,
+        "ours_over_peer": round(ours["step_s"] / peer["step_s"], 3) if peer else None,
+        "step_over_floor": ours["step_over_floor"],
+        "peer_step_over_floor": round(peer["step_s"] / ours["floor_s"], 3) if peer else None,
+        "floor_s": ours["floor_s"],
+        "ours_peak_mem_mib": ours["peak_mem_mib"],
+        "peer_peak_mem_mib": peer["peak_mem_mib"] if peer else None,
+        "ours_over_peer_mem": round(ours["peak_mem_mib"] / peer["peak_mem_mib"], 3) if peer else None,
+        "mem_kind": ours["mem_kind"],
+        **{k: ours[k] for k in ("device", "dtype", "threads", "vocab", *_shapes.SHAPE_FLAGS, "critic", "steps")},
+        "warnings": warnings,
+        "ours": ours,
+        "peer": peer,
+    }
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
