@@ -28,7 +28,7 @@ class DataSection:
     format: Literal["raw"] = "raw"  # raw = JSONL, one object per line
     path: str = ""  # training JSONL (relative paths are taken from the working directory)
     task: Literal["sft", "preference", "prompt_only"] = "sft"  # sft {prompt,response}; preference {prompt,chosen,rejected}; prompt_only {prompt}
-    max_length: int = 512  # tokens of prompt+response; longer rows are truncated (SFT) or dropped (RM/DPO)
+    max_length: int = 512  # tokens of prompt+response; longer rows are truncated (SFT, DPO) or dropped (RM)
     max_prompt_length: int = 256  # PPO: prompts are cut to their last N tokens
     eval_path: Optional[str] = None  # held-out JSONL of the same task
     eval_split: float = 0.0  # else hold out this fraction of `path` (0 = no evaluation)
@@ -71,7 +71,10 @@ class DPOSection:
     """DPO hyper-parameters (TRL `DPOConfig`)."""
 
     beta: float = 0.1  # strength of the implicit KL to the reference
-    loss_type: str = "sigmoid"  # any TRL DPO loss_type
+    loss_type: Literal[
+        "sigmoid", "hinge", "ipo", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+        "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+    ] = "sigmoid"  # TRL DPO loss_type (exo_pair is left out: it needs label_smoothing > 0)
 
 
 @dataclass

@@ -80,10 +80,14 @@ def mask_after_first_eos(response: torch.Tensor, eos_token_id: int) -> tuple[tor
     return eos_before == 0, is_eos.any(dim=1)
 
 
-def response_forward(model, rollout_ids, attention_mask, n_prompt, temperature, value_head=None, with_entropy=False):
+def response_forward(
+    model, rollout_ids, attention_mask, n_prompt, temperature, value_head=None, with_entropy=False, entropy_grad=False
+):
     """Logprobs of the response tokens (and values / entropy) from one backbone pass.
 
     The LM head runs only on the R states that predict response tokens, not on the prompt.
+    Entropy is computed outside the autograd graph unless `entropy_grad` (an entropy bonus) asks
+    for it: a full-vocabulary softmax kept for backward costs memory and time for a logged number.
 
     Returns:
         logprobs [B, R], values [B, R] or None, entropy [B, R] or None.
@@ -92,7 +96,9 @@ def response_forward(model, rollout_ids, attention_mask, n_prompt, temperature, 
     logits = model.get_output_embeddings()(hidden).float() / temperature
     logprobs = selective_log_softmax(logits, rollout_ids[:, n_prompt:])
     values = value_head(hidden.float()) if value_head is not None else None
-    entropy = entropy_from_logits(logits) if with_entropy else None
+    entropy = None
+    if with_entropy:
+        entropy = entropy_from_logits(logits if entropy_grad else logits.detach())
     return logprobs, values, entropy
 
 

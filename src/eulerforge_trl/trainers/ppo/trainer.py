@@ -126,6 +126,12 @@ class PPOTrainer:
         warmup = int(self.preset.training.warmup_ratio * self.total_steps)
         return get_scheduler(self.preset.training.lr_scheduler, self.optimizer, warmup, self.total_steps)
 
+    def _clock(self) -> float:
+        """Wall time after the device's queued work: GPU kernels run asynchronously."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     # ------------------------------------------------------------------------------------ data
 
     def prompt_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -147,7 +153,7 @@ class PPOTrainer:
         """Phases 1-5: rollout, score, reference/old logprobs and values, shaped rewards, GAE."""
         cfg, model = self.cfg, self.model
         model.eval()  # keeps the KV cache with gradient checkpointing; dropout is off anyway
-        t0 = time.perf_counter()
+        t0 = self._clock()
         # 1. rollout
         roll = sample_responses(
             model,
@@ -159,23 +165,23 @@ class PPOTrainer:
             pad_token_id=self.tokenizer.pad_token_id,
             synced_gpus=self.accelerator.num_processes > 1,
         )
-        t1 = time.perf_counter()
+        t1 = self._clock()
         # 2. score: RM adapter + head on the same base, read at the last real token
         roll.scores = self.scorer.score_ids(roll.input_ids, roll.attention_mask)
-        t2 = time.perf_counter()
+        t2 = self._clock()
         args = (roll.input_ids, roll.attention_mask, roll.n_prompt, cfg.temperature)
         with torch.no_grad():
             # 3. reference (adapters off) and old policy logprobs/values
             with model.disable_adapter():
                 roll.ref_logprobs, _, _ = response_forward(model, *args)
-            t3 = time.perf_counter()
+            t3 = self._clock()
             head = self.value_head if cfg.critic == "value_head" else None
             roll.logprobs, roll.values, _ = response_forward(model, *args, value_head=head)
             if cfg.critic == "adapter":
                 model.set_adapter(CRITIC)
                 roll.values = value_forward(model, roll.input_ids, roll.attention_mask, roll.n_prompt, self.value_head)
                 model.set_adapter(POLICY)
-            t4 = time.perf_counter()
+            t4 = self._clock()
             mask = roll.response_mask
             roll.logprobs = roll.logprobs.masked_fill(~mask, 0.0)
             roll.ref_logprobs = roll.ref_logprobs.masked_fill(~mask, 0.0)
@@ -210,7 +216,8 @@ class PPOTrainer:
                 mb_ids, mb_attn, mb_mask = roll.input_ids[idx], roll.attention_mask[idx], roll.response_mask[idx]
                 head = self.value_head if cfg.critic == "value_head" else None
                 logprobs, values, entropy = response_forward(
-                    model, mb_ids, mb_attn, roll.n_prompt, cfg.temperature, value_head=head, with_entropy=True
+                    model, mb_ids, mb_attn, roll.n_prompt, cfg.temperature, value_head=head,
+                    with_entropy=True, entropy_grad=cfg.entropy_coef > 0,
                 )
                 pg_loss, pg_stats = losses.policy_loss(logprobs, roll.logprobs[idx], roll.advantages[idx], mb_mask, cfg.clip_range)
                 entropy_mean = losses.masked_mean(entropy, mb_mask)
@@ -258,12 +265,12 @@ class PPOTrainer:
     def train_step(self) -> dict[str, float]:
         """One PPO step (rollout batch); returns the logged metrics."""
         times = StepTimes()
-        start = time.perf_counter()
+        start = self._clock()
         prompt_ids, prompt_mask, _ = self.prompt_batch(self.step)
         roll = self.collect(prompt_ids, prompt_mask, times)
-        t_update = time.perf_counter()
+        t_update = self._clock()
         update_stats = self.update(roll)
-        times.update = time.perf_counter() - t_update
+        times.update = self._clock() - t_update
         self.scheduler.step()
         self.step += 1
         # 7. log (averaged over processes)
@@ -281,7 +288,7 @@ class PPOTrainer:
         keys = list(local)
         reduced = self.accelerator.reduce(torch.stack([local[k].float() for k in keys]).to(self.device), "mean")
         metrics = {"step": self.step, **{k: v.item() for k, v in zip(keys, reduced)}}
-        elapsed = time.perf_counter() - start
+        elapsed = self._clock() - start
         generated = mask.sum().item() * self.accelerator.num_processes
         metrics.update(
             learning_rate=self.scheduler.get_last_lr()[0],

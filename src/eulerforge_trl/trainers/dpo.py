@@ -1,0 +1,101 @@
+"""DPO stage: TRL `DPOTrainer` on {prompt, chosen, rejected} rows, the alternative to RM + PPO.
+
+With a `lora:` section (the usual case) DPO trains a fresh LoRA adapter on the SFT model and the
+reference policy is that same model with the adapter disabled: no second copy in memory. Without
+one it fine-tunes every weight and keeps a frozen reference copy (twice the weights in memory);
+we load that copy ourselves with `load_causal_lm`, because TRL would reload it from
+`config._name_or_path`, which is empty for the built-in tiny model and names the bare base for an
+adapter-only `model_name`.
+
+`final/` holds the DPO adapter merged into the base (or the fully fine-tuned model) with the
+tokenizer, so it loads like any other causal LM and can feed a later stage.
+"""
+
+from __future__ import annotations
+
+from trl import DPOConfig, DPOTrainer
+
+from ..config.schema import Preset
+from ..data.jsonl import load_splits
+from ..models.loading import load_causal_lm, load_tokenizer
+from ..pipeline.outputs import RunDir, atomic_directory, write_final_marker
+from .common import common_trainer_args, logging_callbacks, lora_config, weights_dtype
+
+
+def to_dpo_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> DPOConfig:
+    """The `DPOConfig` for a preset, every field we rely on set explicitly.
+
+    TRL 1.16's `DPOConfig` has no `eos_token` and deprecates `pad_token`: the trainer appends
+    `tokenizer.eos_token` to chosen/rejected and pads with `tokenizer.pad_token`, which
+    `load_tokenizer` has already made distinct from EOS. `tokenizer` is taken for symmetry with the
+    other adapters and to check that.
+    """
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        raise ValueError("DPO needs a tokenizer whose pad token differs from EOS; load it with load_tokenizer")
+    dpo = preset.training.dpo
+    return DPOConfig(
+        **common_trainer_args(preset, run, has_eval),
+        beta=dpo.beta,
+        loss_type=[dpo.loss_type],
+        loss_weights=None,
+        # Prompt+completion longer than this is cut at the end (TRL's only mode); rows whose prompt
+        # alone fills it are dropped.
+        max_length=preset.data.max_length,
+        truncation_mode="keep_start",
+        padding_free=False,
+        disable_dropout=True,  # the reference (adapters off) and the policy must see the same network
+        precompute_ref_log_probs=False,  # the reference forward runs per batch (cheap: adapters off)
+        sync_ref_model=False,  # TR-DPO; not supported with PEFT
+        use_weighting=False,
+        ld_alpha=None,
+        dataset_num_proc=None,
+    )
+
+
+def run_dpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
+    """Train, evaluate and write `final/`; returns the final metrics.
+
+    Logged per step (TRL names): `loss`, `rewards/chosen`, `rewards/rejected`, `rewards/margins`
+    (mean of beta * (log-ratio chosen - log-ratio rejected)), `rewards/accuracies`, `logps/*`,
+    `logits/*`, and the same with an `eval_` prefix on evaluation.
+
+    Example:
+        >>> from eulerforge_trl.pipeline.stages import run_stage
+        >>> result = run_stage("presets/tiny_dpo.yml", ["model_name=outputs/tiny/01_sft/final"], "outputs/tiny/02_dpo")
+        >>> result.metrics["eval_rewards/accuracies"] > 0.9
+        True
+    """
+    tokenizer = load_tokenizer(preset.model_name)
+    train_rows, eval_rows = load_splits(preset.data, preset.training.seed)
+    dtype = weights_dtype(preset)
+    model = load_causal_lm(preset.model_name, dtype=dtype, tokenizer=tokenizer)
+    peft_config = lora_config(preset, "CAUSAL_LM")
+    # LoRA: no ref_model, TRL disables the adapter for the reference pass. Full fine-tuning: a frozen copy.
+    ref_model = None if peft_config is not None else load_causal_lm(preset.model_name, dtype=dtype, tokenizer=tokenizer)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=to_dpo_config(preset, run, eval_rows is not None, tokenizer),
+        train_dataset=train_rows,
+        eval_dataset=eval_rows,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=logging_callbacks(preset, run),
+    )
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    metrics = dict(result.metrics)
+    if eval_rows is not None:
+        metrics.update(trainer.evaluate())
+    if trainer.is_world_process_zero():
+        model = trainer.model
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        with atomic_directory(run.final) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_final_marker(tmp, stage="dpo", base=preset.model_name, merged=preset.lora is not None)
+    trainer.accelerator.wait_for_everyone()
+    return metrics
+
+
+__all__ = ["run_dpo", "to_dpo_config"]
