@@ -18,10 +18,18 @@ from .errors import PresetError
 from .pipeline.stages import StageResult, run_stage
 
 
-def _train(stage: str, preset: Preset | str | Path, overrides=None, output_dir=None, resume: bool = True) -> StageResult:
-    loaded = preset if isinstance(preset, Preset) and not overrides and not output_dir else load_preset(preset, overrides, output_dir)
+def _train(
+    stage: str, preset: Preset | str | Path, overrides=None, output_dir=None, resume: bool = True
+) -> StageResult:
+    loaded = (
+        preset
+        if isinstance(preset, Preset) and not overrides and not output_dir
+        else load_preset(preset, overrides, output_dir)
+    )
     if loaded.training.type != stage:
-        raise PresetError(f"train_{stage} got a preset with training.type={loaded.training.type}; use train_{loaded.training.type}")
+        raise PresetError(
+            f"train_{stage} got a preset with training.type={loaded.training.type}; use train_{loaded.training.type}"
+        )
     return run_stage(loaded, resume=resume)
 
 

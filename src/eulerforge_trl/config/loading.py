@@ -102,7 +102,7 @@ def _omegaconf_message(err: OmegaConfBaseException, source: str, yaml_text: str 
     key = getattr(err, "full_key", None) or "?"
     reason = str(err).splitlines()[0]
     if "Key '" in reason and "not in" in reason:
-        reason = "unknown key" + (reason[reason.index(". Did you mean"):] if "Did you mean" in reason else "")
+        reason = "unknown key" + (reason[reason.index(". Did you mean") :] if "Did you mean" in reason else "")
     line = _line_of_key(yaml_text, key) if yaml_text else None
     where = f"{source}:{line}" if line else source
     return f"{where}: {key}: {reason}"

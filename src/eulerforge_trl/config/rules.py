@@ -52,8 +52,7 @@ def preset_problems(p: Preset) -> list[str]:
         need(0 <= ppo.lam <= 1, f"training.ppo.lam ({ppo.lam}) must be in [0, 1]")
         need(
             ppo.num_mini_batches >= 1 and t.batch_size % ppo.num_mini_batches == 0,
-            f"training.ppo.num_mini_batches ({ppo.num_mini_batches}) must divide training.batch_size "
-            f"({t.batch_size})",
+            f"training.ppo.num_mini_batches ({ppo.num_mini_batches}) must divide training.batch_size ({t.batch_size})",
         )
     if t.type == "dpo":
         need(t.dpo.beta > 0, f"training.dpo.beta ({t.dpo.beta}) must be > 0")

@@ -6,7 +6,7 @@ Rules that span several keys live in `eulerforge_trl.config.rules`.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 TINY_MODEL_NAME = "tiny-qwen3.5"
 
@@ -27,10 +27,12 @@ class DataSection:
 
     format: Literal["raw"] = "raw"  # raw = JSONL, one object per line
     path: str = ""  # training JSONL (relative paths are taken from the working directory)
-    task: Literal["sft", "preference", "prompt_only"] = "sft"  # sft {prompt,response}; preference {prompt,chosen,rejected}; prompt_only {prompt}
+    task: Literal["sft", "preference", "prompt_only"] = (
+        "sft"  # sft {prompt,response}; preference {prompt,chosen,rejected}; prompt_only {prompt}
+    )
     max_length: int = 512  # tokens of prompt+response; longer rows are truncated (SFT, DPO) or dropped (RM)
     max_prompt_length: int = 256  # PPO: prompts are cut to their last N tokens
-    eval_path: Optional[str] = None  # held-out JSONL of the same task
+    eval_path: str | None = None  # held-out JSONL of the same task
     eval_split: float = 0.0  # else hold out this fraction of `path` (0 = no evaluation)
 
 
@@ -38,8 +40,8 @@ class DataSection:
 class RewardModelSection:
     """PPO only: the RM adapter + RewardHead trained by the `rm` stage, applied on the policy's base."""
 
-    model_name: Optional[str] = None  # base the RM was trained on; must be the policy's base (checked)
-    checkpoint_path: Optional[str] = ""  # the rm stage's final/; "" (or null) = random head, for debugging only
+    model_name: str | None = None  # base the RM was trained on; must be the policy's base (checked)
+    checkpoint_path: str | None = ""  # the rm stage's final/; "" (or null) = random head, for debugging only
 
 
 @dataclass
@@ -58,9 +60,11 @@ class PPOSection:
     gamma: float = 1.0  # [gamma] discount
     lam: float = 0.95  # [lam] GAE lambda
     whiten_rewards: bool = False  # [whiten_rewards] whiten the shaped per-token rewards
-    missing_eos_penalty: Optional[float] = 1.0  # [missing_eos_penalty] subtracted from the score of responses without EOS
+    missing_eos_penalty: float | None = 1.0  # [missing_eos_penalty] subtracted from the score of responses without EOS
     entropy_coef: float = 0.0  # entropy bonus weight (0 = off)
-    critic: Literal["adapter", "value_head"] = "adapter"  # adapter = own LoRA + head from the RM; value_head = head on policy states
+    critic: Literal["adapter", "value_head"] = (
+        "adapter"  # adapter = own LoRA + head from the RM; value_head = head on policy states
+    )
     sample_every: int = 10  # write sample generations to samples.jsonl every N steps (0 = never)
     num_samples: int = 4  # how many generations each time
     save_merged: bool = False  # also write final/merged: the policy adapter merged into the base
@@ -72,8 +76,20 @@ class DPOSection:
 
     beta: float = 0.1  # strength of the implicit KL to the reference
     loss_type: Literal[
-        "sigmoid", "hinge", "ipo", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
-        "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+        "sigmoid",
+        "hinge",
+        "ipo",
+        "nca_pair",
+        "robust",
+        "bco_pair",
+        "sppo_hard",
+        "aot",
+        "aot_unpaired",
+        "apo_zero",
+        "apo_down",
+        "discopop",
+        "sft",
+        "sigmoid_norm",
     ] = "sigmoid"  # TRL DPO loss_type (exo_pair is left out: it needs label_smoothing > 0)
 
 
@@ -108,7 +124,7 @@ class Preset:
     """One stage's full configuration."""
 
     model_name: str = TINY_MODEL_NAME  # hub id, local directory (a stage's final/), or tiny-qwen3.5
-    lora: Optional[LoraSection] = None
+    lora: LoraSection | None = None
     data: DataSection = field(default_factory=DataSection)
     training: TrainingSection = field(default_factory=TrainingSection)
-    output_dir: Optional[str] = None  # default: outputs/<preset name>
+    output_dir: str | None = None  # default: outputs/<preset name>

@@ -11,8 +11,8 @@ reward by choosing pleasant words. Regenerate with:
 from __future__ import annotations
 
 import json
-import re
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -95,5 +95,5 @@ def write_examples(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    for name, path in write_examples(sys.argv[1] if len(sys.argv) > 1 else "examples/data").items():
+    for path in write_examples(sys.argv[1] if len(sys.argv) > 1 else "examples/data").values():
         print(f"wrote {path}")

@@ -39,7 +39,9 @@ def read_rows(path: str | Path, task: str, key: str = "data.path") -> list[dict]
                 if field not in row:
                     raise DataError(f"{path}:{number}: missing field '{field}' (task {task} needs {', '.join(fields)})")
                 if not isinstance(row[field], str):
-                    raise DataError(f"{path}:{number}: field '{field}' must be a string, got {type(row[field]).__name__}")
+                    raise DataError(
+                        f"{path}:{number}: field '{field}' must be a string, got {type(row[field]).__name__}"
+                    )
             rows.append({f: row[f] for f in fields})
     if not rows:
         raise DataError(f"{key}: {path} holds no rows")

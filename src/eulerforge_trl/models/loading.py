@@ -44,7 +44,9 @@ def load_tokenizer(model_name: str):
     if model_name == TINY_MODEL_NAME:
         tokenizer = tiny.load_tiny_tokenizer()
     else:
-        source = _adapter_base(model_name) if is_adapter_dir(model_name) and not _has_tokenizer(model_name) else model_name
+        source = (
+            _adapter_base(model_name) if is_adapter_dir(model_name) and not _has_tokenizer(model_name) else model_name
+        )
         if source == TINY_MODEL_NAME:
             return load_tokenizer(source)
         _check_locatable(source)
@@ -118,6 +120,16 @@ def _distinct_pad_token(tokenizer, model_name: str) -> str:
         f"model_name {model_name}: the tokenizer has no pad token distinct from EOS "
         f"({tokenizer.eos_token}) and none of {_PAD_CANDIDATES} exists in its vocabulary"
     )
+
+
+def check_model_name(model_name: str) -> None:
+    """A quick check that `model_name` can be looked for: built-in, a local model/adapter dir, or a hub id."""
+    if model_name == TINY_MODEL_NAME:
+        return
+    path = Path(model_name)
+    if path.is_dir() and not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+        raise ModelError(f"model_name {model_name}: this directory holds no config.json or adapter_config.json")
+    _check_locatable(model_name)
 
 
 def _check_locatable(model_name: str) -> None:

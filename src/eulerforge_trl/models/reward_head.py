@@ -39,7 +39,7 @@ class RewardHead(nn.Module):
         return self.linear(last_hidden).squeeze(-1)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "RewardHead":
+    def from_linear(cls, linear: nn.Linear) -> RewardHead:
         head = cls(linear.in_features, bias=linear.bias is not None)
         head.linear.load_state_dict(linear.state_dict())
         return head
@@ -120,7 +120,11 @@ def check_same_base(rm_meta: dict, policy: dict, rm_path: str) -> None:
         logger.warning(
             "reward model %s was trained on base %s, whose weights differ from the policy's base %s "
             "(fingerprints %s vs %s): scores may be off",
-            rm_path, rm_meta.get("base_model"), policy["base_model"], rm_meta.get("fingerprint"), policy.get("fingerprint"),
+            rm_path,
+            rm_meta.get("base_model"),
+            policy["base_model"],
+            rm_meta.get("fingerprint"),
+            policy.get("fingerprint"),
         )
 
 
@@ -155,7 +159,7 @@ class RewardScorer:
         self.model, self.head, self.adapter_name = model, head, adapter_name
 
     @classmethod
-    def attach(cls, model, checkpoint: str, model_name: str, adapter_name: str = "reward") -> "RewardScorer":
+    def attach(cls, model, checkpoint: str, model_name: str, adapter_name: str = "reward") -> RewardScorer:
         """Load the RM adapter under `adapter_name` and its head; "" gives a random head (debug only)."""
         hidden = model.get_input_embeddings().weight.shape[1]
         device = model.get_input_embeddings().weight.device
@@ -210,7 +214,11 @@ def load_reward_model(checkpoint: str, dtype=None):
     from .loading import load_causal_lm, load_tokenizer
 
     meta = read_reward_meta(checkpoint)
-    tokenizer = load_tokenizer(checkpoint) if (Path(checkpoint) / "tokenizer_config.json").is_file() else load_tokenizer(meta["base_model"])
+    tokenizer = (
+        load_tokenizer(checkpoint)
+        if (Path(checkpoint) / "tokenizer_config.json").is_file()
+        else load_tokenizer(meta["base_model"])
+    )
     base = load_causal_lm(meta["base_model"], dtype=dtype, tokenizer=tokenizer)
     model = PeftModel.from_pretrained(base, checkpoint, adapter_name="reward", is_trainable=False)
     head_state = torch.load(Path(checkpoint) / HEAD_FILE, map_location="cpu", weights_only=True)
@@ -219,7 +227,9 @@ def load_reward_model(checkpoint: str, dtype=None):
     return RewardScorer(model, head, "reward"), tokenizer
 
 
-def score(scorer: RewardScorer, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 16) -> list[float]:
+def score(
+    scorer: RewardScorer, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 16
+) -> list[float]:
     """Score prompt+response texts as PPO does (EOS appended, read at the last real token).
 
     Example:
@@ -228,7 +238,9 @@ def score(scorer: RewardScorer, tokenizer, prompts: list[str], responses: list[s
         [1.73]
     """
     device = scorer.head.linear.weight.device
-    texts = [p + r + (tokenizer.eos_token if not r.endswith(tokenizer.eos_token) else "") for p, r in zip(prompts, responses)]
+    texts = [
+        p + r + (tokenizer.eos_token if not r.endswith(tokenizer.eos_token) else "") for p, r in zip(prompts, responses)
+    ]
     out: list[float] = []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)

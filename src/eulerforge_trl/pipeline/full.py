@@ -80,7 +80,9 @@ def run_pipeline(
             wiring.append(f"training.reward_model.checkpoint_path={finals['rm']}")
         preset = load_preset(preset_path, wiring + per_stage[stage], output_dir=str(run.root))
         if preset.training.type != stage:
-            raise PresetError(f"{preset_path}: training.type is {preset.training.type}, but it is listed as stages.{stage}")
+            raise PresetError(
+                f"{preset_path}: training.type is {preset.training.type}, but it is listed as stages.{stage}"
+            )
         if resume and run.final_is_complete():
             print(f"[pipeline] {stage}: {run.final} is complete, skipping", flush=True)
             result.stages[stage] = StageResult(stage, run.root, run.final)
@@ -109,7 +111,11 @@ def pipeline_summary(out: Path, stages: list[str]) -> str:
                     text += f", preference margin {margins[0]:.3f} -> {margins[-1]:.3f}"
         elif stage == "rm":
             final = [r for r in records if r.get("final_eval")]
-            text = f"held-out accuracy {final[-1]['eval_accuracy']:.3f}, margin {final[-1]['eval_margin']:.2f}" if final else "no evaluation"
+            text = (
+                f"held-out accuracy {final[-1]['eval_accuracy']:.3f}, margin {final[-1]['eval_margin']:.2f}"
+                if final
+                else "no evaluation"
+            )
         else:
             rewards = [r["reward_mean"] for r in records if "reward_mean" in r]
             kls = [r["kl_divergence"] for r in records if "kl_divergence" in r]
@@ -146,9 +152,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_pipeline_command(args: argparse.Namespace) -> int:
     result = run_pipeline(args.preset, args.output_dir, args.overrides, resume=not args.no_resume)
-    from accelerate import PartialState
+    from ..runtime import process_state
 
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         print(result.summary())
     return 0
 

@@ -71,6 +71,7 @@ def atomic_directory(target: Path):
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    os.chmod(tmp, _default_mode(0o777))  # mkdtemp makes 0700; final/ must be as readable as a plain mkdir
     try:
         yield tmp
     except BaseException:
@@ -95,7 +96,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+    os.chmod(tmp, _default_mode(0o666))  # mkstemp makes 0600
     os.replace(tmp, path)
+
+
+def _default_mode(mode: int) -> int:
+    """`mode` as the umask leaves it: what `mkdir`/`open` would have given a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
 
 
 def trim_metrics(path: Path, after_step: int) -> None:
@@ -103,7 +112,11 @@ def trim_metrics(path: Path, after_step: int) -> None:
     path = Path(path)
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= after_step]
+    kept = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= after_step
+    ]
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 

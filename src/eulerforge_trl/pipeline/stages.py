@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Preset, load_preset, preset_to_yaml
+from ..runtime import process_state
 from .outputs import RunDir, atomic_write_text, read_metrics, trim_metrics
 from .plots import plot_training_curves
 
@@ -58,14 +59,14 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
         >>> result.final_dir
         PosixPath('outputs/sft/final')
     """
-    from accelerate import PartialState
     from transformers import set_seed
 
     if not isinstance(preset, Preset) or overrides or output_dir:
         preset = load_preset(preset, overrides, output_dir)
     stage = preset.training.type
     run = RunDir(Path(preset.output_dir))
-    state = PartialState()
+    check_inputs(preset)  # before anything in the output directory is touched
+    state = process_state()
     resume_from = run.last_checkpoint() if resume else None
     if state.is_main_process:
         run.root.mkdir(parents=True, exist_ok=True)
@@ -79,6 +80,20 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
     if state.is_main_process:
         plot_training_curves(run.metrics, run.plot, stage)
     return StageResult(stage=stage, output_dir=run.root, final_dir=run.final, metrics=metrics)
+
+
+def check_inputs(preset: Preset) -> None:
+    """Fail on bad data files, model paths and RM checkpoints before any file is written."""
+    from ..data.jsonl import read_rows
+    from ..models.loading import check_model_name
+    from ..models.reward_head import read_reward_meta
+
+    read_rows(preset.data.path, preset.data.task)
+    if preset.data.eval_path:
+        read_rows(preset.data.eval_path, preset.data.task, key="data.eval_path")
+    check_model_name(preset.model_name)
+    if preset.training.type == "ppo" and preset.training.reward_model.checkpoint_path:
+        read_reward_meta(preset.training.reward_model.checkpoint_path)
 
 
 def _checkpoint_step(checkpoint: Path | None) -> int:

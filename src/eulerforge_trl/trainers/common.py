@@ -9,6 +9,7 @@ from transformers import TrainerCallback
 
 from ..config.schema import Preset
 from ..pipeline.outputs import RunDir
+from ..runtime import use_cpu, write_rank_digest
 
 
 def use_bf16(preset: Preset) -> bool:
@@ -75,13 +76,28 @@ def common_trainer_args(preset: Preset, run: RunDir, has_eval: bool) -> dict:
         fp16=t.precision == "fp16",
         report_to=[r for r in as_list(t.report_to) if r != "tensorboard"],
         dataloader_num_workers=0,
+        dataloader_pin_memory=not use_cpu(),
+        use_cpu=use_cpu(),  # joins `accelerate launch` CPU processes into one gloo group
         disable_tqdm=False,
     )
 
 
+def evaluation_at_end(trainer) -> dict:
+    """The evaluation of the final weights: the trainer's own when it just ran one, else a new one.
+
+    transformers evaluates at the last step when it falls on `eval_steps`; evaluating again would
+    log a duplicate line.
+    """
+    history = trainer.state.log_history
+    last_eval = next((h for h in reversed(history) if "eval_loss" in h), None)
+    if last_eval is not None and last_eval.get("step") == trainer.state.global_step:
+        return {k: v for k, v in last_eval.items() if k.startswith("eval_")}
+    return trainer.evaluate()
+
+
 def logging_callbacks(preset: Preset, run: RunDir) -> list[TrainerCallback]:
     """metrics.jsonl always; TensorBoard under `<output_dir>/tensorboard` when asked for."""
-    callbacks: list[TrainerCallback] = [MetricsFileCallback(run.metrics)]
+    callbacks: list[TrainerCallback] = [MetricsFileCallback(run.metrics), RankDigestCallback()]
     if "tensorboard" in as_list(preset.training.report_to):
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
@@ -101,6 +117,14 @@ class MetricsFileCallback(TrainerCallback):
             record = {"step": state.global_step, **{k: _plain(v) for k, v in logs.items()}}
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+
+
+class RankDigestCallback(TrainerCallback):
+    """At the end of training each rank may record a hash of its trainable weights (see runtime)."""
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            write_rank_digest((n, p) for n, p in model.named_parameters() if p.requires_grad)
 
 
 def _plain(value):

@@ -44,7 +44,9 @@ def sequence_classifier_on(causal_lm, model_name: str):
         with torch.device("meta"):
             classifier = AutoModelForSequenceClassification.from_config(config)
     except ValueError as err:
-        raise ModelError(f"model_name {model_name}: no sequence-classification class for this architecture ({err})") from None
+        raise ModelError(
+            f"model_name {model_name}: no sequence-classification class for this architecture ({err})"
+        ) from None
     setattr(classifier, classifier.base_model_prefix, getattr(causal_lm, causal_lm.base_model_prefix))
     hidden = causal_lm.get_input_embeddings().weight.shape[1]
     head = RewardHead(hidden).linear.to(device=causal_lm.device, dtype=torch.float32)

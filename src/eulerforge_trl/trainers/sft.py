@@ -12,7 +12,7 @@ from ..config.schema import Preset
 from ..data.jsonl import load_splits
 from ..models.loading import load_causal_lm, load_tokenizer
 from ..pipeline.outputs import RunDir, atomic_directory, write_final_marker
-from .common import common_trainer_args, logging_callbacks, lora_config, weights_dtype
+from .common import common_trainer_args, evaluation_at_end, logging_callbacks, lora_config, weights_dtype
 
 
 def to_sft_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> SFTConfig:
@@ -44,7 +44,7 @@ def run_sft(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     result = trainer.train(resume_from_checkpoint=resume_from)
     metrics = dict(result.metrics)
     if eval_rows is not None:
-        metrics.update(trainer.evaluate())
+        metrics.update(evaluation_at_end(trainer))
     if trainer.is_world_process_zero():
         model = trainer.model
         if hasattr(model, "merge_and_unload"):

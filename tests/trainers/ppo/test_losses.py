@@ -25,9 +25,7 @@ def t(x, dtype=D):
 
 
 def close(actual, expected, atol=1e-6):
-    torch.testing.assert_close(
-        torch.as_tensor(actual, dtype=D), torch.as_tensor(expected, dtype=D), atol=atol, rtol=0
-    )
+    torch.testing.assert_close(torch.as_tensor(actual, dtype=D), torch.as_tensor(expected, dtype=D), atol=atol, rtol=0)
 
 
 # Valid entries: 1, 2, 3 | 4. Padding is huge (or inf) and must be ignored.
@@ -100,9 +98,7 @@ def test_kl_unknown_estimator():
 
 def test_shape_rewards_places_score_at_last_valid_token():
     scores = t([10.0, 20.0, 30.0])
-    logprobs = t(
-        [[0.1, 0.2, 0.3], [0.4, 0.5, 99.0], [7.0, 8.0, 9.0]]
-    )  # row 1 pos 2 and row 2 are padding
+    logprobs = t([[0.1, 0.2, 0.3], [0.4, 0.5, 99.0], [7.0, 8.0, 9.0]])  # row 1 pos 2 and row 2 are padding
     ref = torch.zeros_like(logprobs)
     mask = t([[1, 1, 1], [1, 1, 0], [0, 0, 0]], dtype=torch.long)
     rewards, kl = shape_rewards(scores, logprobs, ref, mask, kl_coef=0.5)
@@ -119,9 +115,7 @@ def test_shape_rewards_places_score_at_last_valid_token():
 
 
 def test_shape_rewards_estimator_and_bool_mask():
-    rewards, kl = shape_rewards(
-        t([1.0]), LOGP, REF, torch.tensor([[True, True]]), kl_coef=1.0, estimator="k3"
-    )
+    rewards, kl = shape_rewards(t([1.0]), LOGP, REF, torch.tensor([[True, True]]), kl_coef=1.0, estimator="k3")
     close(kl, [[0.5 - 1 + LN2, 2 - 1 - LN2]])
     close(rewards, [[-(0.5 - 1 + LN2), -(2 - 1 - LN2) + 1.0]])
 
@@ -149,9 +143,7 @@ def test_gae_hand_numbers_and_padding_ignored():
     close(adv, [exp_adv])
     close(ret, [exp_ret])
     # Same sequence followed by a padded token with garbage reward/value: V after EOS must be 0.
-    adv, ret = compute_gae(
-        t([REW3 + [1e6]]), t([VAL3 + [-1e6]]), t([[1, 1, 1, 0]]), gamma=0.9, lam=0.8
-    )
+    adv, ret = compute_gae(t([REW3 + [1e6]]), t([VAL3 + [-1e6]]), t([[1, 1, 1, 0]]), gamma=0.9, lam=0.8)
     close(adv, [exp_adv + [0.0]])
     close(ret, [exp_ret + [0.0]])
 
@@ -162,9 +154,7 @@ def _naive_gae(rewards, values, length, gamma, lam):
     for i in range(length):
         next_v = values[i + 1] if i + 1 < length else 0.0
         deltas.append(rewards[i] + gamma * next_v - values[i])
-    adv = [
-        sum((gamma * lam) ** (j - i) * deltas[j] for j in range(i, length)) for i in range(length)
-    ]
+    adv = [sum((gamma * lam) ** (j - i) * deltas[j] for j in range(i, length)) for i in range(length)]
     return adv, [a + v for a, v in zip(adv, values[:length], strict=True)]
 
 
@@ -178,9 +168,7 @@ def test_gae_matches_naive_reference_with_garbage_padding():
     adv, ret = compute_gae(rewards, values, mask, gamma, lam)
 
     garbage = torch.randn(B, T, generator=g, dtype=D) * 1e3
-    adv2, ret2 = compute_gae(
-        torch.where(mask, rewards, garbage), torch.where(mask, values, -garbage), mask, gamma, lam
-    )
+    adv2, ret2 = compute_gae(torch.where(mask, rewards, garbage), torch.where(mask, values, -garbage), mask, gamma, lam)
     close(adv2, adv)
     close(ret2, ret)
 

@@ -16,7 +16,9 @@ from eulerforge_trl.trainers.ppo.trainer import PPOTrainer
 
 def tiny_ppo_preset(tmp_path, *overrides):
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"Tell me about the cat number {i}.\nAnswer:"}) + "\n" for i in range(16)))
+    prompts.write_text(
+        "".join(json.dumps({"prompt": f"Tell me about the cat number {i}.\nAnswer:"}) + "\n" for i in range(16))
+    )
     return load_preset(
         "presets/tiny_ppo.yml",
         [
@@ -67,7 +69,9 @@ def test_recomputed_logprobs_equal_the_rollout_logprobs_and_kl_starts_at_zero(tr
     from eulerforge_trl.trainers.ppo.trainer import StepTimes
 
     roll = trainer.collect(ids, mask, StepTimes())
-    again, _, _ = response_forward(trainer.model, roll.input_ids, roll.attention_mask, roll.n_prompt, trainer.cfg.temperature)
+    again, _, _ = response_forward(
+        trainer.model, roll.input_ids, roll.attention_mask, roll.n_prompt, trainer.cfg.temperature
+    )
     again = again.masked_fill(~roll.response_mask, 0.0)
     assert torch.equal(again, roll.logprobs)
     assert torch.equal(roll.logprobs, roll.ref_logprobs)
@@ -80,11 +84,19 @@ def test_logprobs_match_sampling_time_logits(trainer):
     ids, mask, _ = trainer.prompt_batch(0)
     trainer.model.eval()
     out = trainer.model.generate(
-        input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=True, top_k=0, top_p=1.0,
-        temperature=0.7, output_logits=True, return_dict_in_generate=True,
-        eos_token_id=trainer.tokenizer.eos_token_id, pad_token_id=trainer.tokenizer.pad_token_id,
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=6,
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        temperature=0.7,
+        output_logits=True,
+        return_dict_in_generate=True,
+        eos_token_id=trainer.tokenizer.eos_token_id,
+        pad_token_id=trainer.tokenizer.pad_token_id,
     )
-    response = out.sequences[:, ids.shape[1]:]
+    response = out.sequences[:, ids.shape[1] :]
     sampled = torch.stack(out.logits, dim=1).float() / 0.7
     sampled = torch.log_softmax(sampled, -1).gather(-1, response.unsqueeze(-1)).squeeze(-1)
     response_mask, _ = mask_after_first_eos(response, trainer.tokenizer.eos_token_id)

@@ -240,14 +240,10 @@ def value_loss(
     """
     mask = mask.bool()
     values, old_values, returns = (_zero_pad(x, mask) for x in (values, old_values, returns))
-    values_clipped = old_values + torch.clamp(
-        values - old_values, -clip_range_value, clip_range_value
-    )
+    values_clipped = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
     vf_losses = (values - returns) ** 2
     vf_losses_clipped = (values_clipped - returns) ** 2
     loss = 0.5 * masked_mean(torch.max(vf_losses, vf_losses_clipped), mask)
     with torch.no_grad():
-        stats = {
-            "value_clipfrac": masked_mean((vf_losses_clipped > vf_losses).to(values.dtype), mask)
-        }
+        stats = {"value_clipfrac": masked_mean((vf_losses_clipped > vf_losses).to(values.dtype), mask)}
     return loss, stats

@@ -31,6 +31,7 @@ from ...errors import ModelError
 from ...models.loading import load_causal_lm, load_tokenizer, resolved_model_name
 from ...models.reward_head import RewardHead, RewardScorer
 from ...pipeline.outputs import RunDir, atomic_directory, read_metrics, trim_metrics, write_final_marker
+from ...runtime import use_cpu, write_rank_digest
 from ..common import as_list, lora_config, use_bf16, weights_dtype
 from . import losses
 from .rollout import Rollout, response_forward, sample_responses, value_forward
@@ -56,7 +57,7 @@ class PPOTrainer:
 
     def __init__(self, preset: Preset, run: RunDir, accelerator: Accelerator | None = None):
         self.preset, self.run, self.cfg = preset, run, preset.training.ppo
-        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = accelerator or Accelerator(cpu=use_cpu())
         self.device = self.accelerator.device
         self.tokenizer = load_tokenizer(preset.model_name)
         self.tokenizer.padding_side, self.tokenizer.truncation_side = "left", "left"
@@ -64,7 +65,10 @@ class PPOTrainer:
         self.model = self._build_policy()
         _check_reward_base_name(preset)
         self.scorer = RewardScorer.attach(
-            self.model, preset.training.reward_model.checkpoint_path or "", resolved_model_name(preset.model_name), REWARD
+            self.model,
+            preset.training.reward_model.checkpoint_path or "",
+            resolved_model_name(preset.model_name),
+            REWARD,
         )
         self.value_head = RewardHead.from_linear(self.scorer.head.linear).to(self.device)  # value init = reward head
         if self.cfg.critic == "adapter":
@@ -103,7 +107,9 @@ class PPOTrainer:
     def _trainable_parameters(self) -> list[torch.nn.Parameter]:
         adapters = [POLICY] + ([CRITIC] if self.cfg.critic == "adapter" else [])
         params = [
-            p for name, p in self.model.named_parameters() if "lora_" in name and any(f".{a}." in name for a in adapters)
+            p
+            for name, p in self.model.named_parameters()
+            if "lora_" in name and any(f".{a}." in name for a in adapters)
         ]
         return params + list(self.value_head.parameters())
 
@@ -139,7 +145,9 @@ class PPOTrainer:
         bs, world = self.preset.training.batch_size, self.accelerator.num_processes
         per_epoch = max(1, len(self.prompts) // (bs * world))
         epoch, index = divmod(step, per_epoch)
-        order = torch.randperm(len(self.prompts), generator=torch.Generator().manual_seed(self.preset.training.seed + epoch))
+        order = torch.randperm(
+            len(self.prompts), generator=torch.Generator().manual_seed(self.preset.training.seed + epoch)
+        )
         start = (index * world + self.accelerator.process_index) * bs
         chosen = order[start : start + bs].tolist()
         if len(chosen) < bs:  # fewer prompts than one batch: wrap around
@@ -216,10 +224,18 @@ class PPOTrainer:
                 mb_ids, mb_attn, mb_mask = roll.input_ids[idx], roll.attention_mask[idx], roll.response_mask[idx]
                 head = self.value_head if cfg.critic == "value_head" else None
                 logprobs, values, entropy = response_forward(
-                    model, mb_ids, mb_attn, roll.n_prompt, cfg.temperature, value_head=head,
-                    with_entropy=True, entropy_grad=cfg.entropy_coef > 0,
+                    model,
+                    mb_ids,
+                    mb_attn,
+                    roll.n_prompt,
+                    cfg.temperature,
+                    value_head=head,
+                    with_entropy=True,
+                    entropy_grad=cfg.entropy_coef > 0,
                 )
-                pg_loss, pg_stats = losses.policy_loss(logprobs, roll.logprobs[idx], roll.advantages[idx], mb_mask, cfg.clip_range)
+                pg_loss, pg_stats = losses.policy_loss(
+                    logprobs, roll.logprobs[idx], roll.advantages[idx], mb_mask, cfg.clip_range
+                )
                 entropy_mean = losses.masked_mean(entropy, mb_mask)
                 loss = pg_loss - cfg.entropy_coef * entropy_mean
                 if cfg.critic == "adapter":  # the critic's own pass comes after the policy's backward
@@ -235,7 +251,9 @@ class PPOTrainer:
                 else:
                     (loss + cfg.vf_coef * vf_loss).backward()
                 self._sync_gradients()
-                torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.preset.training.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(
+                    self.optimizer.param_groups[0]["params"], self.preset.training.max_grad_norm
+                )
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 for key, value in {
@@ -331,6 +349,11 @@ class PPOTrainer:
             if self.step % save_every == 0 or self.step == self.total_steps:
                 self.save_checkpoint()
         bar.close()
+        trainable = {id(p) for p in self.optimizer.param_groups[0]["params"]}
+        write_rank_digest(
+            [(n, p) for n, p in self.model.named_parameters() if id(p) in trainable]
+            + [(f"value_head.{n}", p) for n, p in self.value_head.named_parameters()]
+        )
         if self.tb_writer:
             self.tb_writer.close()
         return metrics
@@ -367,7 +390,10 @@ class PPOTrainer:
             "value_head": self.value_head.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
         }
 
     def save_checkpoint(self) -> None:

@@ -1,0 +1,110 @@
+"""Shared fixtures: paths, argv for tiny runs, and tiny SFT / RM runs trained once per session.
+
+The tiny runs go through `eulerforge_trl.train.main([...])`, the same function the CLI calls, on
+the built-in `tiny-qwen3.5` and the shipped example data. Later stages (RM, PPO) reuse their
+`final/` directories instead of training their own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+# One intra-op thread: on a small machine shared with other training jobs, two OpenMP threads per
+# process spin against each other and slow the tiny runs down by 5-20x (measured on 2 cores).
+# Set OMP_NUM_THREADS yourself to override; torch reads it when first imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = REPO / "presets"
+EXAMPLE_DATA = REPO / "examples" / "data"
+
+# Step counts for the shared runs: enough that SFT learns the response template and the RM
+# separates the held-out pairs, few enough that each run takes seconds on a CPU.
+SFT_STEPS = 60
+RM_STEPS = 30
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    """The repository root (presets/ and examples/ live here)."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def example_data() -> Path:
+    """examples/data, the shipped JSONL files."""
+    return EXAMPLE_DATA
+
+
+def _tiny_argv(preset: str | Path, output_dir: str | Path, *overrides: str) -> list[str]:
+    preset = Path(preset) if Path(preset).is_absolute() else PRESETS / preset
+    raw = yaml.safe_load(preset.read_text(encoding="utf-8")) or {}
+    argv = [str(preset), "--output-dir", str(output_dir), "--set", "training.report_to=[]"]
+    # The presets name data relative to the repository root; the tests may run from anywhere.
+    for key in ("path", "eval_path"):
+        value = (raw.get("data") or {}).get(key)
+        if value and not Path(value).is_absolute():
+            argv += ["--set", f"data.{key}={REPO / value}"]
+    for item in overrides:
+        argv += ["--set", item]
+    return argv
+
+
+@pytest.fixture(scope="session")
+def tiny_argv():
+    """`tiny_argv("tiny_sft.yml", out_dir, "training.max_steps=5", ...)` -> argv for `train.main`.
+
+    Adds `--output-dir`, turns TensorBoard off and makes the preset's data paths absolute.
+    """
+    return _tiny_argv
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_overrides() -> list[str]:
+    """The `--set` items (besides paths) of the shared tiny SFT run, for tests that repeat it."""
+    return [f"training.max_steps={SFT_STEPS}"]
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_run(tmp_path_factory, tiny_sft_overrides) -> Path:
+    """Output directory of a tiny SFT run (presets/tiny_sft.yml, SFT_STEPS steps), trained once."""
+    from eulerforge_trl.train import main
+
+    out = tmp_path_factory.mktemp("tiny_sft")
+    code = main(_tiny_argv("tiny_sft.yml", out, *tiny_sft_overrides))
+    assert code == 0, f"tiny SFT run failed with exit code {code}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_final(tiny_sft_run) -> Path:
+    """`final/` of the shared tiny SFT run: a full model that writes the example template."""
+    return tiny_sft_run / "final"
+
+
+@pytest.fixture(scope="session")
+def tiny_rm_run(tmp_path_factory, tiny_sft_final) -> Path:
+    """Output directory of a tiny RM run (presets/tiny_rm.yml, RM_STEPS steps) on the shared SFT model."""
+    from eulerforge_trl.train import main
+
+    out = tmp_path_factory.mktemp("tiny_rm")
+    argv = _tiny_argv(
+        "tiny_rm.yml",
+        out,
+        f"model_name={tiny_sft_final}",
+        f"training.max_steps={RM_STEPS}",
+        f"training.save_steps={RM_STEPS}",
+    )
+    code = main(argv)
+    assert code == 0, f"tiny RM run failed with exit code {code}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_rm_final(tiny_rm_run) -> Path:
+    """`final/` of the shared tiny RM run: LoRA adapter + reward_head.pt + reward_meta.json."""
+    return tiny_rm_run / "final"

@@ -1,0 +1,165 @@
+"""The CLI edge: a user mistake is one `error: ...` line on stderr and exit code 2, never a traceback.
+
+Both entry points are called in-process: `python -m eulerforge_trl.train PRESET ...` is
+`train.main(argv)`, and `eulerforge train --preset PRESET ...` is `cli.main(argv)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from eulerforge_trl import cli, train
+from eulerforge_trl.pipeline.outputs import FINAL_MARKER, atomic_directory
+
+
+def _run_train(argv: list[str]) -> int:
+    return train.main(argv)
+
+
+def _run_eulerforge(argv: list[str]) -> int:
+    # `eulerforge train --preset P ...`: the same arguments with the preset behind a flag
+    return cli.main(["train", "--preset", argv[0], *argv[1:]])
+
+
+ENTRY_POINTS = pytest.mark.parametrize("run", [_run_train, _run_eulerforge], ids=["train.main", "eulerforge"])
+
+
+def _user_error(capsys, code: int) -> str:
+    """Check the user-error contract and return the message after `error: `."""
+    captured = capsys.readouterr()
+    assert code == 2, f"exit code {code}, stderr:\n{captured.err}"
+    assert "Traceback" not in captured.err
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, f"expected one error line, stderr:\n{captured.err}"
+    assert captured.err.rstrip().splitlines()[-1] == errors[0], "the error line must end stderr"
+    return errors[0].removeprefix("error: ")
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------ preset mistakes
+
+
+@ENTRY_POINTS
+def test_unknown_key_names_it_and_suggests_the_closest(run, tiny_argv, tmp_path, capsys):
+    message = _user_error(capsys, run(tiny_argv("tiny_sft.yml", tmp_path, "training.max_step=5")))
+    assert "training.max_step" in message and "Did you mean" in message and "max_steps" in message
+    assert "tiny_sft.yml" in message
+
+
+@ENTRY_POINTS
+def test_ill_typed_value_names_key_and_value(run, tiny_argv, tmp_path, capsys):
+    message = _user_error(capsys, run(tiny_argv("tiny_sft.yml", tmp_path, "training.lr=fast")))
+    assert "training.lr" in message and "'fast'" in message
+
+
+@ENTRY_POINTS
+def test_missing_preset_file(run, tmp_path, capsys):
+    missing = tmp_path / "nope.yml"
+    message = _user_error(capsys, run([str(missing)]))
+    assert "not found" in message and str(missing) in message
+
+
+@ENTRY_POINTS
+def test_set_without_equals_sign(run, tiny_argv, tmp_path, capsys):
+    message = _user_error(capsys, run(tiny_argv("tiny_sft.yml", tmp_path, "training.lr")))
+    assert "--set training.lr" in message and "KEY=VALUE" in message
+
+
+# -------------------------------------------------------------------------- data and model mistakes
+
+
+@ENTRY_POINTS
+def test_missing_data_file_names_the_preset_key(run, tiny_argv, tmp_path, capsys):
+    missing = tmp_path / "missing.jsonl"
+    message = _user_error(capsys, run(tiny_argv("tiny_sft.yml", tmp_path / "out", f"data.path={missing}")))
+    assert "data.path" in message and str(missing) in message
+
+
+@ENTRY_POINTS
+def test_malformed_jsonl_line_gives_file_and_line(run, tiny_argv, tmp_path, capsys):
+    data = _write(tmp_path / "bad.jsonl", '{"prompt": "a", "response": "b"}\n{"prompt": "a", "response": \n')
+    message = _user_error(capsys, run(tiny_argv("tiny_sft.yml", tmp_path / "out", f"data.path={data}")))
+    assert f"{data}:2:" in message and "not valid JSON" in message
+
+
+@ENTRY_POINTS
+def test_row_missing_a_field_names_field_and_line(run, tiny_argv, tmp_path, capsys):
+    data = _write(tmp_path / "rows.jsonl", '{"prompt": "a", "response": "b"}\n\n{"prompt": "c"}\n')
+    message = _user_error(capsys, run(tiny_argv("tiny_sft.yml", tmp_path / "out", f"data.path={data}")))
+    assert f"{data}:3:" in message and "'response'" in message
+
+
+@ENTRY_POINTS
+def test_unknown_model_path(run, tiny_argv, tmp_path, capsys):
+    message = _user_error(capsys, run(tiny_argv("tiny_sft.yml", tmp_path / "out", "model_name=does-not-exist")))
+    assert "model_name does-not-exist" in message
+
+
+def test_failed_run_leaves_an_existing_final_intact(tiny_argv, tmp_path, capsys):
+    """A run that fails on bad data, into a directory holding an earlier final/, keeps every byte of it."""
+    out = tmp_path / "out"
+    (out / "final").mkdir(parents=True)
+    (out / "final" / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    (out / "final" / "config.json").write_text('{"model_type": "qwen3_5_text"}\n')
+    (out / "final" / FINAL_MARKER).write_text('{"stage": "sft"}\n')
+    before = _digests(out / "final")
+    data = _write(tmp_path / "bad.jsonl", "not json\n")
+
+    _user_error(capsys, train.main(tiny_argv("tiny_sft.yml", out, f"data.path={data}")))
+
+    assert _digests(out / "final") == before
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+def test_error_while_writing_final_keeps_the_previous_final(tmp_path):
+    """atomic_directory: a crash while the new final/ is written leaves the old one and no temp dir."""
+    target = tmp_path / "final"
+    target.mkdir()
+    (target / FINAL_MARKER).write_text('{"stage": "sft"}\n')
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as tmp:
+            (tmp / "model.safetensors").write_text("half written")
+            raise RuntimeError("killed while saving")
+    assert [p.name for p in tmp_path.iterdir()] == ["final"]
+    assert [p.name for p in target.iterdir()] == [FINAL_MARKER]
+
+    with atomic_directory(target) as tmp:
+        (tmp / "new.txt").write_text("complete")
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["final"]
+    (tmp_path / "plain").mkdir()
+    assert target.stat().st_mode == (tmp_path / "plain").stat().st_mode, "final/ must not keep mkdtemp's 0700"
+
+
+def _digests(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+# ------------------------------------------------------------------------------------ --help
+
+
+def test_help_answers_at_once_without_loading_torch():
+    """`python -m eulerforge_trl.train --help` exits 0 quickly: torch and TRL load only when a stage runs."""
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "eulerforge_trl.train", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--set" in result.stdout and "--output-dir" in result.stdout
+    assert time.monotonic() - start < 20
+
+    probe = "import sys, eulerforge_trl.train, eulerforge_trl.config; print(json.dumps(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", "import json; " + probe], capture_output=True, text=True, timeout=60)
+    assert loaded.returncode == 0, loaded.stderr
+    assert json.loads(loaded.stdout) == []
