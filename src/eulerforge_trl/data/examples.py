@@ -2,8 +2,10 @@
 
 Prompts ask about an animal in a place; a response names both and gives three adjectives.
 Half of the adjectives are pleasant, half unpleasant: SFT learns the format and samples both
-kinds, the RM learns "more pleasant adjectives is better" from pairs, and PPO can raise the
-reward by choosing pleasant words. Regenerate with:
+kinds, the RM learns "well-formed beats malformed, then more pleasant adjectives is better" from
+pairs, and PPO can raise the reward by choosing pleasant words while keeping the format.
+`true_reward` is that rule written down, so tests can check what PPO really learned.
+Regenerate with:
 
     python -m eulerforge_trl.data.examples examples/data
 """
@@ -39,6 +41,34 @@ def make_response(rng: random.Random, animal: str, place: str, n_pleasant: int) 
     return f" The {animal} in the {place} is {words[0]}, {words[1]} and {words[2]}."
 
 
+def corrupt_response(rng: random.Random, animal: str, place: str) -> str:
+    """A malformed answer full of pleasant words: the RM must learn that form comes first."""
+    words = rng.sample(PLEASANT, N_ADJECTIVES)
+    other = rng.choice([a for a in ANIMALS if a != animal])
+    kind = rng.randrange(5)
+    if kind == 0:  # the subject is missing
+        return f" The in the {place} is {words[0]}, {words[1]} and {words[2]}."
+    if kind == 1:  # one adjective over and over
+        return f" The {animal} in the {place} is {words[0]}, {words[0]} and {words[0]}."
+    if kind == 2:  # cut short
+        return f" The {animal} is {words[0]}"
+    if kind == 3:  # the wrong animal
+        return f" The {other} in the {place} is {words[0]}, {words[1]} and {words[2]}."
+    return f" The {animal} in the {place} is {words[0]}, {words[1]} and {words[2]}. {words[0]} {place} {words[1]}"
+
+
+def true_reward(prompt: str, response: str) -> int:
+    """The rule behind the preference data: -1 for a malformed answer, else its pleasant adjectives."""
+    match = re.search(r"the (\w+) (?:in|near|at) the (\w+)", prompt)
+    found = re.fullmatch(r" The (\w+) in the (\w+) is (\w+), (\w+) and (\w+)\.", response.strip("\n").rstrip())
+    if not match or not found or found.group(1, 2) != match.group(1, 2):
+        return -1
+    adjectives = found.group(3, 4, 5)
+    if len(set(adjectives)) < 3 or not all(a in PLEASANT + UNPLEASANT for a in adjectives):
+        return -1
+    return sum(a in PLEASANT for a in adjectives)
+
+
 def pleasant_count(text: str) -> int:
     """The hidden 'true reward' of the example task: how many pleasant adjectives a text uses."""
     return sum(1 for w in re.split(r"[^a-z]+", text.lower()) if w in PLEASANT)
@@ -57,15 +87,14 @@ def preference_rows(rng: random.Random, n: int) -> list[dict]:
     rows = []
     for _ in range(n):
         prompt, animal, place = make_prompt(rng)
-        better = rng.randint(1, N_ADJECTIVES)
-        worse = rng.randint(0, better - 1)
-        rows.append(
-            {
-                "prompt": prompt,
-                "chosen": make_response(rng, animal, place, better),
-                "rejected": make_response(rng, animal, place, worse),
-            }
-        )
+        if rng.random() < 0.35:  # form: any well-formed answer beats a malformed one
+            chosen = make_response(rng, animal, place, rng.randint(0, N_ADJECTIVES))
+            rejected = corrupt_response(rng, animal, place)
+        else:  # content: more pleasant adjectives is better
+            better = rng.randint(1, N_ADJECTIVES)
+            chosen = make_response(rng, animal, place, better)
+            rejected = make_response(rng, animal, place, rng.randint(0, better - 1))
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
     return rows
 
 

@@ -1,0 +1,74 @@
+"""The whole pipeline in one command, its rerun behaviour, and the example notebook."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from eulerforge_trl.cli import main as eulerforge_main
+from eulerforge_trl.pipeline.full import main as pipeline_main
+from eulerforge_trl.pipeline.outputs import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = [
+    "--set", "sft.training.max_steps=40", "--set", "sft.training.report_to=[]",
+    "--set", "rm.training.max_steps=20", "--set", "rm.training.report_to=[]",
+    "--set", "ppo.training.max_steps=3", "--set", "ppo.training.batch_size=8", "--set", "ppo.training.report_to=[]",
+]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline")
+    cwd = os.getcwd()
+    os.chdir(REPO)  # the presets name their data relative to the repository root
+    try:
+        code = pipeline_main(["presets/tiny_pipeline.yml", "--output-dir", str(out), *QUICK])
+    finally:
+        os.chdir(cwd)
+    assert code == 0
+    return out
+
+
+def test_pipeline_runs_every_stage_feeding_the_next(pipeline_run, capsys):
+    for stage_dir in ("01_sft", "02_rm", "03_ppo"):
+        assert (pipeline_run / stage_dir / "final" / "eulerforge_final.json").is_file(), stage_dir
+    rm_preset = (pipeline_run / "02_rm" / "preset.yml").read_text()
+    assert f"model_name: {pipeline_run / '01_sft' / 'final'}" in rm_preset
+    ppo_preset = (pipeline_run / "03_ppo" / "preset.yml").read_text()
+    assert f"checkpoint_path: {pipeline_run / '02_rm' / 'final'}" in ppo_preset
+    assert len(read_metrics(pipeline_run / "03_ppo" / "metrics.jsonl")) == 3
+
+
+def test_rerun_skips_finished_stages_and_prints_a_summary(pipeline_run, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    before = (pipeline_run / "03_ppo" / "metrics.jsonl").read_text()
+    assert eulerforge_main(["pipeline", "presets/tiny_pipeline.yml", "--output-dir", str(pipeline_run), *QUICK]) == 0
+    out = capsys.readouterr().out
+    assert out.count("is complete, skipping") == 3
+    assert "held-out accuracy" in out and "reward_mean" in out and "loss" in out
+    assert (pipeline_run / "03_ppo" / "metrics.jsonl").read_text() == before
+
+
+def test_pipeline_override_without_stage_prefix_is_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert pipeline_main(["presets/tiny_pipeline.yml", "--output-dir", str(tmp_path), "--set", "training.lr=1"]) == 2
+    assert "start with a stage name" in capsys.readouterr().err
+
+
+def test_example_notebook_runs(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(REPO / "examples" / "pipeline.ipynb", as_version=4)
+    os.environ["EULERFORGE_NOTEBOOK_OUT"] = str(tmp_path / "nb")
+    os.environ["EULERFORGE_NOTEBOOK_QUICK"] = "1"
+    try:
+        NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    finally:
+        del os.environ["EULERFORGE_NOTEBOOK_OUT"], os.environ["EULERFORGE_NOTEBOOK_QUICK"]
+    outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert "SFT loss" in outputs and "held-out accuracy" in outputs and "PPO reward_mean" in outputs
+    assert (tmp_path / "nb" / "03_ppo" / "final" / "eulerforge_final.json").is_file()
