@@ -24,8 +24,8 @@ EXAMPLE_DATA = REPO / "examples" / "data"
 
 # Step counts for the shared runs: enough that SFT learns the response template and the RM
 # separates the held-out pairs, few enough that each run takes seconds on a CPU.
-SFT_STEPS = 60
-RM_STEPS = 30
+SFT_STEPS = 150
+RM_STEPS = 160
 
 
 @pytest.fixture(scope="session")

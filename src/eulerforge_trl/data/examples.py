@@ -35,26 +35,30 @@ def make_prompt(rng: random.Random) -> tuple[str, str, str]:
     return rng.choice(PROMPT_TEMPLATES).format(animal=animal, place=place), animal, place
 
 
-def make_response(rng: random.Random, animal: str, place: str, n_pleasant: int) -> str:
+def pick_adjectives(rng: random.Random, n_pleasant: int) -> list[str]:
     words = rng.sample(PLEASANT, n_pleasant) + rng.sample(UNPLEASANT, N_ADJECTIVES - n_pleasant)
     rng.shuffle(words)
+    return words
+
+
+def make_response(rng: random.Random, animal: str, place: str, n_pleasant: int, words: list[str] | None = None) -> str:
+    words = words or pick_adjectives(rng, n_pleasant)
     return f" The {animal} in the {place} is {words[0]}, {words[1]} and {words[2]}."
 
 
-def corrupt_response(rng: random.Random, animal: str, place: str) -> str:
-    """A malformed answer full of pleasant words: the RM must learn that form comes first."""
-    words = rng.sample(PLEASANT, N_ADJECTIVES)
-    other = rng.choice([a for a in ANIMALS if a != animal])
+def corrupt_response(rng: random.Random, animal: str, place: str, words: list[str]) -> str:
+    """The same adjectives in a malformed answer: the pair differs in form only."""
+    best = max(words, key=lambda w: w in PLEASANT)
     kind = rng.randrange(5)
     if kind == 0:  # the subject is missing
         return f" The in the {place} is {words[0]}, {words[1]} and {words[2]}."
-    if kind == 1:  # one adjective over and over
-        return f" The {animal} in the {place} is {words[0]}, {words[0]} and {words[0]}."
+    if kind == 1:  # the adjectives are missing
+        return f" The {animal} in the {place} is."
     if kind == 2:  # cut short
         return f" The {animal} is {words[0]}"
-    if kind == 3:  # the wrong animal
-        return f" The {other} in the {place} is {words[0]}, {words[1]} and {words[2]}."
-    return f" The {animal} in the {place} is {words[0]}, {words[1]} and {words[2]}. {words[0]} {place} {words[1]}"
+    if kind == 3:  # the sentence structure is gone
+        return f" {words[0]} {words[1]} {words[2]} {place} {animal}."
+    return f" The {animal} in the {place} is {words[0]}, {words[1]} and {words[2]}. {best} {place} {best}"
 
 
 def true_reward(prompt: str, response: str) -> int:
@@ -64,7 +68,7 @@ def true_reward(prompt: str, response: str) -> int:
     if not match or not found or found.group(1, 2) != match.group(1, 2):
         return -1
     adjectives = found.group(3, 4, 5)
-    if len(set(adjectives)) < 3 or not all(a in PLEASANT + UNPLEASANT for a in adjectives):
+    if not all(a in PLEASANT + UNPLEASANT for a in adjectives):
         return -1
     return sum(a in PLEASANT for a in adjectives)
 
@@ -87,9 +91,10 @@ def preference_rows(rng: random.Random, n: int) -> list[dict]:
     rows = []
     for _ in range(n):
         prompt, animal, place = make_prompt(rng)
-        if rng.random() < 0.35:  # form: any well-formed answer beats a malformed one
-            chosen = make_response(rng, animal, place, rng.randint(0, N_ADJECTIVES))
-            rejected = corrupt_response(rng, animal, place)
+        if rng.random() < 0.35:  # form: a well-formed answer beats the same words malformed
+            words = pick_adjectives(rng, rng.randint(0, N_ADJECTIVES))
+            chosen = make_response(rng, animal, place, 0, words)
+            rejected = corrupt_response(rng, animal, place, words)
         else:  # content: more pleasant adjectives is better
             better = rng.randint(1, N_ADJECTIVES)
             chosen = make_response(rng, animal, place, better)
