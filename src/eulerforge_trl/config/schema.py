@@ -60,11 +60,14 @@ class PPOSection:
     gamma: float = 1.0  # [gamma] discount
     lam: float = 0.95  # [lam] GAE lambda
     whiten_rewards: bool = False  # [whiten_rewards] whiten the shaped per-token rewards
+    # scale RM scores to mean 0, std 1 over the first rollout (the SFT policy's), so that kl_coef and
+    # missing_eos_penalty mean the same whatever the RM's scale; reward_mean still logs raw scores
+    normalize_scores: bool = True
     missing_eos_penalty: float | None = 1.0  # [missing_eos_penalty] subtracted from the score of responses without EOS
     entropy_coef: float = 0.0  # entropy bonus weight (0 = off)
-    critic: Literal["adapter", "value_head"] = (
-        "adapter"  # adapter = own LoRA + head from the RM; value_head = head on policy states
-    )
+    # value_head = a head on the policy's own hidden states (no extra pass; the default: it learned as
+    # well as `adapter` on the tiny pipeline at ~60% of the step time); adapter = own LoRA + head from the RM
+    critic: Literal["value_head", "adapter"] = "value_head"
     sample_every: int = 10  # write sample generations to samples.jsonl every N steps (0 = never)
     num_samples: int = 4  # how many generations each time
     save_merged: bool = False  # also write final/merged: the policy adapter merged into the base

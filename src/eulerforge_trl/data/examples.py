@@ -49,7 +49,7 @@ def make_response(rng: random.Random, animal: str, place: str, n_pleasant: int, 
 def corrupt_response(rng: random.Random, animal: str, place: str, words: list[str]) -> str:
     """The same adjectives in a malformed answer: the pair differs in form only."""
     best = max(words, key=lambda w: w in PLEASANT)
-    kind = rng.randrange(5)
+    kind = rng.randrange(6)
     if kind == 0:  # the subject is missing
         return f" The in the {place} is {words[0]}, {words[1]} and {words[2]}."
     if kind == 1:  # the adjectives are missing
@@ -58,7 +58,10 @@ def corrupt_response(rng: random.Random, animal: str, place: str, words: list[st
         return f" The {animal} is {words[0]}"
     if kind == 3:  # the sentence structure is gone
         return f" {words[0]} {words[1]} {words[2]} {place} {animal}."
-    return f" The {animal} in the {place} is {words[0]}, {words[1]} and {words[2]}. {best} {place} {best}"
+    if kind == 4:  # trailing junk
+        return f" The {animal} in the {place} is {words[0]}, {words[1]} and {words[2]}. {best} {place} {best}"
+    # a run-on list that never ends
+    return f" The {animal} in the {place} is {words[0]}, {words[1]} and {words[2]} and {best} and {words[0]} and"
 
 
 def true_reward(prompt: str, response: str) -> int:

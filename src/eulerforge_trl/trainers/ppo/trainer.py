@@ -78,6 +78,7 @@ class PPOTrainer:
         self.total_steps = self._total_steps()
         self.scheduler = self._scheduler()
         self.step = 0
+        self.score_stats: tuple[float, float] | None = None  # RM score (mean, std) under the SFT policy
         self.tb_writer = None
 
     # ------------------------------------------------------------------------------------ setup
@@ -194,7 +195,7 @@ class PPOTrainer:
             roll.logprobs = roll.logprobs.masked_fill(~mask, 0.0)
             roll.ref_logprobs = roll.ref_logprobs.masked_fill(~mask, 0.0)
             # 4. per-token rewards: -kl_coef * KL, plus the (EOS-penalised) score at the last token
-            scores = roll.scores.clone()
+            scores = self._normalized(roll.scores)
             if cfg.missing_eos_penalty is not None:
                 scores = scores - cfg.missing_eos_penalty * (~roll.contains_eos).float()
             rewards, self._kl = losses.shape_rewards(
@@ -208,6 +209,21 @@ class PPOTrainer:
         times.generate, times.reward = t1 - t0, t2 - t1
         times.reference, times.old_logprobs = t3 - t2, t4 - t3
         return roll
+
+    def _normalized(self, scores: torch.Tensor) -> torch.Tensor:
+        """RM scores in units of the SFT policy's score spread ("N implementation details", 2.4).
+
+        The statistics come from the first rollout, gathered over every process, and are kept
+        (and checkpointed) for the whole run.
+        """
+        if not self.cfg.normalize_scores:
+            return scores
+        if self.score_stats is None:
+            everyone = self.accelerator.gather(scores)
+            self.score_stats = (everyone.mean().item(), everyone.std(unbiased=False).clamp(min=1e-6).item())
+            logger.info("reward normalisation: mean %.4f, std %.4f", *self.score_stats)
+        mean, std = self.score_stats
+        return (scores - mean) / std
 
     def update(self, roll: Rollout) -> dict[str, float]:
         """Phase 6: `epochs` passes of minibatch updates with the clipped objectives."""
@@ -386,6 +402,7 @@ class PPOTrainer:
             adapters[CRITIC] = get_peft_model_state_dict(self.model, adapter_name=CRITIC)
         return {
             "step": self.step,
+            "score_stats": self.score_stats,
             "adapters": adapters,
             "value_head": self.value_head.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -422,6 +439,7 @@ class PPOTrainer:
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step = state["step"]
+        self.score_stats = state.get("score_stats")
         if self.accelerator.is_main_process:
             trim_metrics(self.run.samples, self.step)
 
