@@ -66,7 +66,7 @@ def tiny_argv():
 @pytest.fixture(scope="session")
 def tiny_sft_overrides() -> list[str]:
     """The `--set` items (besides paths) of the shared tiny SFT run, for tests that repeat it."""
-    return [f"training.max_steps={SFT_STEPS}"]
+    return [f"training.max_steps={SFT_STEPS}", "training.save_steps=50"]
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,20 @@ from eulerforge_trl.pipeline.outputs import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = [
-    "--set", "sft.training.max_steps=40", "--set", "sft.training.report_to=[]",
-    "--set", "rm.training.max_steps=20", "--set", "rm.training.report_to=[]",
-    "--set", "ppo.training.max_steps=3", "--set", "ppo.training.batch_size=8", "--set", "ppo.training.report_to=[]",
+    "--set",
+    "sft.training.max_steps=40",
+    "--set",
+    "sft.training.report_to=[]",
+    "--set",
+    "rm.training.max_steps=20",
+    "--set",
+    "rm.training.report_to=[]",
+    "--set",
+    "ppo.training.max_steps=3",
+    "--set",
+    "ppo.training.batch_size=8",
+    "--set",
+    "ppo.training.report_to=[]",
 ]
 
 
@@ -66,7 +77,9 @@ def test_example_notebook_runs(tmp_path):
     os.environ["EULERFORGE_NOTEBOOK_OUT"] = str(tmp_path / "nb")
     os.environ["EULERFORGE_NOTEBOOK_QUICK"] = "1"
     try:
-        NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+        NotebookClient(
+            notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+        ).execute()
     finally:
         del os.environ["EULERFORGE_NOTEBOOK_OUT"], os.environ["EULERFORGE_NOTEBOOK_QUICK"]
     outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)

@@ -1,7 +1,7 @@
 """The SFT stage end to end on the tiny model, through `train.main([...])` as the CLI runs it.
 
-Most tests read the shared run `tiny_sft_run` (conftest.py: presets/tiny_sft.yml, 60 steps, eval
-on examples/data/sft_eval.jsonl, checkpoints at steps 50 and 60).
+Most tests read the shared run `tiny_sft_run` (conftest.py: presets/tiny_sft.yml, 150 steps, eval
+on examples/data/sft_eval.jsonl, checkpoints every 50 steps, the last two kept: 100 and 150).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def test_sft_loss_falls_and_is_logged(tiny_sft_run):
     """metrics.jsonl holds step/loss lines and eval lines; the training loss fell by more than half."""
     records = read_metrics(tiny_sft_run / "metrics.jsonl")
     train = [r for r in records if "loss" in r]
-    assert [r["step"] for r in train] == [1, 10, 20, 30, 40, 50, 60]  # logging_first_step + every 10
+    assert [r["step"] for r in train] == [1, *range(10, 151, 10)]  # logging_first_step + every 10
     assert train[-1]["loss"] < 0.5 * train[0]["loss"], (train[0]["loss"], train[-1]["loss"])
     evals = [r for r in records if "eval_loss" in r]
     assert evals, "data.eval_path is set, so evaluation lines are expected"
@@ -83,7 +83,7 @@ def test_preset_yml_is_the_resolved_preset(tiny_sft_run, tiny_argv, tiny_sft_ove
 
     written = load_preset(tiny_sft_run / "preset.yml")
     assert written == expected
-    assert written.training.max_steps == 60 and written.training.report_to == []
+    assert written.training.max_steps == 150 and written.training.report_to == []
 
 
 def test_sft_model_writes_the_example_template(tiny_sft_final, example_data):
@@ -168,33 +168,33 @@ def test_adapter_only_directory_loads_merged_onto_its_base(tiny_sft_final, tmp_p
 def test_rerun_after_a_kill_resumes_from_the_last_checkpoint(
     tiny_sft_run, tiny_argv, tiny_sft_overrides, tmp_path, caplog
 ):
-    """Same command after a kill between checkpoints: resumes at checkpoint-50 and ends where the full run did.
+    """Same command after a kill between checkpoints: resumes at checkpoint-100 and ends where the full run did.
 
-    The kill is simulated on a copy of the shared run: checkpoint-60 and final/ are gone, and
+    The kill is simulated on a copy of the shared run: checkpoint-150 and final/ are gone, and
     metrics.jsonl holds a line logged after the last checkpoint (which the rerun must drop).
     """
     out = tmp_path / "run"
     shutil.copytree(tiny_sft_run, out)
-    shutil.rmtree(out / "checkpoints" / "checkpoint-60")
+    shutil.rmtree(out / "checkpoints" / "checkpoint-150")
     shutil.rmtree(out / "final")
     with (out / "metrics.jsonl").open("a") as handle:
-        handle.write(json.dumps({"step": 55, "loss": 99.0}) + "\n")
+        handle.write(json.dumps({"step": 105, "loss": 99.0}) + "\n")
 
     with caplog.at_level(logging.WARNING, logger="eulerforge_trl.pipeline.stages"):
         assert main(tiny_argv("tiny_sft.yml", out, *tiny_sft_overrides)) == 0
-    assert any("resuming sft from" in r.getMessage() and "checkpoint-50" in r.getMessage() for r in caplog.records)
+    assert any("resuming sft from" in r.getMessage() and "checkpoint-100" in r.getMessage() for r in caplog.records)
 
     records = read_metrics(out / "metrics.jsonl")
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == sorted(set(steps)), f"steps repeated or out of order: {steps}"
-    assert steps[-1] == 60 and 99.0 not in [r["loss"] for r in records if "loss" in r]
-    state = json.loads((out / "checkpoints" / "checkpoint-60" / "trainer_state.json").read_text())
-    assert state["global_step"] == 60
+    assert steps[-1] == 150 and 99.0 not in [r["loss"] for r in records if "loss" in r]
+    state = json.loads((out / "checkpoints" / "checkpoint-150" / "trainer_state.json").read_text())
+    assert state["global_step"] == 150
     assert (out / "final" / FINAL_MARKER).is_file()
 
-    # steps 51-60 replayed from the checkpoint give the uninterrupted run's loss and weights
+    # steps 101-150 replayed from the checkpoint give the uninterrupted run's loss and weights
     original = [r for r in read_metrics(tiny_sft_run / "metrics.jsonl") if "loss" in r]
-    assert _loss_at(records, 60) == pytest.approx(_loss_at(original, 60), rel=1e-4)
+    assert _loss_at(records, 150) == pytest.approx(_loss_at(original, 150), rel=1e-4)
     resumed = load_causal_lm(str(out / "final")).state_dict()
     full = load_causal_lm(str(tiny_sft_run / "final")).state_dict()
     for key in full:

@@ -99,6 +99,30 @@ def load_causal_lm(model_name: str, dtype=None, tokenizer=None):
     return model
 
 
+def architecture_of(model_name: str) -> dict:
+    """Shapes of `model_name` read from its config alone (no weights), for checks before loading."""
+    from transformers import AutoConfig
+
+    from . import tiny
+
+    if model_name == TINY_MODEL_NAME:
+        config = tiny.tiny_config(len(tiny.load_tiny_tokenizer()))
+    elif is_adapter_dir(model_name):
+        return architecture_of(_adapter_base(model_name))
+    else:
+        try:
+            config = AutoConfig.from_pretrained(model_name)
+        except (OSError, ValueError) as err:
+            raise ModelError(_not_loadable(model_name, err)) from None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return {
+        "base_model": model_name,
+        "hidden_size": text.hidden_size,
+        "vocab_size": text.vocab_size,
+        "num_hidden_layers": text.num_hidden_layers,
+    }
+
+
 def _align_special_tokens(model, tokenizer) -> None:
     if tokenizer.pad_token_id >= model.get_input_embeddings().weight.shape[0]:
         raise ModelError(

@@ -106,8 +106,8 @@ def base_identity(model, model_name: str) -> dict:
     }
 
 
-def check_same_base(rm_meta: dict, policy: dict, rm_path: str) -> None:
-    """Hard error on shape mismatches (a head cannot apply); a warning on a different fingerprint."""
+def check_same_shapes(rm_meta: dict, policy: dict, rm_path: str) -> None:
+    """Hard error when the RM's base and the policy's differ in shape: its adapter and head cannot apply."""
     for key in ("hidden_size", "vocab_size", "num_hidden_layers"):
         if rm_meta.get(key) != policy.get(key):
             raise ModelError(
@@ -116,6 +116,11 @@ def check_same_base(rm_meta: dict, policy: dict, rm_path: str) -> None:
                 f"{policy['base_model']} has {key}={policy.get(key)}; train the RM on the policy's base "
                 f"(--set model_name=<sft>/final in the rm stage)"
             )
+
+
+def check_same_base(rm_meta: dict, policy: dict, rm_path: str) -> None:
+    """Shapes must match (error); different weights of the same shapes only warn (fingerprint)."""
+    check_same_shapes(rm_meta, policy, rm_path)
     if rm_meta.get("fingerprint") != policy.get("fingerprint"):
         logger.warning(
             "reward model %s was trained on base %s, whose weights differ from the policy's base %s "

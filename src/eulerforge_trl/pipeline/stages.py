@@ -85,15 +85,16 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
 def check_inputs(preset: Preset) -> None:
     """Fail on bad data files, model paths and RM checkpoints before any file is written."""
     from ..data.jsonl import read_rows
-    from ..models.loading import check_model_name
-    from ..models.reward_head import read_reward_meta
+    from ..models.loading import architecture_of, check_model_name
+    from ..models.reward_head import check_same_shapes, read_reward_meta
 
     read_rows(preset.data.path, preset.data.task)
     if preset.data.eval_path:
         read_rows(preset.data.eval_path, preset.data.task, key="data.eval_path")
     check_model_name(preset.model_name)
-    if preset.training.type == "ppo" and preset.training.reward_model.checkpoint_path:
-        read_reward_meta(preset.training.reward_model.checkpoint_path)
+    checkpoint = preset.training.reward_model.checkpoint_path
+    if preset.training.type == "ppo" and checkpoint:
+        check_same_shapes(read_reward_meta(checkpoint), architecture_of(preset.model_name), checkpoint)
 
 
 def _checkpoint_step(checkpoint: Path | None) -> int:
