@@ -8,7 +8,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ..config.schema import Preset
-from ..pipeline.outputs import RunDir
+from ..pipeline.outputs import RunDir, atomic_directory, write_final_marker
 from ..runtime import use_cpu, write_rank_digest
 
 
@@ -93,6 +93,28 @@ def evaluation_at_end(trainer) -> dict:
     if last_eval is not None and last_eval.get("step") == trainer.state.global_step:
         return {k: v for k, v in last_eval.items() if k.startswith("eval_")}
     return trainer.evaluate()
+
+
+def train_and_save_merged(trainer, preset: Preset, run: RunDir, resume_from, has_eval: bool, stage: str) -> dict:
+    """Train, evaluate the final weights, and write `final/`: the adapter merged into the base.
+
+    Merged, so that `final/` loads like any causal LM and the next stage's "adapters disabled"
+    reference is this model.
+    """
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    metrics = dict(result.metrics)
+    if has_eval:
+        metrics.update(evaluation_at_end(trainer))
+    if trainer.is_world_process_zero():
+        model = trainer.model
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        with atomic_directory(run.final) as tmp:
+            model.save_pretrained(tmp)
+            trainer.processing_class.save_pretrained(tmp)
+            write_final_marker(tmp, stage=stage, base=preset.model_name, merged=preset.lora is not None)
+    trainer.accelerator.wait_for_everyone()
+    return metrics
 
 
 def logging_callbacks(preset: Preset, run: RunDir) -> list[TrainerCallback]:

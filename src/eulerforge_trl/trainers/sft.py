@@ -11,8 +11,8 @@ from trl import SFTConfig, SFTTrainer
 from ..config.schema import Preset
 from ..data.jsonl import load_splits
 from ..models.loading import load_causal_lm, load_tokenizer
-from ..pipeline.outputs import RunDir, atomic_directory, write_final_marker
-from .common import common_trainer_args, evaluation_at_end, logging_callbacks, lora_config, weights_dtype
+from ..pipeline.outputs import RunDir
+from .common import common_trainer_args, logging_callbacks, lora_config, train_and_save_merged, weights_dtype
 
 
 def to_sft_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> SFTConfig:
@@ -41,17 +41,4 @@ def run_sft(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         peft_config=lora_config(preset, "CAUSAL_LM"),
         callbacks=logging_callbacks(preset, run),
     )
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    metrics = dict(result.metrics)
-    if eval_rows is not None:
-        metrics.update(evaluation_at_end(trainer))
-    if trainer.is_world_process_zero():
-        model = trainer.model
-        if hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()
-        with atomic_directory(run.final) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            write_final_marker(tmp, stage="sft", base=preset.model_name, merged=preset.lora is not None)
-    trainer.accelerator.wait_for_everyone()
-    return metrics
+    return train_and_save_merged(trainer, preset, run, resume_from, has_eval=eval_rows is not None, stage="sft")
