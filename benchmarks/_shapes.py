@@ -118,3 +118,11 @@ def qwen3_5_text_config(
         bos_token_id=None,
         **extra,
     )
+
+
+SHAPE_KEYS = ("hidden", "layers", "batch", "prompt_len", "response_len", "lora_r", "ppo_epochs", "mini_batches")
+
+
+def shape_record(args) -> dict:
+    """The shape flags as they go into a result's JSON line (the same keys for ours and the peer)."""
+    return {key: getattr(args, key) for key in SHAPE_KEYS}
