@@ -39,7 +39,8 @@ def tiny_ppo_preset(tmp_path, *overrides):
 
 @pytest.fixture
 def trainer(tmp_path):
-    preset = tiny_ppo_preset(tmp_path, "training.lr=0")
+    # two minibatches: the old logprobs come from their own pass in collect() (not fused into the update)
+    preset = tiny_ppo_preset(tmp_path, "training.lr=0", "training.ppo.num_mini_batches=2")
     RunDir(tmp_path / "out").root.mkdir(parents=True)
     torch.manual_seed(0)
     return PPOTrainer(preset, RunDir(tmp_path / "out"))
@@ -118,6 +119,21 @@ def test_lr_zero_keeps_ratio_one_and_nothing_clipped(tmp_path, critic):
     for name, param in trainer.model.named_parameters():
         if name in before:
             assert torch.equal(param, before[name]), name
+    # value_head + 1 minibatch takes pi_old from the first update pass: it must equal a separate pass
+    roll = trainer._last_rollout
+    assert trainer.fuses_old_pass() == (critic == "value_head")
+    with torch.no_grad():
+        again, values, _ = response_forward(
+            trainer.model,
+            roll.input_ids,
+            roll.attention_mask,
+            roll.n_prompt,
+            trainer.cfg.temperature,
+            value_head=trainer.value_head if critic == "value_head" else None,
+        )
+    torch.testing.assert_close(again.masked_fill(~roll.response_mask, 0.0), roll.logprobs, atol=1e-5, rtol=0)
+    if critic == "value_head":
+        torch.testing.assert_close(values, roll.values, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("critic", ["value_head", "adapter"])

@@ -158,8 +158,16 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------------------------ one step
 
+    def fuses_old_pass(self) -> bool:
+        """With one minibatch and the value-head critic, the first update pass sees the weights
+        that sampled the batch: its logprobs and values *are* the old ones, so no separate pass."""
+        return self.cfg.num_mini_batches == 1 and self.cfg.critic == "value_head"
+
     def collect(self, prompt_ids, prompt_mask, times: StepTimes) -> Rollout:
-        """Phases 1-5: rollout, score, reference/old logprobs and values, shaped rewards, GAE."""
+        """Phases 1-5: rollout, score, reference/old logprobs and values, shaped rewards, GAE.
+
+        When `fuses_old_pass()`, phases 3b-5 wait for the first update pass (see `update`).
+        """
         cfg, model = self.cfg, self.model
         model.eval()  # keeps the KV cache with gradient checkpointing; dropout is off anyway
         t0 = self._clock()
@@ -180,35 +188,43 @@ class PPOTrainer:
         t2 = self._clock()
         args = (roll.input_ids, roll.attention_mask, roll.n_prompt, cfg.temperature)
         with torch.no_grad():
-            # 3. reference (adapters off) and old policy logprobs/values
+            # 3a. reference logprobs (adapters off)
             with model.disable_adapter():
-                roll.ref_logprobs, _, _ = response_forward(model, *args)
+                ref_logprobs, _, _ = response_forward(model, *args)
+            roll.ref_logprobs = ref_logprobs.masked_fill(~roll.response_mask, 0.0)
             t3 = self._clock()
-            head = self.value_head if cfg.critic == "value_head" else None
-            roll.logprobs, roll.values, _ = response_forward(model, *args, value_head=head)
-            if cfg.critic == "adapter":
-                model.set_adapter(CRITIC)
-                roll.values = value_forward(model, roll.input_ids, roll.attention_mask, roll.n_prompt, self.value_head)
-                model.set_adapter(POLICY)
+            # 3b. old policy logprobs and values
+            if not self.fuses_old_pass():
+                head = self.value_head if cfg.critic == "value_head" else None
+                logprobs, values, _ = response_forward(model, *args, value_head=head)
+                if cfg.critic == "adapter":
+                    model.set_adapter(CRITIC)
+                    values = value_forward(model, roll.input_ids, roll.attention_mask, roll.n_prompt, self.value_head)
+                    model.set_adapter(POLICY)
+                self._set_old_pass(roll, logprobs, values)
             t4 = self._clock()
-            mask = roll.response_mask
-            roll.logprobs = roll.logprobs.masked_fill(~mask, 0.0)
-            roll.ref_logprobs = roll.ref_logprobs.masked_fill(~mask, 0.0)
-            # 4. per-token rewards: -kl_coef * KL, plus the (EOS-penalised) score at the last token
-            scores = self._normalized(roll.scores)
-            if cfg.missing_eos_penalty is not None:
-                scores = scores - cfg.missing_eos_penalty * (~roll.contains_eos).float()
-            rewards, self._kl = losses.shape_rewards(
-                scores, roll.logprobs, roll.ref_logprobs, mask, cfg.kl_coef, cfg.kl_estimator
-            )
-            if cfg.whiten_rewards:
-                rewards = losses.masked_whiten(rewards, mask, shift_mean=False)
-            # 5. GAE (gamma, lambda) and whitened advantages
-            advantages, roll.returns = losses.compute_gae(rewards, roll.values, mask, cfg.gamma, cfg.lam)
-            roll.advantages = losses.masked_whiten(advantages, mask)
         times.generate, times.reward = t1 - t0, t2 - t1
         times.reference, times.old_logprobs = t3 - t2, t4 - t3
         return roll
+
+    @torch.no_grad()
+    def _set_old_pass(self, roll: Rollout, logprobs: torch.Tensor, values: torch.Tensor) -> None:
+        """Store pi_old logprobs and V_old, then phases 4-5: KL-shaped rewards, GAE, advantages."""
+        cfg, mask = self.cfg, roll.response_mask
+        roll.logprobs = logprobs.detach().masked_fill(~mask, 0.0)
+        roll.values = values.detach()
+        # 4. per-token rewards: -kl_coef * KL, plus the (EOS-penalised) score at the last token
+        scores = self._normalized(roll.scores)
+        if cfg.missing_eos_penalty is not None:
+            scores = scores - cfg.missing_eos_penalty * (~roll.contains_eos).float()
+        rewards, self._kl = losses.shape_rewards(
+            scores, roll.logprobs, roll.ref_logprobs, mask, cfg.kl_coef, cfg.kl_estimator
+        )
+        if cfg.whiten_rewards:
+            rewards = losses.masked_whiten(rewards, mask, shift_mean=False)
+        # 5. GAE (gamma, lambda) and whitened advantages
+        advantages, roll.returns = losses.compute_gae(rewards, roll.values, mask, cfg.gamma, cfg.lam)
+        roll.advantages = losses.masked_whiten(advantages, mask)
 
     def _normalized(self, scores: torch.Tensor) -> torch.Tensor:
         """RM scores in units of the SFT policy's score spread ("N implementation details", 2.4).
@@ -249,6 +265,9 @@ class PPOTrainer:
                     with_entropy=True,
                     entropy_grad=cfg.entropy_coef > 0,
                 )
+                if roll.logprobs is None:  # fused first pass: the whole batch, weights not yet updated
+                    unpermute = torch.empty_like(idx).scatter_(0, idx, torch.arange(n, device=idx.device))
+                    self._set_old_pass(roll, logprobs[unpermute], values[unpermute])
                 pg_loss, pg_stats = losses.policy_loss(
                     logprobs, roll.logprobs[idx], roll.advantages[idx], mb_mask, cfg.clip_range
                 )
