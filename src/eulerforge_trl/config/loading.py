@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import yaml
@@ -78,15 +77,6 @@ def load_preset(
 def preset_to_yaml(preset: Preset) -> str:
     """The fully resolved preset as YAML (what `<output_dir>/preset.yml` holds)."""
     return OmegaConf.to_yaml(OmegaConf.structured(preset))
-
-
-def preset_from_dict(values: dict) -> Preset:
-    """Rebuild a Preset from `dataclasses.asdict` output (used to pass presets between processes)."""
-    return load_preset(None, values)
-
-
-def preset_as_dict(preset: Preset) -> dict:
-    return dataclasses.asdict(preset)
 
 
 def _describe_source(preset) -> tuple[str, str | None]:

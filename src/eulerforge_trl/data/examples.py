@@ -76,11 +76,6 @@ def true_reward(prompt: str, response: str) -> int:
     return sum(a in PLEASANT for a in adjectives)
 
 
-def pleasant_count(text: str) -> int:
-    """The hidden 'true reward' of the example task: how many pleasant adjectives a text uses."""
-    return sum(1 for w in re.split(r"[^a-z]+", text.lower()) if w in PLEASANT)
-
-
 def sft_rows(rng: random.Random, n: int) -> list[dict]:
     rows = []
     for _ in range(n):

@@ -239,8 +239,7 @@ def score(
 
     Example:
         >>> scorer, tok = load_reward_model("outputs/rm/final")
-        >>> score(scorer, tok, ["Describe the cat.\\nAnswer:"], [" The cat is happy."])
-        [1.73]
+        >>> score(scorer, tok, ["Describe the cat.\\nAnswer:"], [" The cat is happy."])  # one float per pair
     """
     device = scorer.head.linear.weight.device
     texts = [
