@@ -101,10 +101,30 @@ def test_ppo_resumes_from_its_last_checkpoint(tmp_path, tiny_argv, tiny_sft_fina
 
 
 def test_empty_reward_checkpoint_runs_with_a_loud_warning(tmp_path, tiny_argv, tiny_sft_final, caplog):
-    argv = ppo_argv(tiny_argv, tmp_path, tiny_sft_final, "", "training.max_steps=1", "training.batch_size=4")
+    argv = ppo_argv(
+        tiny_argv,
+        tmp_path,
+        tiny_sft_final,
+        "",
+        "training.max_steps=1",
+        "training.batch_size=4",
+        "training.ppo.save_merged=true",
+        "training.lr=1e-2",
+    )
     with caplog.at_level(logging.WARNING):
         assert main(argv) == 0
     assert "RANDOM RewardHead" in caplog.text
+    # save_merged: final/merged is the policy adapter merged into the base, the same model as final/
+    from eulerforge_trl.models.loading import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(str(tmp_path / "final"))
+    ids = tokenizer(["Describe the cat near the park.\nAnswer:"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        merged = load_causal_lm(str(tmp_path / "final" / "merged"), tokenizer=tokenizer)(ids).logits
+        adapter = load_causal_lm(str(tmp_path / "final"), tokenizer=tokenizer)(ids).logits
+        sft = load_causal_lm(str(tiny_sft_final), tokenizer=tokenizer)(ids).logits
+    torch.testing.assert_close(merged, adapter, atol=1e-5, rtol=0)
+    assert not torch.allclose(merged, sft, atol=1e-4), "one PPO step at lr 1e-2 must move the policy"
 
 
 def test_rm_of_another_base_is_exit_2_with_both_sizes(tmp_path, tiny_argv, tiny_sft_final, capsys):
