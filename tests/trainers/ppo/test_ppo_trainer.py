@@ -76,7 +76,7 @@ def test_recomputed_logprobs_equal_the_rollout_logprobs_and_kl_starts_at_zero(tr
     again = again.masked_fill(~roll.response_mask, 0.0)
     assert torch.equal(again, roll.logprobs)
     assert torch.equal(roll.logprobs, roll.ref_logprobs)
-    assert trainer._kl.abs().max().item() == 0.0
+    assert roll.kl.abs().max().item() == 0.0
 
 
 def test_logprobs_match_sampling_time_logits(trainer):

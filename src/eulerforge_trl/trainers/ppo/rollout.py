@@ -27,6 +27,7 @@ class Rollout:
     ref_logprobs: torch.Tensor | None = None  # [B, R] log pi_ref(token)
     values: torch.Tensor | None = None  # [B, R] V_old(state before each token)
     scores: torch.Tensor | None = None  # [B] raw reward-model score at the last real token
+    kl: torch.Tensor | None = None  # [B, R] per-token KL estimate to the reference; 0 on padding
     advantages: torch.Tensor | None = None  # [B, R] whitened GAE advantages
     returns: torch.Tensor | None = None  # [B, R] value targets
 

@@ -217,7 +217,7 @@ class PPOTrainer:
         scores = self._normalized(roll.scores)
         if cfg.missing_eos_penalty is not None:
             scores = scores - cfg.missing_eos_penalty * (~roll.contains_eos).float()
-        rewards, self._kl = losses.shape_rewards(
+        rewards, roll.kl = losses.shape_rewards(
             scores, roll.logprobs, roll.ref_logprobs, mask, cfg.kl_coef, cfg.kl_estimator
         )
         if cfg.whiten_rewards:
@@ -331,7 +331,7 @@ class PPOTrainer:
         local = {
             "reward_mean": roll.scores.mean(),
             "reward_std": roll.scores.std(unbiased=False),
-            "kl_divergence": self._kl.sum(dim=1).mean(),
+            "kl_divergence": roll.kl.sum(dim=1).mean(),
             "response_length": mask.sum(dim=1).float().mean(),
             "no_eos_fraction": (~roll.contains_eos).float().mean(),
             "advantage_mean": losses.masked_mean(roll.advantages, mask),
