@@ -90,13 +90,77 @@ def test_sft_row_with_dpo_fields_is_missing_response(tmp_path):
         read_rows(path, "sft")
 
 
-@pytest.mark.parametrize(("value", "type_name"), [(3, "int"), (None, "NoneType"), (["a"], "list")])
+@pytest.mark.parametrize(("value", "type_name"), [(3, "int"), (None, "NoneType"), ({"a": 1}, "dict")])
 def test_non_string_field(value, type_name, tmp_path):
     path = _jsonl(tmp_path / "rows.jsonl", [{"prompt": "Q", "response": "A"}, {"prompt": "Q", "response": value}])
     with pytest.raises(
-        DataError, match=rf"^{re.escape(str(path))}:2: field 'response' must be a string, got {type_name}$"
+        DataError,
+        match=rf"^{re.escape(str(path))}:2: field 'response' must be a string or a list of messages, got {type_name}$",
     ):
         read_rows(path, "sft")
+
+
+def test_list_that_is_not_messages_names_the_item(tmp_path):
+    path = _jsonl(tmp_path / "rows.jsonl", [{"prompt": "Q", "response": ["a"]}])
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:1: field 'response'\[0\] must be a message like"):
+        read_rows(path, "sft")
+
+
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"prompt": "Q", "response": "A"}\n{"prompt": "caf\xe9", "response": "A"}\n')
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: not UTF-8 text"):
+        read_rows(path, "sft")
+
+
+# ------------------------------------------------------------------------------- conversational
+
+USER = [{"role": "user", "content": "Hi?"}]
+ANSWER = [{"role": "assistant", "content": "Hello."}]
+
+
+def test_messages_rows_split_into_prompt_and_last_assistant_turn(tmp_path):
+    system = [{"role": "system", "content": "Be brief."}]
+    path = _jsonl(tmp_path / "chat.jsonl", [{"messages": system + USER + ANSWER}])
+    assert read_rows(path, "sft") == [{"prompt": system + USER, "response": ANSWER}]
+
+
+def test_trl_prompt_completion_rows_read_as_sft(tmp_path):
+    path = _jsonl(
+        tmp_path / "pc.jsonl", [{"prompt": USER, "completion": ANSWER}, {"prompt": USER, "completion": ANSWER}]
+    )
+    assert read_rows(path, "sft") == [{"prompt": USER, "response": ANSWER}] * 2
+    plain = _jsonl(tmp_path / "plain.jsonl", [{"prompt": "Q", "completion": "A"}])
+    assert read_rows(plain, "sft") == [{"prompt": "Q", "response": "A"}]
+
+
+def test_conversational_preferences_and_prompts(tmp_path):
+    pair = {"prompt": USER, "chosen": ANSWER, "rejected": [{"role": "assistant", "content": "Go away."}]}
+    assert read_rows(_jsonl(tmp_path / "p.jsonl", [pair]), "preference") == [pair]
+    assert read_rows(_jsonl(tmp_path / "q.jsonl", [{"prompt": USER}]), "prompt_only") == [{"prompt": USER}]
+
+
+def test_prompt_only_reads_sft_files(tmp_path):
+    """PPO may reuse the SFT data: the prompt is used, the response ignored."""
+    raw = _jsonl(tmp_path / "sft.jsonl", ROWS["sft"])
+    assert read_rows(raw, "prompt_only") == [{"prompt": "Q1"}, {"prompt": "Q2"}]
+    chat = _jsonl(tmp_path / "chat.jsonl", [{"messages": USER + ANSWER}])
+    assert read_rows(chat, "prompt_only") == [{"prompt": USER}]
+
+
+def test_assistant_message_missing_at_the_end_of_sft_messages(tmp_path):
+    path = _jsonl(tmp_path / "chat.jsonl", [{"messages": USER}])
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:1: the last of 'messages' must be the assistant"):
+        read_rows(path, "sft")
+
+
+def test_one_format_per_file(tmp_path):
+    path = _jsonl(tmp_path / "mixed.jsonl", [{"prompt": "Q"}, {"prompt": USER}])
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: this row holds message lists"):
+        read_rows(path, "prompt_only")
+    row = _jsonl(tmp_path / "row.jsonl", [{"prompt": USER, "response": "text"}])
+    with pytest.raises(DataError, match="mixes plain-text and message-list fields"):
+        read_rows(row, "sft")
 
 
 def test_missing_file_names_the_preset_key(tmp_path):

@@ -1,4 +1,13 @@
-"""JSONL rows -> the columns each trainer expects, with file:line errors for bad input."""
+"""JSONL rows -> the columns each trainer expects, with file:line errors for bad input.
+
+Two shapes of row are accepted for every task, as TRL accepts them:
+- raw text: `{"prompt": "...", "response": "..."}` (SFT; TRL's `completion` is read as `response`),
+  `{"prompt", "chosen", "rejected"}` (preferences), `{"prompt"}` (prompts);
+- conversational: the same fields holding message lists (`[{"role": "user", "content": "..."}]`),
+  or SFT's `{"messages": [...]}`, whose last message is the response and the rest the prompt.
+A file is one shape or the other throughout. Prompt-only tasks also read SFT files (the prompt is
+used, the response ignored), so PPO can reuse the SFT data.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +21,17 @@ REQUIRED_FIELDS = {
     "preference": ("prompt", "chosen", "rejected"),
     "prompt_only": ("prompt",),
 }
+# Other spellings of our fields, tried in order when the field itself is absent.
+_ALIASES = {"response": ("completion",)}
+
+
+def is_conversational(value) -> bool:
+    """True for a message list (`[{"role": ..., "content": ...}, ...]`), False for plain text."""
+    return isinstance(value, list)
 
 
 def read_rows(path: str | Path, task: str, key: str = "data.path") -> list[dict]:
-    """Read and check every line of a JSONL file for `task`.
+    """Read and check every line of a JSONL file for `task`; rows come back with the task's fields only.
 
     Raises:
         DataError: `file:line: what is wrong`, naming the preset key for a missing file.
@@ -23,29 +39,89 @@ def read_rows(path: str | Path, task: str, key: str = "data.path") -> list[dict]
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{key}: file not found: {path}")
-    fields = REQUIRED_FIELDS[task]
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    rows: list[dict] = []
+    shape_of_first = None
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{where}: not UTF-8 text (byte {err.start + 1} of the line)") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
             if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            for field in fields:
-                if field not in row:
-                    raise DataError(f"{path}:{number}: missing field '{field}' (task {task} needs {', '.join(fields)})")
-                if not isinstance(row[field], str):
-                    raise DataError(
-                        f"{path}:{number}: field '{field}' must be a string, got {type(row[field]).__name__}"
-                    )
-            rows.append({f: row[f] for f in fields})
+                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            row = _task_fields(row, task, where)
+            shape = is_conversational(row["prompt"])
+            if shape_of_first is None:
+                shape_of_first = shape
+            elif shape != shape_of_first:
+                kinds = ("plain text", "message lists")
+                raise DataError(
+                    f"{where}: this row holds {kinds[shape]} but the rows before it hold {kinds[shape_of_first]}; "
+                    "use one format per file"
+                )
+            rows.append(row)
     if not rows:
         raise DataError(f"{key}: {path} holds no rows")
     return rows
+
+
+def _task_fields(row: dict, task: str, where: str) -> dict:
+    """The task's fields of one row, each a string or (all of them) a message list."""
+    fields = REQUIRED_FIELDS[task]
+    if "messages" in row and not any(f in row for f in fields if f != "prompt"):
+        row = _split_messages(row["messages"], task, where)
+    out = {}
+    for field in fields:
+        name = next((n for n in (field, *_ALIASES.get(field, ())) if n in row), None)
+        if name is None:
+            needs = ", ".join(fields)
+            extra = " (or prompt, completion; or messages)" if task == "sft" else ""
+            extra = " (or messages; an SFT file works too)" if task == "prompt_only" else extra
+            raise DataError(f"{where}: missing field '{field}' (task {task} needs {needs}{extra})")
+        value = row[name]
+        if isinstance(value, list):
+            _check_messages(value, name, where)
+        elif not isinstance(value, str):
+            raise DataError(
+                f"{where}: field '{name}' must be a string or a list of messages, got {type(value).__name__}"
+            )
+        out[field] = value
+    kinds = {is_conversational(v) for v in out.values()}
+    if len(kinds) > 1:
+        raise DataError(f"{where}: mixes plain-text and message-list fields; use one or the other in a row")
+    return out
+
+
+def _split_messages(messages, task: str, where: str) -> dict:
+    """`{"messages": [...]}` -> prompt = all but the last message, response = the last (an assistant turn)."""
+    _check_messages(messages, "messages", where)
+    last = messages[-1]
+    if last.get("role") != "assistant":
+        if task == "prompt_only":
+            return {"prompt": messages}
+        raise DataError(f"{where}: the last of 'messages' must be the assistant's answer, got role '{last['role']}'")
+    if len(messages) < 2:
+        raise DataError(f"{where}: 'messages' needs a prompt before the assistant's answer")
+    return {"prompt": messages[:-1], "response": [last]}
+
+
+def _check_messages(value, name: str, where: str) -> None:
+    if not value:
+        raise DataError(f"{where}: field '{name}' is an empty message list")
+    for i, message in enumerate(value):
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)):
+            raise DataError(
+                f'{where}: field \'{name}\'[{i}] must be a message like {{"role": "user", "content": "..."}}'
+            )
+        if not isinstance(message.get("content"), str):
+            raise DataError(f"{where}: field '{name}'[{i}] needs a string 'content'")
 
 
 def to_trainer_columns(rows: list[dict], task: str) -> list[dict]:
@@ -55,26 +131,32 @@ def to_trainer_columns(rows: list[dict], task: str) -> list[dict]:
     return rows
 
 
-def load_splits(data, seed: int):
-    """The training and (optional) evaluation `datasets.Dataset` for a preset's `data` section.
+def split_rows(data, seed: int) -> tuple[list[dict], list[dict] | None]:
+    """The training and (optional) evaluation rows for a preset's `data` section.
 
     Evaluation rows come from `data.eval_path` when set, else a `data.eval_split` fraction of
     the training file (shuffled with the run's seed), else there are none.
     """
+    train = read_rows(data.path, data.task)
+    if data.eval_path:
+        return train, read_rows(data.eval_path, data.task, key="data.eval_path")
+    if data.eval_split <= 0:
+        return train, None
+    import random
+
+    order = list(range(len(train)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, int(len(train) * data.eval_split))
+    if n_eval >= len(train):
+        raise DataError(f"data.eval_split ({data.eval_split}) leaves no training rows in {data.path}")
+    return [train[i] for i in order[n_eval:]], [train[i] for i in order[:n_eval]]
+
+
+def load_splits(data, seed: int):
+    """`split_rows` as `datasets.Dataset`s in TRL's column names (None when there is no evaluation)."""
     from datasets import Dataset
 
-    train = to_trainer_columns(read_rows(data.path, data.task), data.task)
-    evaluation = None
-    if data.eval_path:
-        evaluation = to_trainer_columns(read_rows(data.eval_path, data.task, key="data.eval_path"), data.task)
-    elif data.eval_split > 0:
-        import random
-
-        order = list(range(len(train)))
-        random.Random(seed).shuffle(order)
-        n_eval = max(1, int(len(train) * data.eval_split))
-        if n_eval >= len(train):
-            raise DataError(f"data.eval_split ({data.eval_split}) leaves no training rows in {data.path}")
-        evaluation = [train[i] for i in order[:n_eval]]
-        train = [train[i] for i in order[n_eval:]]
-    return Dataset.from_list(train), (Dataset.from_list(evaluation) if evaluation else None)
+    train, evaluation = split_rows(data, seed)
+    train_set = Dataset.from_list(to_trainer_columns(train, data.task))
+    eval_set = Dataset.from_list(to_trainer_columns(evaluation, data.task)) if evaluation else None
+    return train_set, eval_set

@@ -1,0 +1,96 @@
+"""Rows -> token ids, rendered the way TRL renders them, shared by training and PPO scoring.
+
+One function per use, so that what a model learned on is exactly what it later reads:
+- `prompt_ids`: a prompt as the policy continues it (chat template + generation prompt for message
+  lists; the text itself otherwise), as TRL's SFT and DPO render prompts;
+- `reward_ids`: prompt + completion as the RM reads it, as TRL's `RewardTrainer` renders it (the
+  whole conversation through the chat template; plain text with EOS appended). The RM stage
+  tokenizes its pairs with it and PPO scores its samples with it.
+"""
+
+from __future__ import annotations
+
+from ..errors import DataError
+from .jsonl import is_conversational
+
+
+def require_chat_template(tokenizer, rows: list[dict], model_name: str, key: str = "data.path") -> None:
+    """Message-list rows need the tokenizer's chat template; say so in one line when there is none."""
+    if rows and is_conversational(rows[0]["prompt"]) and not getattr(tokenizer, "chat_template", None):
+        raise DataError(
+            f"{key}: the rows are conversational (message lists) but the tokenizer of {model_name} has no chat "
+            "template; use a chat model's tokenizer or give the rows as plain text"
+        )
+
+
+def prompt_ids(tokenizer, prompt) -> list[int]:
+    """Token ids of a prompt, ending where the model's answer starts."""
+    if is_conversational(prompt):
+        return list(
+            tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)[
+                "input_ids"
+            ]
+        )
+    return list(tokenizer(prompt)["input_ids"])
+
+
+def stop_token_ids(tokenizer, conversational: bool) -> list[int]:
+    """The tokens that end an answer: EOS, and for conversations the template's end-of-turn token.
+
+    Chat templates close an assistant turn with their own token (Qwen's `<|im_end|>`, Llama 3's
+    `<|eot_id|>`), which is not always the tokenizer's EOS (Qwen base models: `<|endoftext|>`).
+    It is found by rendering a probe answer: the first special token after the answer's start.
+    """
+    stops = [tokenizer.eos_token_id]
+    if conversational:
+        probe = [{"role": "user", "content": "?"}]
+        start = len(prompt_ids(tokenizer, probe))
+        rendered = reward_ids(tokenizer, probe, [{"role": "assistant", "content": "ok"}])
+        special = set(tokenizer.all_special_ids)
+        end_of_turn = next((t for t in rendered[start:] if t in special), None)
+        if end_of_turn is not None and end_of_turn not in stops:
+            stops.append(end_of_turn)
+    return stops
+
+
+def as_completion(prompt, response):
+    """A response as a completion of `prompt`'s kind: an assistant message for a conversation."""
+    if is_conversational(prompt) and isinstance(response, str):
+        return [{"role": "assistant", "content": response}]
+    return response
+
+
+def reward_ids(tokenizer, prompt, completion) -> list[int]:
+    """Token ids the reward model reads for (prompt, completion); its score is read at the last one."""
+    completion = as_completion(prompt, completion)
+    if is_conversational(prompt):
+        rendered = tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=True, return_dict=True)
+        return list(rendered["input_ids"])
+    if not completion.endswith(tokenizer.eos_token):
+        completion = completion + tokenizer.eos_token
+    return list(tokenizer(prompt + completion)["input_ids"])
+
+
+def reward_batch(tokenizer, prompts: list, completions: list, device=None):
+    """`reward_ids` for a batch, padded: (input_ids [B, T], attention_mask [B, T]); padding is what the mask says."""
+    ids = [reward_ids(tokenizer, p, c) for p, c in zip(prompts, completions)]
+    batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+    return batch["input_ids"].to(device), batch["attention_mask"].to(device)
+
+
+def prompt_text(prompt) -> str:
+    """A prompt as one readable string, for logs and errors."""
+    if is_conversational(prompt):
+        return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+    return prompt
+
+
+__all__ = [
+    "as_completion",
+    "stop_token_ids",
+    "prompt_ids",
+    "prompt_text",
+    "require_chat_template",
+    "reward_batch",
+    "reward_ids",
+]
