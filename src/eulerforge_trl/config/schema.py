@@ -32,7 +32,7 @@ class DataSection:
     )
     max_length: int = 512  # tokens of prompt+response; longer rows are truncated (SFT, DPO) or dropped (RM)
     max_prompt_length: int = 256  # PPO: prompts are cut to their last N tokens
-    eval_path: str | None = None  # held-out JSONL of the same task
+    eval_path: str | None = None  # held-out JSONL of the same task (PPO: fresh prompts, sampled before and after)
     eval_split: float = 0.0  # else hold out this fraction of `path` (0 = no evaluation)
 
 
@@ -70,6 +70,10 @@ class PPOSection:
     critic: Literal["value_head", "adapter"] = "value_head"
     sample_every: int = 10  # write sample generations to samples.jsonl every N steps (0 = never)
     num_samples: int = 4  # how many generations each time
+    # held-out prompts (data.eval_path, or a data.eval_split fraction of data.path) sampled and scored
+    # before the first step and after the last
+    # (eval_reward_mean in metrics.jsonl, every generation in eval_samples.jsonl); 0 = all of them
+    eval_prompts: int = 64
     save_merged: bool = False  # also write final/merged: the policy adapter merged into the base
 
 

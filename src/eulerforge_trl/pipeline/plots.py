@@ -10,7 +10,7 @@ CURVES = {
     "sft": ["loss", "eval_loss", "mean_token_accuracy", "learning_rate"],
     "rm": ["loss", "accuracy", "margin", "eval_accuracy", "eval_margin"],
     "dpo": ["loss", "rewards/margins", "rewards/accuracies", "eval_rewards/margins"],
-    "ppo": ["reward_mean", "kl_divergence", "entropy", "ppo_loss", "value_loss", "response_length"],
+    "ppo": ["reward_mean", "eval_reward_mean", "kl_divergence", "entropy", "ppo_loss", "value_loss", "response_length"],
 }
 
 

@@ -84,14 +84,17 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
 
 def check_inputs(preset: Preset) -> None:
     """Fail on bad data files, model paths and RM checkpoints before any file is written."""
-    from ..data.jsonl import read_rows
-    from ..models.loading import architecture_of, check_model_name
+    from ..data.jsonl import is_conversational, read_rows
+    from ..data.render import require_chat_template
+    from ..models.loading import architecture_of, check_model_name, load_tokenizer
     from ..models.reward_head import check_same_shapes, read_reward_meta
 
-    read_rows(preset.data.path, preset.data.task)
+    rows = read_rows(preset.data.path, preset.data.task)
     if preset.data.eval_path:
         read_rows(preset.data.eval_path, preset.data.task, key="data.eval_path")
     check_model_name(preset.model_name)
+    if is_conversational(rows[0]["prompt"]):
+        require_chat_template(load_tokenizer(preset.model_name), rows, preset.model_name)
     checkpoint = preset.training.reward_model.checkpoint_path
     if preset.training.type == "ppo" and checkpoint:
         check_same_shapes(read_reward_meta(checkpoint), architecture_of(preset.model_name), checkpoint)

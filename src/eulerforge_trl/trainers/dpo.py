@@ -17,6 +17,7 @@ from trl import DPOConfig, DPOTrainer
 
 from ..config.schema import Preset
 from ..data.jsonl import load_splits
+from ..data.render import require_chat_template
 from ..models.loading import load_causal_lm, load_tokenizer
 from ..pipeline.outputs import RunDir
 from .common import common_trainer_args, logging_callbacks, lora_config, train_and_save_merged, weights_dtype
@@ -26,12 +27,10 @@ def to_dpo_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> DPO
     """The `DPOConfig` for a preset, every field we rely on set explicitly.
 
     TRL 1.16's `DPOConfig` has no `eos_token` and deprecates `pad_token`: the trainer appends
-    `tokenizer.eos_token` to chosen/rejected and pads with `tokenizer.pad_token`, which
-    `load_tokenizer` has already made distinct from EOS. `tokenizer` is taken for symmetry with the
-    other adapters and to check that.
+    `tokenizer.eos_token` to plain-text chosen/rejected and pads with `tokenizer.pad_token` (EOS for
+    most real tokenizers: harmless, its collator masks padding by length). `tokenizer` is taken for
+    symmetry with the other adapters.
     """
-    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        raise ValueError("DPO needs a tokenizer whose pad token differs from EOS; load it with load_tokenizer")
     dpo = preset.training.dpo
     return DPOConfig(
         **common_trainer_args(preset, run, has_eval),
@@ -67,6 +66,7 @@ def run_dpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     """
     tokenizer = load_tokenizer(preset.model_name)
     train_rows, eval_rows = load_splits(preset.data, preset.training.seed)
+    require_chat_template(tokenizer, train_rows, preset.model_name)
     dtype = weights_dtype(preset)
     model = load_causal_lm(preset.model_name, dtype=dtype, tokenizer=tokenizer)
     peft_config = lora_config(preset, "CAUSAL_LM")

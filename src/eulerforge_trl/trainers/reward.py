@@ -11,13 +11,23 @@ import copy
 import json
 
 import torch
+from transformers.modeling_outputs import SequenceClassifierOutput
 from trl import RewardConfig, RewardTrainer
 
 from ..config.schema import Preset
-from ..data.jsonl import load_splits
+from ..data.jsonl import split_rows
+from ..data.render import require_chat_template, reward_ids
 from ..errors import ModelError
 from ..models.loading import load_causal_lm, load_tokenizer, resolved_model_name
-from ..models.reward_head import RewardHead, base_identity, load_reward_model, save_reward_files, score
+from ..models.reward_head import (
+    RewardHead,
+    base_identity,
+    final_hidden,
+    gather_last_hidden,
+    load_reward_model,
+    save_reward_files,
+    score,
+)
 from ..pipeline.outputs import RunDir, atomic_directory, write_final_marker
 from .common import common_trainer_args, logging_callbacks, lora_config, weights_dtype
 
@@ -34,7 +44,12 @@ def to_reward_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> 
 
 
 def sequence_classifier_on(causal_lm, model_name: str):
-    """A num_labels=1 classifier that shares `causal_lm`'s decoder stack (no copy, same names)."""
+    """A num_labels=1 classifier that shares `causal_lm`'s decoder stack (no copy, same names).
+
+    Its score is read at the last token the attention mask marks, the same place PPO reads it
+    (`gather_last_hidden`): transformers' classifiers look for the last token that is not the pad
+    id, which with pad == EOS skips the EOS itself.
+    """
     from transformers import AutoModelForSequenceClassification
 
     config = copy.deepcopy(causal_lm.config)
@@ -42,30 +57,59 @@ def sequence_classifier_on(causal_lm, model_name: str):
     config._name_or_path = model_name
     try:
         with torch.device("meta"):
-            classifier = AutoModelForSequenceClassification.from_config(config)
+            auto_class = type(AutoModelForSequenceClassification.from_config(config))
+            classifier = _scored_at_last_real_token(auto_class)(config)
     except ValueError as err:
         raise ModelError(
             f"model_name {model_name}: no sequence-classification class for this architecture ({err})"
         ) from None
     setattr(classifier, classifier.base_model_prefix, getattr(causal_lm, causal_lm.base_model_prefix))
     hidden = causal_lm.get_input_embeddings().weight.shape[1]
-    head = RewardHead(hidden).linear.to(device=causal_lm.device, dtype=torch.float32)
-    classifier.score = head
+    classifier.score = RewardHead(hidden).linear.to(device=causal_lm.device, dtype=torch.float32)
     classifier.config.pad_token_id = causal_lm.config.pad_token_id
     return classifier
 
 
+def _scored_at_last_real_token(auto_class):
+    """`auto_class` with a forward that pools by attention mask (everything else, peft's view included, unchanged)."""
+
+    class ScoredAtLastRealToken(auto_class):
+        def forward(self, input_ids=None, attention_mask=None, **_ignored):
+            hidden = final_hidden(self, input_ids, attention_mask)
+            last = gather_last_hidden(hidden, attention_mask)
+            return SequenceClassifierOutput(logits=self.score(last.to(self.score.weight.dtype)))
+
+    ScoredAtLastRealToken.__name__ = ScoredAtLastRealToken.__qualname__ = auto_class.__name__
+    return ScoredAtLastRealToken
+
+
+def tokenized_pairs(rows: list[dict], tokenizer):
+    """Preference rows -> TRL's pre-tokenized `chosen_ids`/`rejected_ids`, rendered by `reward_ids`."""
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [
+            {
+                "chosen_ids": reward_ids(tokenizer, r["prompt"], r["chosen"]),
+                "rejected_ids": reward_ids(tokenizer, r["prompt"], r["rejected"]),
+            }
+            for r in rows
+        ]
+    )
+
+
 def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     tokenizer = load_tokenizer(preset.model_name)
-    train_rows, eval_rows = load_splits(preset.data, preset.training.seed)
+    train_rows, eval_rows = split_rows(preset.data, preset.training.seed)
+    require_chat_template(tokenizer, train_rows, preset.model_name)
     causal_lm = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
     base_name = resolved_model_name(preset.model_name)
     identity = base_identity(causal_lm, base_name)
     trainer = RewardTrainer(
         model=sequence_classifier_on(causal_lm, base_name),
         args=to_reward_config(preset, run, eval_rows is not None, tokenizer),
-        train_dataset=train_rows,
-        eval_dataset=eval_rows,
+        train_dataset=tokenized_pairs(train_rows, tokenizer),
+        eval_dataset=tokenized_pairs(eval_rows, tokenizer) if eval_rows else None,
         processing_class=tokenizer,
         peft_config=lora_config(preset, "SEQ_CLS"),  # SEQ_CLS makes peft train and save `score`
         callbacks=logging_callbacks(preset, run),
@@ -91,9 +135,9 @@ def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
 def evaluate_checkpoint(run: RunDir, eval_rows, step: int) -> dict:
     """Held-out accuracy of the saved `final/`, scored the way PPO will score (the last metrics line)."""
     scorer, tokenizer = load_reward_model(str(run.final))
-    prompts = list(eval_rows["prompt"])
-    chosen = torch.tensor(score(scorer, tokenizer, prompts, list(eval_rows["chosen"])))
-    rejected = torch.tensor(score(scorer, tokenizer, prompts, list(eval_rows["rejected"])))
+    prompts = [r["prompt"] for r in eval_rows]
+    chosen = torch.tensor(score(scorer, tokenizer, prompts, [r["chosen"] for r in eval_rows]))
+    rejected = torch.tensor(score(scorer, tokenizer, prompts, [r["rejected"] for r in eval_rows]))
     metrics = {
         "eval_accuracy": (chosen > rejected).float().mean().item(),
         "eval_margin": (chosen - rejected).mean().item(),

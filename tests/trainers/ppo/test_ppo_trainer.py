@@ -66,10 +66,10 @@ def test_recomputed_logprobs_equal_the_rollout_logprobs_and_kl_starts_at_zero(tr
 
     A fresh LoRA adapter (B = 0) leaves the policy equal to the reference: KL is exactly 0.
     """
-    ids, mask, _ = trainer.prompt_batch(0)
+    ids, mask, rows = trainer.prompt_batch(0)
     from eulerforge_trl.trainers.ppo.trainer import StepTimes
 
-    roll = trainer.collect(ids, mask, StepTimes())
+    roll = trainer.collect(ids, mask, rows, StepTimes())
     again, _, _ = response_forward(
         trainer.model, roll.input_ids, roll.attention_mask, roll.n_prompt, trainer.cfg.temperature
     )

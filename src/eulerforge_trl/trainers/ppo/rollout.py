@@ -41,9 +41,11 @@ class Rollout:
 
 @torch.no_grad()
 def sample_responses(
-    model, prompt_ids, prompt_mask, *, max_new_tokens, temperature, eos_token_id, pad_token_id, synced_gpus=False
+    model, prompt_ids, prompt_mask, *, max_new_tokens, temperature, stop_ids, pad_token_id, synced_gpus=False
 ) -> Rollout:
-    """Pure sampling (no top-k/top-p) from the active adapter, truncated after the first EOS.
+    """Pure sampling (no top-k/top-p) from the active adapter, truncated after the first stop token.
+
+    `stop_ids` are EOS and, for chat data, the template's end-of-turn token (`stop_token_ids`).
 
     The caller puts the model in eval mode: with gradient checkpointing on, train-mode
     `generate` silently drops the KV cache and runs about twice as slowly.
@@ -56,14 +58,14 @@ def sample_responses(
         temperature=temperature,
         top_k=0,
         top_p=1.0,
-        eos_token_id=eos_token_id,
+        eos_token_id=list(stop_ids),
         pad_token_id=pad_token_id,
         use_cache=True,
         synced_gpus=synced_gpus,
     )
     n_prompt = prompt_ids.shape[1]
     response = sequences[:, n_prompt:]
-    response_mask, contains_eos = mask_after_first_eos(response, eos_token_id)
+    response_mask, contains_eos = mask_after_first_eos(response, stop_ids)
     response = response.masked_fill(~response_mask, pad_token_id)
     return Rollout(
         input_ids=torch.cat([prompt_ids, response], dim=1),
@@ -74,9 +76,12 @@ def sample_responses(
     )
 
 
-def mask_after_first_eos(response: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, R] ids -> (mask True up to and including the first EOS, whether an EOS occurred)."""
-    is_eos = response == eos_token_id
+def mask_after_first_eos(response: torch.Tensor, stop_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, R] ids -> (mask True up to and including the first stop token, whether one occurred).
+
+    `stop_ids`: one token id (EOS) or several (EOS and a chat template's end-of-turn token).
+    """
+    is_eos = torch.isin(response, torch.as_tensor(stop_ids, device=response.device).reshape(-1))
     eos_before = is_eos.long().cumsum(dim=1) - is_eos.long()  # EOS strictly before each position
     return eos_before == 0, is_eos.any(dim=1)
 

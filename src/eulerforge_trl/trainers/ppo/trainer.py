@@ -26,7 +26,8 @@ import torch
 from accelerate import Accelerator
 
 from ...config.schema import Preset
-from ...data.jsonl import read_rows
+from ...data import render
+from ...data.jsonl import is_conversational, split_rows
 from ...errors import ModelError
 from ...models.loading import load_causal_lm, load_tokenizer, resolved_model_name
 from ...models.reward_head import RewardHead, RewardScorer
@@ -61,7 +62,11 @@ class PPOTrainer:
         self.device = self.accelerator.device
         self.tokenizer = load_tokenizer(preset.model_name)
         self.tokenizer.padding_side, self.tokenizer.truncation_side = "left", "left"
-        self.prompts = self._tokenize_prompts()
+        self.prompt_rows, held_out = split_rows(preset.data, preset.training.seed)
+        render.require_chat_template(self.tokenizer, self.prompt_rows, preset.model_name)
+        self.prompts = self._tokenize_prompts(self.prompt_rows)
+        self.stop_ids = render.stop_token_ids(self.tokenizer, is_conversational(self.prompt_rows[0]["prompt"]))
+        self.eval_rows = self._eval_share(held_out or [])
         self.model = self._build_policy()
         _check_reward_base_name(preset)
         self.scorer = RewardScorer.attach(
@@ -114,11 +119,21 @@ class PPOTrainer:
         ]
         return params + list(self.value_head.parameters())
 
-    def _tokenize_prompts(self) -> list[list[int]]:
-        data = self.preset.data
-        rows = read_rows(data.path, "prompt_only")
-        encoded = self.tokenizer([r["prompt"] for r in rows], truncation=True, max_length=data.max_prompt_length)
-        return encoded["input_ids"]
+    def _tokenize_prompts(self, rows: list[dict]) -> list[list[int]]:
+        """Each prompt as the policy continues it (`prompt_ids`), cut to its last `max_prompt_length` tokens."""
+        keep = self.preset.data.max_prompt_length
+        return [render.prompt_ids(self.tokenizer, r["prompt"])[-keep:] for r in rows]
+
+    def _eval_share(self, rows: list[dict]) -> list[dict]:
+        """The held-out prompts (`data.eval_path` or `data.eval_split`), at most `eval_prompts`, a
+        multiple of the process count: every process must call `generate` equally often (synced_gpus).
+        """
+        if not rows:
+            return []
+        if self.cfg.eval_prompts > 0:
+            rows = rows[: self.cfg.eval_prompts]
+        world = self.accelerator.num_processes
+        return rows[: len(rows) // world * world] or rows[:1] * world
 
     def _total_steps(self) -> int:
         t = self.preset.training
@@ -163,28 +178,81 @@ class PPOTrainer:
         that sampled the batch: its logprobs and values *are* the old ones, so no separate pass."""
         return self.cfg.num_mini_batches == 1 and self.cfg.critic == "value_head"
 
-    def collect(self, prompt_ids, prompt_mask, times: StepTimes) -> Rollout:
+    def response_texts(self, roll: Rollout) -> list[str]:
+        """Each sampled response as text, up to (not including) its first stop token."""
+        stops = torch.as_tensor(self.stop_ids, device=roll.response_ids.device)
+        answer = roll.response_mask & ~torch.isin(roll.response_ids, stops)
+        return [
+            self.tokenizer.decode(ids[keep], skip_special_tokens=True) for ids, keep in zip(roll.response_ids, answer)
+        ]
+
+    def score(self, roll: Rollout, prompts: list) -> torch.Tensor:
+        """[B] RM scores of the rollout, each response rendered with its prompt as the RM was trained (`reward_ids`).
+
+        Re-tokenising from text costs little and makes "scored as trained" hold for chat templates,
+        whose rendered conversation differs from the sampled ids (the template's closing tokens).
+        """
+        ids, mask = render.reward_batch(self.tokenizer, prompts, self.response_texts(roll), self.device)
+        return self.scorer.score_ids(ids, mask)
+
+    def sample(self, prompt_ids, prompt_mask) -> Rollout:
+        """Responses of the policy (pure sampling at `temperature`), in eval mode for the KV cache."""
+        self.model.eval()
+        return sample_responses(
+            self.model,
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=self.cfg.max_gen_len,
+            temperature=self.cfg.temperature,
+            stop_ids=self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            synced_gpus=self.accelerator.num_processes > 1,
+        )
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Sample and score the held-out prompts; append the generations to eval_samples.jsonl.
+
+        Returns `eval_reward_mean` (raw RM score), `eval_response_length` and `eval_no_eos_fraction`
+        over every process's share, the numbers to compare before and after training.
+        """
+        from accelerate.utils import gather_object
+
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        mine = self.eval_rows[rank::world]
+        bs = self.preset.training.batch_size
+        records, scores, lengths, no_eos = [], [], [], []
+        for start in range(0, len(mine), bs):
+            rows = mine[start : start + bs]
+            batch = self.tokenizer.pad({"input_ids": self._tokenize_prompts(rows)}, return_tensors="pt")
+            roll = self.sample(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+            prompts = [r["prompt"] for r in rows]
+            batch_scores = self.score(roll, prompts)
+            scores.append(batch_scores)
+            lengths.append(roll.response_mask.sum(dim=1).float())
+            no_eos.append((~roll.contains_eos).float())
+            for prompt, text, value in zip(prompts, self.response_texts(roll), batch_scores.tolist()):
+                records.append({"step": self.step, "prompt": prompt, "response": text, "reward": value})
+        local = torch.stack([torch.cat(scores).mean(), torch.cat(lengths).mean(), torch.cat(no_eos).mean()])
+        reduced = self.accelerator.reduce(local.to(self.device), "mean").tolist()
+        everyone = gather_object(records) if world > 1 else records
+        if self.accelerator.is_main_process:
+            with self.run.eval_samples.open("a", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in everyone)
+        return dict(zip(("eval_reward_mean", "eval_response_length", "eval_no_eos_fraction"), reduced))
+
+    def collect(self, prompt_ids, prompt_mask, rows: list[int], times: StepTimes) -> Rollout:
         """Phases 1-5: rollout, score, reference/old logprobs and values, shaped rewards, GAE.
 
         When `fuses_old_pass()`, phases 3b-5 wait for the first update pass (see `update`).
         """
         cfg, model = self.cfg, self.model
-        model.eval()  # keeps the KV cache with gradient checkpointing; dropout is off anyway
         t0 = self._clock()
         # 1. rollout
-        roll = sample_responses(
-            model,
-            prompt_ids,
-            prompt_mask,
-            max_new_tokens=cfg.max_gen_len,
-            temperature=cfg.temperature,
-            eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-            synced_gpus=self.accelerator.num_processes > 1,
-        )
+        roll = self.sample(prompt_ids, prompt_mask)
         t1 = self._clock()
         # 2. score: RM adapter + head on the same base, read at the last real token
-        roll.scores = self.scorer.score_ids(roll.input_ids, roll.attention_mask)
+        roll.scores = self.score(roll, [self.prompt_rows[i]["prompt"] for i in rows])
         t2 = self._clock()
         args = (roll.input_ids, roll.attention_mask, roll.n_prompt, cfg.temperature)
         with torch.no_grad():
@@ -319,8 +387,8 @@ class PPOTrainer:
         """One PPO step (rollout batch); returns the logged metrics."""
         times = StepTimes()
         start = self._clock()
-        prompt_ids, prompt_mask, _ = self.prompt_batch(self.step)
-        roll = self.collect(prompt_ids, prompt_mask, times)
+        prompt_ids, prompt_mask, rows = self.prompt_batch(self.step)
+        roll = self.collect(prompt_ids, prompt_mask, rows, times)
         t_update = self._clock()
         update_stats = self.update(roll)
         times.update = self._clock() - t_update
@@ -355,7 +423,7 @@ class PPOTrainer:
             tokens_per_second=generated / elapsed,
             generated_tokens_per_second=generated / max(times.generate, 1e-9),
         )
-        self._last_rollout = roll
+        self._last_rollout, self._last_rows = roll, rows
         return metrics
 
     # ------------------------------------------------------------------------------------ loop
@@ -373,10 +441,12 @@ class PPOTrainer:
         bar = tqdm(total=self.total_steps, initial=self.step, desc="ppo", disable=not main, dynamic_ncols=True)
         metrics: dict[str, float] = {}
         save_every = self.preset.training.save_steps
+        if self.eval_rows and self.step == 0:
+            self._log({"step": 0, **self.evaluate()}, main)
         while self.step < self.total_steps:
             metrics = self.train_step()
             if main:
-                self._log(metrics)
+                self._log(metrics, main)
                 bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl_divergence']:.3f}")
             bar.update(1)
             if self.cfg.sample_every and (self.step % self.cfg.sample_every == 0 or self.step == 1) and main:
@@ -384,6 +454,10 @@ class PPOTrainer:
             if self.step % save_every == 0 or self.step == self.total_steps:
                 self.save_checkpoint()
         bar.close()
+        if self.eval_rows:
+            final_eval = self.evaluate()
+            self._log({"step": self.step, **final_eval}, main)
+            metrics = {**metrics, **final_eval}
         trainable = {id(p) for p in self.optimizer.param_groups[0]["params"]}
         write_rank_digest(
             [(n, p) for n, p in self.model.named_parameters() if id(p) in trainable]
@@ -393,7 +467,9 @@ class PPOTrainer:
             self.tb_writer.close()
         return metrics
 
-    def _log(self, metrics: dict) -> None:
+    def _log(self, metrics: dict, main: bool) -> None:
+        if not main:
+            return
         with self.run.metrics.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(metrics) + "\n")
         if self.tb_writer:
@@ -402,14 +478,19 @@ class PPOTrainer:
                     self.tb_writer.add_scalar(f"ppo/{key}", value, metrics["step"])
 
     def _write_samples(self) -> None:
-        roll = self._last_rollout
+        """`samples.jsonl`: the prompt as written in the data file, the response as text, its raw RM score."""
+        roll, rows = self._last_rollout, self._last_rows
         n = min(self.cfg.num_samples, len(roll))
+        texts = self.response_texts(roll)
         with self.run.samples.open("a", encoding="utf-8") as handle:
             for i in range(n):
-                prompt = self.tokenizer.decode(roll.input_ids[i, : roll.n_prompt], skip_special_tokens=True)
-                response = self.tokenizer.decode(roll.response_ids[i][roll.response_mask[i]], skip_special_tokens=True)
-                record = {"step": self.step, "prompt": prompt, "response": response, "reward": roll.scores[i].item()}
-                handle.write(json.dumps(record) + "\n")
+                record = {
+                    "step": self.step,
+                    "prompt": self.prompt_rows[rows[i]]["prompt"],
+                    "response": texts[i],
+                    "reward": roll.scores[i].item(),
+                }
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     # ------------------------------------------------------------------------------------ state
 
@@ -461,6 +542,7 @@ class PPOTrainer:
         self.score_stats = state.get("score_stats")
         if self.accelerator.is_main_process:
             trim_metrics(self.run.samples, self.step)
+            trim_metrics(self.run.eval_samples, self.step)
 
     def save_final(self) -> None:
         """`final/`: the policy adapter (loadable as model_name), value head, critic, preset, tokenizer."""
