@@ -65,8 +65,21 @@ CATEGORY_WORDS: dict[str, tuple[list[str], list[str]]] = {
         ["slow", "confusing", "unreliable", "frustrating", "useless", "overpriced"],
     ),
 }
-POSITIVE_WORDS = frozenset(GENERIC_POSITIVE).union(*(pos for pos, _ in CATEGORY_WORDS.values()))
-NEGATIVE_WORDS = frozenset(GENERIC_NEGATIVE).union(*(neg for _, neg in CATEGORY_WORDS.values()))
+# Common sentiment words the generated answers never use but a pretrained model writes freely
+# ("amazing", "highly recommend"...): the rule judges sentiment, not the data's vocabulary.
+OTHER_POSITIVE = [
+    "amazing", "awesome", "incredible", "love", "loved", "lovely", "best", "superb", "outstanding",
+    "delightful", "enjoyable", "impressed", "good", "nice", "happy", "pleased", "satisfied", "favorite",
+    "brilliant", "terrific", "elegant", "gorgeous", "fabulous", "exceptional", "efficient", "handy",
+    "useful", "convenient", "recommended", "enjoyed", "fun",
+]  # fmt: skip
+OTHER_NEGATIVE = [
+    "bad", "poor", "horrible", "worst", "hate", "hated", "disappointed", "waste", "annoying", "dull",
+    "gross", "disgusting", "nasty", "painful", "weak", "defective", "unhappy", "dissatisfied", "lousy",
+    "subpar", "worse", "horrid", "dreadful", "unpleasant", "overrated",
+]  # fmt: skip
+POSITIVE_WORDS = frozenset(GENERIC_POSITIVE + OTHER_POSITIVE).union(*(pos for pos, _ in CATEGORY_WORDS.values()))
+NEGATIVE_WORDS = frozenset(GENERIC_NEGATIVE + OTHER_NEGATIVE).union(*(neg for _, neg in CATEGORY_WORDS.values()))
 
 # (name, category): the name reads naturally after "the" in prompts and answers.
 ITEMS: list[tuple[str, str]] = [
