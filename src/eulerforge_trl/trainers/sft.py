@@ -23,7 +23,6 @@ def to_sft_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> SFT
         completion_only_loss=True,
         packing=False,
         eos_token=tokenizer.eos_token,
-        pad_token=tokenizer.pad_token,
         dataset_num_proc=None,
     )
 
