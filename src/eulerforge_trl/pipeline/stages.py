@@ -89,12 +89,14 @@ def check_inputs(preset: Preset) -> None:
     from ..models.loading import architecture_of, check_model_name, load_tokenizer
     from ..models.reward_head import check_same_shapes, read_reward_meta
 
-    rows = read_rows(preset.data.path, preset.data.task)
+    files = {"data.path": read_rows(preset.data.path, preset.data.task)}
     if preset.data.eval_path:
-        read_rows(preset.data.eval_path, preset.data.task, key="data.eval_path")
+        files["data.eval_path"] = read_rows(preset.data.eval_path, preset.data.task, key="data.eval_path")
     check_model_name(preset.model_name)
-    if is_conversational(rows[0]["prompt"]):
-        require_chat_template(load_tokenizer(preset.model_name), rows, preset.model_name)
+    if any(is_conversational(rows[0]["prompt"]) for rows in files.values()):
+        tokenizer = load_tokenizer(preset.model_name)
+        for key, rows in files.items():
+            require_chat_template(tokenizer, rows, preset.model_name, key)
     checkpoint = preset.training.reward_model.checkpoint_path
     if preset.training.type == "ppo" and checkpoint:
         check_same_shapes(read_reward_meta(checkpoint), architecture_of(preset.model_name), checkpoint)

@@ -17,7 +17,6 @@ from trl import DPOConfig, DPOTrainer
 
 from ..config.schema import Preset
 from ..data.jsonl import load_splits
-from ..data.render import require_chat_template
 from ..models.loading import load_causal_lm, load_tokenizer
 from ..pipeline.outputs import RunDir
 from .common import common_trainer_args, logging_callbacks, lora_config, train_and_save_merged, weights_dtype
@@ -66,7 +65,6 @@ def run_dpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     """
     tokenizer = load_tokenizer(preset.model_name)
     train_rows, eval_rows = load_splits(preset.data, preset.training.seed)
-    require_chat_template(tokenizer, train_rows, preset.model_name)
     dtype = weights_dtype(preset)
     model = load_causal_lm(preset.model_name, dtype=dtype, tokenizer=tokenizer)
     peft_config = lora_config(preset, "CAUSAL_LM")

@@ -16,7 +16,7 @@ from trl import RewardConfig, RewardTrainer
 
 from ..config.schema import Preset
 from ..data.jsonl import split_rows
-from ..data.render import require_chat_template, reward_ids
+from ..data.render import reward_ids
 from ..errors import ModelError
 from ..models.loading import load_causal_lm, load_tokenizer, resolved_model_name
 from ..models.reward_head import (
@@ -100,7 +100,6 @@ def tokenized_pairs(rows: list[dict], tokenizer):
 def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     tokenizer = load_tokenizer(preset.model_name)
     train_rows, eval_rows = split_rows(preset.data, preset.training.seed)
-    require_chat_template(tokenizer, train_rows, preset.model_name)
     causal_lm = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
     base_name = resolved_model_name(preset.model_name)
     identity = base_identity(causal_lm, base_name)

@@ -10,7 +10,6 @@ from trl import SFTConfig, SFTTrainer
 
 from ..config.schema import Preset
 from ..data.jsonl import load_splits
-from ..data.render import require_chat_template
 from ..models.loading import load_causal_lm, load_tokenizer
 from ..pipeline.outputs import RunDir
 from .common import common_trainer_args, logging_callbacks, lora_config, train_and_save_merged, weights_dtype
@@ -31,7 +30,6 @@ def run_sft(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     """Train, evaluate and write `final/`; returns the final metrics."""
     tokenizer = load_tokenizer(preset.model_name)
     train_rows, eval_rows = load_splits(preset.data, preset.training.seed)
-    require_chat_template(tokenizer, train_rows, preset.model_name)
     model = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
     trainer = SFTTrainer(
         model=model,

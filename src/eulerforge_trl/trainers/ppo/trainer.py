@@ -63,7 +63,6 @@ class PPOTrainer:
         self.tokenizer = load_tokenizer(preset.model_name)
         self.tokenizer.padding_side, self.tokenizer.truncation_side = "left", "left"
         self.prompt_rows, held_out = split_rows(preset.data, preset.training.seed)
-        render.require_chat_template(self.tokenizer, self.prompt_rows, preset.model_name)
         self.prompts = self._tokenize_prompts(self.prompt_rows)
         self.stop_ids = render.stop_token_ids(self.tokenizer, is_conversational(self.prompt_rows[0]["prompt"]))
         self.eval_rows = self._eval_share(held_out or [])
