@@ -106,6 +106,42 @@ def test_unknown_model_path(run, tiny_argv, tmp_path, capsys):
     assert "model_name does-not-exist" in message
 
 
+@ENTRY_POINTS
+def test_output_dir_that_is_a_file_is_exit_2_and_the_file_is_kept(run, tiny_argv, tmp_path, capsys):
+    existing = _write(tmp_path / "notes.txt", "keep me\n")
+    message = _user_error(capsys, run(tiny_argv("tiny_sft.yml", existing, "training.max_steps=1")))
+    assert "--output-dir" in message and str(existing) in message and "not a directory" in message
+    nested = tiny_argv("tiny_sft.yml", existing / "run", "training.max_steps=1")
+    assert "not a directory" in _user_error(capsys, run(nested))
+    assert existing.read_text() == "keep me\n"
+
+
+@ENTRY_POINTS
+def test_unknown_lr_scheduler_lists_the_valid_names(run, tiny_argv, tmp_path, capsys):
+    message = _user_error(
+        capsys, run(tiny_argv("tiny_sft.yml", tmp_path / "out", "training.lr_scheduler=cosine_annealing"))
+    )
+    assert "training.lr_scheduler" in message and "cosine_annealing" in message and "'constant'" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_preference_file_where_every_chosen_equals_rejected_is_exit_2(tiny_argv, tmp_path, capsys):
+    rows = [{"prompt": f"Q{i}", "chosen": " same", "rejected": " same"} for i in range(4)]
+    data = _write(tmp_path / "pairs.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    argv = tiny_argv("tiny_rm.yml", tmp_path / "out", f"data.path={data}", "data.eval_path=null")
+    message = _user_error(capsys, train.main(argv))
+    assert str(data) in message and "chosen equals rejected" in message
+
+
+def test_some_degenerate_rows_are_counted_and_warned_about(tmp_path, caplog):
+    from eulerforge_trl.data.jsonl import read_rows
+
+    rows = [{"prompt": "Q1", "response": " A"}, {"prompt": "Q2", "response": "  "}, {"prompt": "Q3", "response": ""}]
+    data = _write(tmp_path / "sft.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    assert len(read_rows(data, "sft")) == 3
+    assert "2 of 3 rows are degenerate (the response is empty)" in caplog.text
+
+
 def test_failed_run_leaves_an_existing_final_intact(tiny_argv, tmp_path, capsys):
     """A run that fails on bad data, into a directory holding an earlier final/, keeps every byte of it."""
     out = tmp_path / "out"

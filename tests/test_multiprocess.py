@@ -15,6 +15,8 @@ import pytest
 
 from eulerforge_trl.pipeline.outputs import read_metrics
 
+pytestmark = pytest.mark.slow  # two processes per stage: ~40 s
+
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIG = REPO / "examples" / "accelerate" / "multi_cpu_2proc.yaml"
 

@@ -11,6 +11,8 @@ from eulerforge_trl.cli import main as eulerforge_main
 from eulerforge_trl.pipeline.full import main as pipeline_main
 from eulerforge_trl.pipeline.outputs import read_metrics
 
+pytestmark = pytest.mark.slow  # the whole tiny pipeline and the example notebook: ~60 s
+
 REPO = Path(__file__).resolve().parents[1]
 QUICK = [
     "--set",

@@ -37,35 +37,17 @@ def hub_layout_checkpoint(tmp_path_factory) -> Path:
     from transformers import (
         Qwen3_5Config,
         Qwen3_5ForConditionalGeneration,
-        Qwen3_5TextConfig,
         Qwen3_5VisionConfig,
     )
 
-    from eulerforge_trl.models.tiny import load_tiny_tokenizer
+    from eulerforge_trl.models.tiny import load_tiny_tokenizer, tiny_config
 
     out = tmp_path_factory.mktemp("qwen35_hub_layout")
     tokenizer = load_tiny_tokenizer()
     tokenizer.pad_token = tokenizer.eos_token  # as the real base tokenizer: pad == EOS, nothing added
     tokenizer.chat_template = CHAT_TEMPLATE
-    text = Qwen3_5TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=4,
-        layer_types=["linear_attention", "full_attention"] * 2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-        linear_num_key_heads=4,
-        linear_num_value_heads=4,
-        linear_key_head_dim=32,
-        linear_value_head_dim=32,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-    )
+    text = tiny_config(len(tokenizer))  # the built-in tiny model's text part: DeltaNet and attention alternate
+    text.pad_token_id = tokenizer.pad_token_id
     vision = Qwen3_5VisionConfig(
         depth=1,
         hidden_size=32,

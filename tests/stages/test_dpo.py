@@ -31,6 +31,7 @@ def dpo_run(tiny_sft_final, tiny_argv, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # a learning run
 def test_margin_rises_and_accuracy_ends_high(dpo_run):
     history = read_metrics(dpo_run / "metrics.jsonl")
     train = [r for r in history if "rewards/margins" in r]
@@ -45,6 +46,7 @@ def test_margin_rises_and_accuracy_ends_high(dpo_run):
     assert evals[-1]["eval_rewards/margins"] > 1.0
 
 
+@pytest.mark.slow  # a learning run
 def test_final_is_the_merged_policy(dpo_run, tiny_sft_final, example_data):
     final = dpo_run / "final"
     marker = json.loads((final / "eulerforge_final.json").read_text())

@@ -39,6 +39,7 @@ def ppo_run(tmp_path_factory, tiny_argv, tiny_sft_final, tiny_rm_final):
     return out
 
 
+@pytest.mark.slow  # a learning run
 def test_ppo_raises_reward_with_bounded_kl(ppo_run):
     history = read_metrics(ppo_run / "metrics.jsonl")
     assert [r["step"] for r in history] == list(range(1, LEARN_STEPS + 1))
@@ -64,6 +65,7 @@ def test_ppo_raises_reward_with_bounded_kl(ppo_run):
         assert all(key in r for r in history), key
 
 
+@pytest.mark.slow  # a learning run
 def test_ppo_writes_final_samples_and_plot(ppo_run, tiny_sft_final):
     from eulerforge_trl.models.loading import load_causal_lm, load_tokenizer
 

@@ -51,7 +51,9 @@ class PPOSection:
     clip_range: float = 0.2  # [cliprange] policy ratio clip
     clip_range_value: float = 0.2  # [cliprange_value] value clip around the rollout values
     kl_coef: float = 0.05  # [kl_coef] weight of the per-token KL penalty to the reference
-    kl_estimator: Literal["k1", "k3"] = "k1"  # [kl_estimator] k1 = log-ratio, k3 = unbiased low-variance
+    kl_estimator: Literal["k1", "k2", "k3"] = (
+        "k1"  # [kl_estimator] k1 = log-ratio, k2 = half its square, k3 = unbiased low-variance
+    )
     epochs: int = 4  # [num_ppo_epochs] passes over each rollout batch
     num_mini_batches: int = 1  # [num_mini_batches] minibatches per epoch; must divide batch_size
     max_gen_len: int = 64  # [response_length] new tokens per response
@@ -63,7 +65,11 @@ class PPOSection:
     # scale RM scores to mean 0, std 1 over the first rollout (the SFT policy's), so that kl_coef and
     # missing_eos_penalty mean the same whatever the RM's scale; reward_mean still logs raw scores
     normalize_scores: bool = True
-    missing_eos_penalty: float | None = 1.0  # [missing_eos_penalty] subtracted from the score of responses without EOS
+    missing_eos_penalty: float | None = 1.0  # [missing_eos_penalty] penalty for responses without EOS (null = none)
+    # subtract = their RM score minus the penalty (TRL); replace = -penalty instead of the RM score, which
+    # was read at a token the RM never saw last ("N+ implementation details"): use it when cut-off
+    # answers still score well
+    missing_eos_mode: Literal["subtract", "replace"] = "subtract"
     entropy_coef: float = 0.0  # entropy bonus weight (0 = off)
     # value_head = a head on the policy's own hidden states (no extra pass; the default: it learned as
     # well as `adapter` on the tiny pipeline at ~60% of the step time); adapter = own LoRA + head from the RM
@@ -113,7 +119,10 @@ class TrainingSection:
     seed: int = 42
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
-    lr_scheduler: str = "linear"  # any transformers scheduler name (PPO: constant or linear)
+    # transformers schedulers that need no extra arguments; warmup comes from warmup_ratio
+    lr_scheduler: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
+    ] = "linear"
     max_grad_norm: float = 1.0
     logging_steps: int = 10  # write metrics every N steps (PPO: every step)
     save_steps: int = 100  # checkpoint every N steps; a rerun resumes from the last one

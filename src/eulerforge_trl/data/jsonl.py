@@ -12,9 +12,12 @@ used, the response ignored), so PPO can reuse the SFT data.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from ..errors import DataError
+
+logger = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = {
     "sft": ("prompt", "response"),
@@ -69,7 +72,27 @@ def read_rows(path: str | Path, task: str, key: str = "data.path") -> list[dict]
             rows.append(row)
     if not rows:
         raise DataError(f"{key}: {path} holds no rows")
+    _warn_about_degenerate_rows(rows, task, path, key)
     return rows
+
+
+def _warn_about_degenerate_rows(rows: list[dict], task: str, path: Path, key: str) -> None:
+    """Rows that teach nothing (chosen == rejected, an empty response) are counted and warned about;
+    a file of nothing else is an error."""
+    if task == "preference":
+        what, bad = "chosen equals rejected", sum(r["chosen"] == r["rejected"] for r in rows)
+    elif task == "sft":
+        what, bad = "the response is empty", sum(not _text_of(r["response"]).strip() for r in rows)
+    else:
+        return
+    if bad == len(rows):
+        raise DataError(f"{key}: in every row of {path} {what}: nothing to learn from")
+    if bad:
+        logger.warning("%s: %d of %d rows are degenerate (%s); they teach nothing", path, bad, len(rows), what)
+
+
+def _text_of(value) -> str:
+    return "".join(m["content"] for m in value) if is_conversational(value) else value
 
 
 def _task_fields(row: dict, task: str, where: str) -> dict:

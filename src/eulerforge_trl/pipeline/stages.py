@@ -83,7 +83,8 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
 
 
 def check_inputs(preset: Preset) -> None:
-    """Fail on bad data files, model paths and RM checkpoints before any file is written."""
+    """Fail on bad data files, model paths, RM checkpoints and output paths before any file is written."""
+    _check_output_dir(Path(preset.output_dir))
     from ..data.jsonl import is_conversational, read_rows
     from ..data.render import require_chat_template
     from ..models.loading import architecture_of, check_model_name, load_tokenizer
@@ -100,6 +101,17 @@ def check_inputs(preset: Preset) -> None:
     checkpoint = preset.training.reward_model.checkpoint_path
     if preset.training.type == "ppo" and checkpoint:
         check_same_shapes(read_reward_meta(checkpoint), architecture_of(preset.model_name), checkpoint)
+
+
+def _check_output_dir(out: Path) -> None:
+    """The output directory (or the nearest of its parents that exists) must be a directory."""
+    from ..errors import PresetError
+
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise PresetError(f"--output-dir / output_dir {out}: {path} exists and is not a directory")
+            return
 
 
 def _checkpoint_step(checkpoint: Path | None) -> int:

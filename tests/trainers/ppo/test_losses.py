@@ -11,6 +11,7 @@ from eulerforge_trl.trainers.ppo.losses import (
     masked_mean,
     masked_var,
     masked_whiten,
+    penalize_missing_eos,
     policy_loss,
     shape_rewards,
     value_loss,
@@ -251,3 +252,24 @@ def test_gradients_flow_and_are_zero_at_masked_positions():
     loss.backward()
     # values == old (unclipped): d/dv 0.5 * mean((v - R)^2) = (v - R) / n_valid
     close(values.grad, [[-1.0 / n_valid, 1.0 / n_valid, 0.0], [1.0 / n_valid, 0.0, 0.0]])
+
+
+# ---------------------------------------------------------------------------- missing EOS
+
+
+def test_missing_eos_subtract_keeps_the_score_minus_the_penalty():
+    scores, eos = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([True, False, False])
+    out = penalize_missing_eos(scores, eos, 1.0, "subtract")
+    torch.testing.assert_close(out, torch.tensor([2.0, -2.0, -0.5]))
+
+
+def test_missing_eos_replace_drops_the_rm_score():
+    """N+ detail: a cut-off answer's RM score is meaningless; it gets -penalty whatever the RM said."""
+    scores, eos = torch.tensor([2.0, 3.0, -4.0]), torch.tensor([True, False, False])
+    out = penalize_missing_eos(scores, eos, 1.5, "replace")
+    torch.testing.assert_close(out, torch.tensor([2.0, -1.5, -1.5]))
+
+
+def test_no_missing_eos_penalty_leaves_scores_alone():
+    scores = torch.tensor([1.0, 2.0])
+    assert penalize_missing_eos(scores, torch.tensor([False, False]), None, "replace") is scores

@@ -151,3 +151,42 @@ def test_a_step_with_lr_changes_only_the_trainable_adapters(tmp_path, critic):
     if critic == "adapter":
         assert any(".critic." in n for n in changed)
     assert not torch.equal(trainer.value_head.linear.weight, head_before)
+
+
+def test_sampling_ignores_the_checkpoints_generation_settings(tmp_path, tiny_sft_final):
+    """A checkpoint's generation_config (repetition_penalty, top_k, ...) would make samples not come
+    from pi_old; PPO samples with nothing but what it asks for."""
+    import shutil
+
+    model_dir = tmp_path / "sft"
+    shutil.copytree(tiny_sft_final, model_dir)
+    path = model_dir / "generation_config.json"
+    settings = json.loads(path.read_text()) if path.is_file() else {}
+    settings.update(repetition_penalty=1.3, top_k=5, no_repeat_ngram_size=2, temperature=0.3)
+    path.write_text(json.dumps(settings))
+    trainer = PPOTrainer(tiny_ppo_preset(tmp_path, f"model_name={model_dir}"), RunDir(tmp_path / "out"))
+    used = trainer.model.generation_config
+    assert used.repetition_penalty in (None, 1.0) and used.top_k in (None, 0, 50)
+    assert used.no_repeat_ngram_size in (None, 0) and used.temperature in (None, 1.0)
+    assert used.eos_token_id == trainer.tokenizer.eos_token_id
+
+
+def test_every_dropout_is_off_once_the_rm_and_critic_adapters_are_loaded(tmp_path, tiny_sft_final, tiny_rm_final):
+    """RM presets train with LoRA dropout; adapters loaded from them must not bring it into PPO."""
+    import shutil
+
+    rm = tmp_path / "rm"
+    shutil.copytree(tiny_rm_final, rm)
+    config = json.loads((rm / "adapter_config.json").read_text())
+    config["lora_dropout"] = 0.05
+    (rm / "adapter_config.json").write_text(json.dumps(config))
+    preset = tiny_ppo_preset(
+        tmp_path,
+        f"model_name={tiny_sft_final}",
+        f"training.reward_model.checkpoint_path={rm}",
+        "training.ppo.critic=adapter",
+    )
+    trainer = PPOTrainer(preset, RunDir(tmp_path / "out"))
+    rates = {name: m.p for name, m in trainer.model.named_modules() if isinstance(m, torch.nn.Dropout)}
+    assert any(".critic" in name for name in rates), "the critic adapter should carry LoRA dropout modules"
+    assert all(p == 0.0 for p in rates.values()), {n: p for n, p in rates.items() if p}

@@ -154,6 +154,26 @@ def shape_rewards(
     return rewards, kl
 
 
+def penalize_missing_eos(scores: Tensor, contains_eos: Tensor, penalty: float | None, mode: str = "subtract") -> Tensor:
+    """Scores of responses that never reached EOS, cut off at `max_gen_len`.
+
+    Their RM score was read at a token the RM never saw as a last one. ``"subtract"`` (TRL's
+    `missing_eos_penalty`) keeps it minus ``penalty``; ``"replace"`` (the "N+ implementation
+    details" choice) drops it for ``-penalty``. ``penalty=None`` leaves every score as it is.
+
+    Args:
+        scores: ``[B]`` (normalised) sequence scores.
+        contains_eos: ``[B]`` bool, whether the response ended with EOS.
+    """
+    if penalty is None:
+        return scores
+    if mode == "replace":
+        return torch.where(contains_eos, scores, torch.full_like(scores, -penalty))
+    if mode == "subtract":
+        return scores - penalty * (~contains_eos).to(scores.dtype)
+    raise ValueError(f"Unknown missing-EOS mode {mode!r}; expected 'subtract' or 'replace'.")
+
+
 def compute_gae(
     rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 0.95
 ) -> tuple[Tensor, Tensor]:

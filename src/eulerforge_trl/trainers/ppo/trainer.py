@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from trl.trainer.utils import disable_dropout_in_model
 
 from ...config.schema import Preset
 from ...data import render
@@ -77,6 +78,9 @@ class PPOTrainer:
         self.value_head = RewardHead.from_linear(self.scorer.head.linear).to(self.device)  # value init = reward head
         if self.cfg.critic == "adapter":
             self._add_critic_adapter()
+        # dropout makes pi_old != pi on identical weights: off everywhere, once every adapter is in
+        # place (an adapter loaded later, the RM's or the critic's, brings its own LoRA dropout)
+        disable_dropout_in_model(self.model)
         self.model.set_adapter(POLICY)
         self.optimizer = torch.optim.AdamW(self._trainable_parameters(), lr=preset.training.lr, eps=1e-5)
         self.total_steps = self._total_steps()
@@ -89,18 +93,24 @@ class PPOTrainer:
 
     def _build_policy(self):
         from peft import get_peft_model
-        from trl.trainer.utils import disable_dropout_in_model
+        from transformers import GenerationConfig
 
         base = load_causal_lm(self.preset.model_name, dtype=weights_dtype(self.preset), tokenizer=self.tokenizer)
         base.to(self.device)
+        # generate() fills every setting we leave unset from the checkpoint's generation_config
+        # (repetition_penalty, top_k, ...): samples would then not come from pi_old. A clean one
+        # leaves only what `sample_responses` asks for: pure sampling at `temperature`.
+        base.generation_config = GenerationConfig(
+            bos_token_id=base.generation_config.bos_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         if self.preset.training.gradient_checkpointing:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             base.enable_input_require_grads()
         config = lora_config(self.preset, "CAUSAL_LM")
         config.lora_dropout = 0.0  # dropout makes pi_old != pi on identical weights: off everywhere in PPO
-        model = get_peft_model(base, config, adapter_name=POLICY)
-        disable_dropout_in_model(model)
-        return model
+        return get_peft_model(base, config, adapter_name=POLICY)
 
     def _add_critic_adapter(self) -> None:
         checkpoint = self.preset.training.reward_model.checkpoint_path
@@ -281,9 +291,9 @@ class PPOTrainer:
         roll.logprobs = logprobs.detach().masked_fill(~mask, 0.0)
         roll.values = values.detach()
         # 4. per-token rewards: -kl_coef * KL, plus the (EOS-penalised) score at the last token
-        scores = self._normalized(roll.scores)
-        if cfg.missing_eos_penalty is not None:
-            scores = scores - cfg.missing_eos_penalty * (~roll.contains_eos).float()
+        scores = losses.penalize_missing_eos(
+            self._normalized(roll.scores), roll.contains_eos, cfg.missing_eos_penalty, cfg.missing_eos_mode
+        )
         rewards, roll.kl = losses.shape_rewards(
             scores, roll.logprobs, roll.ref_logprobs, mask, cfg.kl_coef, cfg.kl_estimator
         )
@@ -536,7 +546,8 @@ class PPOTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            # torch.load mapped these onto the GPU; set_rng_state_all accepts CPU ByteTensors only
+            torch.cuda.set_rng_state_all([rng.cpu() for rng in state["rng"]["cuda"]])
         self.step = state["step"]
         self.score_stats = state.get("score_stats")
         if self.accelerator.is_main_process:
