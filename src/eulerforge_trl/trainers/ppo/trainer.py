@@ -36,6 +36,7 @@ from ...pipeline.outputs import RunDir, atomic_directory, read_metrics, trim_met
 from ...runtime import use_cpu, write_rank_digest
 from ..common import as_list, lora_config, use_bf16, weights_dtype
 from . import losses
+from .gradients import average_gradients
 from .rollout import Rollout, response_forward, sample_responses, value_forward
 
 logger = logging.getLogger(__name__)
@@ -379,18 +380,9 @@ class PPOTrainer:
         return {k: torch.stack(v).mean() for k, v in stats.items()}
 
     def _sync_gradients(self) -> None:
-        """Average gradients across processes by hand.
-
-        DDP wrapping does not fit here: which adapter trains changes within a step (policy,
-        then critic), and DDP fixes the set of trainable parameters when it wraps the model.
-        """
-        if self.accelerator.num_processes == 1:
-            return
-        for param in self.optimizer.param_groups[0]["params"]:
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-            torch.distributed.all_reduce(param.grad, op=torch.distributed.ReduceOp.SUM)
-            param.grad /= self.accelerator.num_processes
+        """Average gradients across processes (see `gradients.average_gradients`)."""
+        if self.accelerator.num_processes > 1:
+            average_gradients(self.optimizer.param_groups[0]["params"], self.accelerator.num_processes)
 
     def train_step(self) -> dict[str, float]:
         """One PPO step (rollout batch); returns the logged metrics."""
