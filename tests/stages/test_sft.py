@@ -207,3 +207,23 @@ def _mode(path) -> int:
 
 def _loss_at(records: list[dict], step: int) -> float:
     return next(r["loss"] for r in records if r.get("step") == step and "loss" in r)
+
+
+def test_a_checkpoint_that_does_not_load_is_skipped_for_the_one_before(
+    tiny_sft_run, tiny_argv, tiny_sft_overrides, tmp_path, caplog
+):
+    """A truncated newest checkpoint must not lose the run: warn, resume from the previous one, log each step once."""
+    out = tmp_path / "run"
+    shutil.copytree(tiny_sft_run, out)
+    shutil.rmtree(out / "final")
+    weights = out / "checkpoints" / "checkpoint-150" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # cut short, as by a full disk
+
+    with caplog.at_level(logging.WARNING):
+        assert main(tiny_argv("tiny_sft.yml", out, *tiny_sft_overrides)) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("checkpoint-150 cannot be loaded" in m and "model.safetensors" in m for m in messages), messages
+    assert any("resuming sft from" in m and "checkpoint-100" in m for m in messages)
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 150, steps
+    assert (out / "final" / FINAL_MARKER).is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FINAL_MARKER = "eulerforge_final.json"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,16 +57,55 @@ class RunDir:
     def final_is_complete(self) -> bool:
         return (self.final / FINAL_MARKER).is_file()
 
-    def last_checkpoint(self) -> Path | None:
-        """The newest complete `checkpoint-<step>` directory, if any."""
+    def checkpoints_newest_first(self) -> list[Path]:
+        """Every `checkpoint-<step>` directory, the newest first."""
         if not self.checkpoints.is_dir():
-            return None
+            return []
         found = [
             (int(p.name.split("-")[-1]), p)
             for p in self.checkpoints.glob("checkpoint-*")
             if p.is_dir() and p.name.split("-")[-1].isdigit()
         ]
-        return max(found)[1] if found else None
+        return [p for _, p in sorted(found, reverse=True)]
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest `checkpoint-<step>` directory, if any (whether it loads or not)."""
+        found = self.checkpoints_newest_first()
+        return found[0] if found else None
+
+    def last_loadable_checkpoint(self) -> Path | None:
+        """The newest checkpoint whose files all load; each broken one is skipped with a warning.
+
+        A checkpoint can be cut short (disk full, a copy interrupted) after it was written: the run
+        goes on from the one before it instead of crashing or starting over.
+        """
+        for path in self.checkpoints_newest_first():
+            problem = checkpoint_problem(path)
+            if problem is None:
+                return path
+            logger.warning("checkpoint %s cannot be loaded (%s): falling back to an older one", path, problem)
+        return None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the files of a checkpoint directory do not load, or None when they all do."""
+    import torch
+    from safetensors.torch import load_file
+
+    state = path / "trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return f"{state.name}: {err}"
+    for file in sorted(path.rglob("*")):
+        try:
+            if file.suffix == ".safetensors":
+                load_file(file)
+            elif file.suffix in (".pt", ".pth", ".bin"):
+                torch.load(file, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - any failure to read means the checkpoint is unusable
+            return f"{file.relative_to(path)}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    return None
 
 
 @contextmanager

@@ -67,7 +67,7 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
     run = RunDir(Path(preset.output_dir))
     check_inputs(preset)  # before anything in the output directory is touched
     state = process_state()
-    resume_from = run.last_checkpoint() if resume else None
+    resume_from = run.last_loadable_checkpoint() if resume else None
     if state.is_main_process:
         run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.preset, preset_to_yaml(preset))
