@@ -31,7 +31,6 @@ files (`*_eval.jsonl`), so "fresh prompts" really are fresh. Regenerate with:
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import sys
@@ -450,14 +449,9 @@ def build_examples(seed: int = 0) -> dict[str, list[dict]]:
 
 def write_chat_examples(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write every example file under `out_dir`; the same seed gives the same bytes."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for name, rows in build_examples(seed).items():
-        path = out / name
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        written[name] = path
-    return written
+    from .examples import write_jsonl_files
+
+    return write_jsonl_files(out_dir, build_examples(seed))
 
 
 if __name__ == "__main__":

@@ -107,9 +107,6 @@ def prompt_rows(rng: random.Random, n: int) -> list[dict]:
 
 def write_examples(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write every example file under `out_dir`; the same seed gives the same bytes."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
     rng = random.Random(seed)
     files = {
         "sft.jsonl": sft_rows(rng, 2000),
@@ -118,6 +115,13 @@ def write_examples(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
         "preference_eval.jsonl": preference_rows(rng, 200),
         "prompts.jsonl": prompt_rows(rng, 512),
     }
+    return write_jsonl_files(out_dir, files)
+
+
+def write_jsonl_files(out_dir: str | Path, files: dict[str, list[dict]]) -> dict[str, Path]:
+    """`{name: rows}` -> one JSONL file each under `out_dir` (created if needed); returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, rows in files.items():
         path = out / name
