@@ -443,11 +443,11 @@ class PPOTrainer:
         metrics: dict[str, float] = {}
         save_every = self.preset.training.save_steps
         if self.eval_rows and self.step == 0:
-            self._log({"step": 0, **self.evaluate()}, main)
+            self._log({"step": 0, **self.evaluate()})
         while self.step < self.total_steps:
             metrics = self.train_step()
             if main:
-                self._log(metrics, main)
+                self._log(metrics)
                 bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl_divergence']:.3f}")
             bar.update(1)
             if self.cfg.sample_every and (self.step % self.cfg.sample_every == 0 or self.step == 1) and main:
@@ -457,7 +457,7 @@ class PPOTrainer:
         bar.close()
         if self.eval_rows:
             final_eval = self.evaluate()
-            self._log({"step": self.step, **final_eval}, main)
+            self._log({"step": self.step, **final_eval})
             metrics = {**metrics, **final_eval}
         trainable = {id(p) for p in self.optimizer.param_groups[0]["params"]}
         write_rank_digest(
@@ -468,8 +468,9 @@ class PPOTrainer:
             self.tb_writer.close()
         return metrics
 
-    def _log(self, metrics: dict, main: bool) -> None:
-        if not main:
+    def _log(self, metrics: dict) -> None:
+        """One metrics.jsonl line (and TensorBoard scalars), written by the main process only."""
+        if not self.accelerator.is_main_process:
             return
         with self.run.metrics.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(metrics) + "\n")
