@@ -62,9 +62,12 @@ class PPOSection:
     gamma: float = 1.0  # [gamma] discount
     lam: float = 0.95  # [lam] GAE lambda
     whiten_rewards: bool = False  # [whiten_rewards] whiten the shaped per-token rewards
-    # scale RM scores to mean 0, std 1 over the first rollout (the SFT policy's), so that kl_coef and
+    # scale RM scores to mean 0, std 1 under the SFT policy (see score_norm_samples), so that kl_coef and
     # missing_eos_penalty mean the same whatever the RM's scale; reward_mean still logs raw scores
     normalize_scores: bool = True
+    # how many responses of the SFT policy (sampled from training prompts before step 1, over every
+    # process) estimate that mean and std; more = a steadier scale (64 costs 8 rollouts at batch 8)
+    score_norm_samples: int = 64
     missing_eos_penalty: float | None = 1.0  # [missing_eos_penalty] penalty for responses without EOS (null = none)
     # subtract = their RM score minus the penalty (TRL); replace = -penalty instead of the RM score, which
     # was read at a token the RM never saw last ("N+ implementation details"): use it when cut-off
