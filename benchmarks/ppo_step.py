@@ -297,7 +297,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from accelerate import Accelerator
 
     from eulerforge_trl.models.tiny import load_tiny_tokenizer
-    from eulerforge_trl.pipeline.outputs import RunDir
+    from eulerforge_trl.rundir import RunDir
     from eulerforge_trl.trainers.ppo.trainer import PPOTrainer
 
     # checkpoint_path "" scores with a random RewardHead: meaningless rewards, the same cost.

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from eulerforge_trl import cli, train
-from eulerforge_trl.pipeline.outputs import FINAL_MARKER, atomic_directory
+from eulerforge_trl.rundir import FINAL_MARKER, atomic_directory
 
 
 def _run_train(argv: list[str]) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from eulerforge_trl.pipeline.outputs import read_metrics
+from eulerforge_trl.rundir import read_metrics
 
 pytestmark = pytest.mark.slow  # two processes per stage: ~40 s
 

@@ -9,7 +9,7 @@ import pytest
 
 from eulerforge_trl.cli import main as eulerforge_main
 from eulerforge_trl.pipeline.full import main as pipeline_main
-from eulerforge_trl.pipeline.outputs import read_metrics
+from eulerforge_trl.rundir import read_metrics
 
 pytestmark = pytest.mark.slow  # the whole tiny pipeline and the example notebook: ~60 s
 

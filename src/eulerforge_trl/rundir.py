@@ -1,4 +1,9 @@
-"""The output directory every stage writes, and the atomic writes that keep it intact."""
+"""The output directory every stage writes, and the atomic writes that keep it intact.
+
+The one place that knows the layout (`RunDir`), how a metrics line is written (`append_metrics`)
+and what a checkpoint is called (`checkpoint-<step>`, read back by `checkpoint_step`). It sits
+below the trainers, which write here, and the pipeline, which reads here.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FINAL_MARKER = "eulerforge_final.json"
+CHECKPOINT_PREFIX = "checkpoint-"
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +63,26 @@ class RunDir:
     def final_is_complete(self) -> bool:
         return (self.final / FINAL_MARKER).is_file()
 
+    def checkpoint_dir(self, step: int) -> Path:
+        """Where the checkpoint of `step` goes (transformers' name, so one resume logic serves every stage)."""
+        return self.checkpoints / f"{CHECKPOINT_PREFIX}{step}"
+
     def checkpoints_newest_first(self) -> list[Path]:
         """Every `checkpoint-<step>` directory, the newest first."""
         if not self.checkpoints.is_dir():
             return []
         found = [
-            (int(p.name.split("-")[-1]), p)
-            for p in self.checkpoints.glob("checkpoint-*")
-            if p.is_dir() and p.name.split("-")[-1].isdigit()
+            (step, p)
+            for p in self.checkpoints.glob(f"{CHECKPOINT_PREFIX}*")
+            if p.is_dir() and (step := checkpoint_step(p)) is not None
         ]
         return [p for _, p in sorted(found, reverse=True)]
+
+    def prune_checkpoints(self, keep: int) -> None:
+        """Delete all but the newest `keep` checkpoints (`keep` <= 0 keeps them all)."""
+        if keep > 0:
+            for old in self.checkpoints_newest_first()[keep:]:
+                shutil.rmtree(old, ignore_errors=True)
 
     def last_checkpoint(self) -> Path | None:
         """The newest `checkpoint-<step>` directory, if any (whether it loads or not)."""
@@ -85,6 +101,13 @@ class RunDir:
                 return path
             logger.warning("checkpoint %s cannot be loaded (%s): falling back to an older one", path, problem)
         return None
+
+
+def checkpoint_step(path: Path | str) -> int | None:
+    """The step of a `checkpoint-<step>` directory (`.../checkpoint-40` -> 40), None for any other name."""
+    name = Path(path).name
+    step = name.removeprefix(CHECKPOINT_PREFIX)
+    return int(step) if name.startswith(CHECKPOINT_PREFIX) and step.isdigit() else None
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -164,6 +187,17 @@ def trim_metrics(path: Path, after_step: int) -> None:
         if line.strip() and json.loads(line).get("step", 0) <= after_step
     ]
     atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def append_metrics(path: Path, record: dict) -> None:
+    """Append one metrics line (a JSON object with "step") to metrics.jsonl; main process only."""
+    append_jsonl(path, [record])
+
+
+def append_jsonl(path: Path, records, ensure_ascii: bool = True) -> None:
+    """Append one JSON object per line (samples keep non-ASCII text readable with ensure_ascii=False)."""
+    with Path(path).open("a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record, ensure_ascii=ensure_ascii) + "\n" for record in records)
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eulerforge_trl.pipeline.outputs import read_metrics
+from eulerforge_trl.rundir import read_metrics
 from eulerforge_trl.train import main
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from eulerforge_trl.models.loading import load_causal_lm, load_tokenizer
-from eulerforge_trl.pipeline.outputs import read_metrics
+from eulerforge_trl.rundir import read_metrics
 from eulerforge_trl.train import main
 
 # Qwen's ChatML shape; <|im_start|>/<|im_end|> are not in the tiny vocabulary, byte-level BPE spells them out.

@@ -15,7 +15,7 @@ import pytest
 from eulerforge_trl.errors import ModelError
 from eulerforge_trl.models.builtin import SMOLLM2_NAME, ensure_model
 from eulerforge_trl.models.loading import load_tokenizer
-from eulerforge_trl.pipeline.outputs import read_metrics
+from eulerforge_trl.rundir import read_metrics
 from eulerforge_trl.train import main
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import torch
 
 from eulerforge_trl.data.render import prompt_ids, reward_batch, reward_ids
 from eulerforge_trl.models.loading import load_causal_lm, load_tokenizer
-from eulerforge_trl.pipeline.outputs import read_metrics
+from eulerforge_trl.rundir import read_metrics
 from eulerforge_trl.train import main
 
 # A ChatML-like template whose turns end with the tiny tokenizer's EOS (which is also its pad here).

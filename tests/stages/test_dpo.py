@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from eulerforge_trl.models.loading import load_causal_lm, load_tokenizer
-from eulerforge_trl.pipeline.outputs import read_metrics
+from eulerforge_trl.rundir import read_metrics
 from eulerforge_trl.train import main
 
 DPO_STEPS = 60

@@ -13,7 +13,7 @@ import shutil
 import pytest
 import torch
 
-from eulerforge_trl.pipeline.outputs import FINAL_MARKER, read_metrics
+from eulerforge_trl.rundir import FINAL_MARKER, read_metrics
 from eulerforge_trl.train import main
 
 LEARN_STEPS = 30

@@ -24,7 +24,7 @@ from eulerforge_trl.models.reward_head import (
     load_reward_model,
     score,
 )
-from eulerforge_trl.pipeline.outputs import FINAL_MARKER, read_metrics
+from eulerforge_trl.rundir import FINAL_MARKER, read_metrics
 
 N_ROWS = 8  # preference rows scored in the equivalence tests (16 texts of several lengths)
 ATOL = 1e-4

@@ -18,7 +18,7 @@ import torch
 from eulerforge_trl.config import TINY_MODEL_NAME, load_preset
 from eulerforge_trl.data.examples import PLEASANT, UNPLEASANT
 from eulerforge_trl.models.loading import load_causal_lm, load_tokenizer
-from eulerforge_trl.pipeline.outputs import FINAL_MARKER, read_metrics
+from eulerforge_trl.rundir import FINAL_MARKER, read_metrics
 from eulerforge_trl.train import main
 
 PROMPT = re.compile(r"the (\w+) (?:in|near|at) the (\w+)")

@@ -17,7 +17,7 @@ import yaml
 
 from ..config import load_preset
 from ..errors import PresetError
-from .outputs import RunDir, read_metrics
+from ..rundir import RunDir, read_metrics
 from .stages import StageResult, run_stage
 
 STAGE_ORDER = ("sft", "rm", "ppo", "dpo")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .outputs import read_metrics
+from ..rundir import read_metrics
 
 CURVES = {
     "sft": ["loss", "eval_loss", "mean_token_accuracy", "learning_rate"],

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Preset, load_preset, preset_to_yaml
+from ..rundir import RunDir, atomic_write_text, checkpoint_step, read_metrics, trim_metrics
 from ..runtime import process_state
-from .outputs import RunDir, atomic_write_text, read_metrics, trim_metrics
 from .plots import plot_training_curves
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
     if state.is_main_process:
         run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.preset, preset_to_yaml(preset))
-        trim_metrics(run.metrics, _checkpoint_step(resume_from))
+        trim_metrics(run.metrics, checkpoint_step(resume_from) if resume_from else 0)
         if resume_from:
             logger.warning("resuming %s from %s", stage, resume_from)
     state.wait_for_everyone()
@@ -112,7 +112,3 @@ def _check_output_dir(out: Path) -> None:
             if not path.is_dir():
                 raise PresetError(f"--output-dir / output_dir {out}: {path} exists and is not a directory")
             return
-
-
-def _checkpoint_step(checkpoint: Path | None) -> int:
-    return int(checkpoint.name.split("-")[-1]) if checkpoint else 0

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from ..config.schema import Preset
-from ..pipeline.outputs import RunDir, atomic_directory, write_final_marker
+from ..rundir import RunDir, append_metrics, atomic_directory, write_final_marker
 from ..runtime import use_cpu, write_rank_digest
 
 
@@ -136,9 +135,7 @@ class MetricsFileCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
-            record = {"step": state.global_step, **{k: _plain(v) for k, v in logs.items()}}
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_metrics(self.path, {"step": state.global_step, **{k: _plain(v) for k, v in logs.items()}})
 
 
 class RankDigestCallback(TrainerCallback):

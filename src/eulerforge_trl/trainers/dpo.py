@@ -18,7 +18,7 @@ from trl import DPOConfig, DPOTrainer
 from ..config.schema import Preset
 from ..data.jsonl import load_splits
 from ..models.loading import load_causal_lm, load_tokenizer
-from ..pipeline.outputs import RunDir
+from ..rundir import RunDir
 from .common import common_trainer_args, logging_callbacks, lora_config, train_and_save_merged, weights_dtype
 
 

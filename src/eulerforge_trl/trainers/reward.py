@@ -8,7 +8,6 @@ adapter's module names are the causal LM's and the adapter loads beside the poli
 from __future__ import annotations
 
 import copy
-import json
 
 import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -28,7 +27,7 @@ from ..models.reward_head import (
     save_reward_files,
     score,
 )
-from ..pipeline.outputs import RunDir, atomic_directory, write_final_marker
+from ..rundir import RunDir, append_metrics, atomic_directory, write_final_marker
 from .common import common_trainer_args, logging_callbacks, lora_config, weights_dtype
 
 
@@ -141,8 +140,7 @@ def evaluate_checkpoint(run: RunDir, eval_rows, step: int) -> dict:
         "eval_margin": (chosen - rejected).mean().item(),
         "eval_rows": len(prompts),
     }
-    with run.metrics.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"step": step, "final_eval": True, **metrics}) + "\n")
+    append_metrics(run.metrics, {"step": step, "final_eval": True, **metrics})
     return metrics
 
 

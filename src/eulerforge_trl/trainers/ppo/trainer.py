@@ -32,7 +32,7 @@ from ...data.jsonl import is_conversational, split_rows
 from ...errors import ModelError
 from ...models.loading import load_causal_lm, load_tokenizer, resolved_model_name
 from ...models.reward_head import RewardHead, RewardScorer
-from ...pipeline.outputs import RunDir, atomic_directory, read_metrics, trim_metrics, write_final_marker
+from ...rundir import RunDir, atomic_directory, read_metrics, trim_metrics, write_final_marker
 from ...runtime import use_cpu, write_rank_digest
 from ..common import as_list, lora_config, use_bf16, weights_dtype
 from . import losses
