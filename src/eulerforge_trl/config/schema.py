@@ -2,95 +2,159 @@
 
 Presets are short YAML deltas from these defaults; OmegaConf merges them onto this schema, so an
 unknown key gets "did you mean", a wrong type names the key, and `Literal` fields list the choices.
+Each field's doc is machine-readable (`doc_of`), so `eulerforge presets --explain KEY` prints it.
 Rules that span several keys live in `eulerforge_trl.config.rules`.
 """
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field
 from typing import Any, Literal
 
 TINY_MODEL_NAME = "tiny-qwen3.5"
+
+
+def setting(default: Any = MISSING, doc: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
+    """A schema field and its doc: what it does and a rule of thumb (`eulerforge presets --explain`)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+def doc_of(section: type, name: str) -> str:
+    """The doc of field `name` of a schema dataclass."""
+    return section.__dataclass_fields__[name].metadata.get("doc", "")
 
 
 @dataclass
 class LoraSection:
     """LoRA adapter. Leave the whole `lora:` section out (or `lora: null`) for full fine-tuning."""
 
-    r: int = 16  # rank; 8-64 is typical
-    alpha: int = 32  # scaling numerator (scale = alpha / r); 2*r is a common choice
-    dropout: float = 0.05  # LoRA dropout; PPO turns every dropout off regardless
-    target_modules: Any = "all-linear"  # "all-linear" or a list such as [q_proj, v_proj]
+    r: int = setting(16, "rank of the adapter matrices; 8-64 is typical, higher = more capacity and memory")
+    alpha: int = setting(32, "scaling numerator (the update is scaled by alpha / r); 2*r is a common choice")
+    dropout: float = setting(0.05, "dropout on the adapter's input; PPO turns every dropout off regardless")
+    target_modules: Any = setting(
+        "all-linear",
+        "modules that get an adapter: 'all-linear' (every linear layer but lm_head) or a list such as "
+        "[q_proj, v_proj]; DPO cannot train lm_head",
+    )
 
 
 @dataclass
 class DataSection:
-    """Where the rows come from and what shape they have."""
+    """Where the rows come from and what shape they have (JSONL, one object per line)."""
 
-    format: Literal["raw"] = "raw"  # raw = JSONL, one object per line
-    path: str = ""  # training JSONL (relative paths are taken from the working directory)
-    task: Literal["sft", "preference", "prompt_only"] = (
-        "sft"  # sft {prompt,response}; preference {prompt,chosen,rejected}; prompt_only {prompt}
+    path: str = setting(
+        "",
+        "training JSONL; a relative path is taken from the working directory, and for a shipped preset "
+        "one missing there is read from the package's own copy (examples/data/...)",
     )
-    max_length: int = 512  # tokens of prompt+response; longer rows are truncated (SFT, DPO) or dropped (RM)
-    max_prompt_length: int = 256  # PPO: prompts are cut to their last N tokens
-    eval_path: str | None = None  # held-out JSONL of the same task (PPO: fresh prompts, sampled before and after)
-    eval_split: float = 0.0  # else hold out this fraction of `path` (0 = no evaluation)
+    task: Literal["sft", "preference", "prompt_only"] = setting(
+        "sft",
+        "row shape, one per stage: sft {prompt, response} (SFT); preference {prompt, chosen, rejected} "
+        "(RM, DPO); prompt_only {prompt} (PPO); or TRL's conversational forms of each",
+    )
+    max_length: int = setting(
+        512, "tokens of prompt + response; longer rows are cut at the end (SFT, DPO) or dropped (RM)"
+    )
+    max_prompt_length: int = setting(256, "PPO only: prompts are cut to their last N tokens")
+    eval_path: str | None = setting(
+        None,
+        "held-out JSONL of the same task, resolved like path (PPO: prompts sampled before and after training); "
+        "null = use eval_split",
+    )
+    eval_split: float = setting(
+        0.0, "without eval_path, hold out this fraction of path (0 = no evaluation); 0.02-0.1 is typical"
+    )
 
 
 @dataclass
 class RewardModelSection:
     """PPO only: the RM adapter + RewardHead trained by the `rm` stage, applied on the policy's base."""
 
-    model_name: str | None = None  # base the RM was trained on; must be the policy's base (checked)
-    checkpoint_path: str | None = ""  # the rm stage's final/; "" (or null) = random head, for debugging only
+    model_name: str | None = setting(
+        None, "the base the RM was trained on; when set it must be model_name (one base in memory); null = not checked"
+    )
+    checkpoint_path: str | None = setting(
+        "", "the rm stage's final/ directory; '' (or null) = a random RewardHead, for debugging only"
+    )
 
 
 @dataclass
 class PPOSection:
     """PPO hyper-parameters. Names follow TRL's former `PPOConfig` where one existed (in brackets)."""
 
-    clip_range: float = 0.2  # [cliprange] policy ratio clip
-    clip_range_value: float = 0.2  # [cliprange_value] value clip around the rollout values
-    kl_coef: float = 0.05  # [kl_coef] weight of the per-token KL penalty to the reference
-    kl_estimator: Literal["k1", "k2", "k3"] = (
-        "k1"  # [kl_estimator] k1 = log-ratio, k2 = half its square, k3 = unbiased low-variance
+    clip_range: float = setting(0.2, "[cliprange] clip of the policy ratio pi/pi_old in the surrogate loss; 0.1-0.3")
+    clip_range_value: float = setting(
+        0.2, "[cliprange_value] clip of the new values around the rollout's values in the value loss"
     )
-    epochs: int = 4  # [num_ppo_epochs] passes over each rollout batch
-    num_mini_batches: int = 1  # [num_mini_batches] minibatches per epoch; must divide batch_size
-    max_gen_len: int = 64  # [response_length] new tokens per response
-    temperature: float = 1.0  # [temperature] sampling temperature, also applied to every logprob
-    vf_coef: float = 0.1  # [vf_coef] weight of the value loss
-    gamma: float = 1.0  # [gamma] discount
-    lam: float = 0.95  # [lam] GAE lambda
-    whiten_rewards: bool = False  # [whiten_rewards] whiten the shaped per-token rewards
-    # scale RM scores to mean 0, std 1 under the SFT policy (see score_norm_samples), so that kl_coef and
-    # missing_eos_penalty mean the same whatever the RM's scale; reward_mean still logs raw scores
-    normalize_scores: bool = True
-    # how many responses of the SFT policy (sampled from training prompts before step 1, over every
-    # process) estimate that mean and std; more = a steadier scale (64 costs 8 rollouts at batch 8)
-    score_norm_samples: int = 64
-    missing_eos_penalty: float | None = 1.0  # [missing_eos_penalty] penalty for responses without EOS (null = none)
-    # subtract = their RM score minus the penalty (TRL); replace = -penalty instead of the RM score, which
-    # was read at a token the RM never saw last ("N+ implementation details"): use it when cut-off
-    # answers still score well
-    missing_eos_mode: Literal["subtract", "replace"] = "subtract"
-    entropy_coef: float = 0.0  # entropy bonus weight (0 = off)
-    # value_head = a head on the policy's own hidden states (no extra pass; the default: it learned as
-    # well as `adapter` on the tiny pipeline at ~60% of the step time); adapter = own LoRA + head from the RM
-    critic: Literal["value_head", "adapter"] = "value_head"
-    sample_every: int = 10  # write sample generations to samples.jsonl every N steps (0 = never)
-    num_samples: int = 4  # how many generations each time
-    # held-out prompts (data.eval_path, or a data.eval_split fraction of data.path) sampled and scored
-    # before the first step and after the last
-    # (eval_reward_mean in metrics.jsonl, every generation in eval_samples.jsonl); 0 = all of them
-    eval_prompts: int = 64
-    save_merged: bool = False  # also write final/merged: the policy adapter merged into the base
+    kl_coef: float = setting(
+        0.05,
+        "[kl_coef] weight of the per-token KL penalty to the reference (the SFT model) in the rewards; "
+        "higher stays closer to it, lower chases the RM (0.02-0.2 with normalised scores)",
+    )
+    kl_estimator: Literal["k1", "k2", "k3"] = setting(
+        "k1",
+        "[kl_estimator] per-token estimate of KL(pi || pi_ref) from r = log pi(t) - log pi_ref(t) of the "
+        "sampled token t (Schulman's k1/k2/k3): k1 = r, unbiased, can be negative, highest variance; "
+        "k2 = r^2 / 2, >= 0, biased (exact only to second order), low variance; "
+        "k3 = exp(-r) - 1 + r, >= 0, unbiased, lower variance than k1",
+    )
+    epochs: int = setting(4, "[num_ppo_epochs] optimisation passes over each rollout batch; 1-4")
+    num_mini_batches: int = setting(
+        1, "[num_mini_batches] minibatches per epoch; must divide training.batch_size; raise it to save memory"
+    )
+    max_gen_len: int = setting(
+        64, "[response_length] new tokens per sampled response; a response that reaches it without EOS is penalised"
+    )
+    temperature: float = setting(
+        1.0, "[temperature] sampling temperature, also applied to every logprob (old, new and reference)"
+    )
+    vf_coef: float = setting(0.1, "[vf_coef] weight of the value loss in the total loss")
+    gamma: float = setting(1.0, "[gamma] discount of later rewards in GAE; 1.0 for a score at the last token")
+    lam: float = setting(0.95, "[lam] GAE lambda: 1 = Monte-Carlo returns (high variance), 0 = one-step TD")
+    whiten_rewards: bool = setting(False, "[whiten_rewards] whiten the shaped per-token rewards before GAE")
+    normalize_scores: bool = setting(
+        True,
+        "scale RM scores to mean 0, std 1 under the SFT policy (see score_norm_samples), so kl_coef and "
+        "missing_eos_penalty mean the same whatever the RM's scale; reward_mean still logs raw scores",
+    )
+    score_norm_samples: int = setting(
+        64,
+        "responses of the SFT policy (sampled from training prompts before step 1, over every process) "
+        "that estimate that mean and std; more = a steadier scale (64 costs 8 rollouts at batch 8)",
+    )
+    missing_eos_penalty: float | None = setting(
+        1.0, "[missing_eos_penalty] penalty for a response without EOS (see missing_eos_mode); null = none"
+    )
+    missing_eos_mode: Literal["subtract", "replace"] = setting(
+        "subtract",
+        "subtract = the RM score minus the penalty (TRL); replace = -penalty instead of the RM score, which "
+        "was read at a token the RM never saw last (N+ implementation details): use it when cut-off "
+        "answers still score well",
+    )
+    entropy_coef: float = setting(0.0, "weight of an entropy bonus in the policy loss (0 = off); try 0.001-0.01")
+    critic: Literal["value_head", "adapter"] = setting(
+        "value_head",
+        "value_head = a head on the policy's own hidden states (no extra pass; learned as well as adapter on "
+        "the tiny pipeline at ~60% of the step time); adapter = its own LoRA + head, initialised from the RM",
+    )
+    sample_every: int = setting(10, "write sample generations to samples.jsonl every N steps (0 = never)")
+    num_samples: int = setting(4, "generations written each time")
+    eval_prompts: int = setting(
+        64,
+        "held-out prompts (data.eval_path, or a data.eval_split fraction of data.path) sampled and scored "
+        "before the first step and after the last (eval_reward_mean, eval_samples.jsonl); 0 = all of them",
+    )
+    save_merged: bool = setting(False, "also write final/merged: the policy adapter merged into the base")
 
 
 @dataclass
 class DPOSection:
     """DPO hyper-parameters (TRL `DPOConfig`)."""
 
-    beta: float = 0.1  # strength of the implicit KL to the reference
+    beta: float = setting(
+        0.1, "strength of the implicit KL to the reference: higher keeps the policy closer to it; 0.01-0.5"
+    )
     loss_type: Literal[
         "sigmoid",
         "hinge",
@@ -106,44 +170,58 @@ class DPOSection:
         "discopop",
         "sft",
         "sigmoid_norm",
-    ] = "sigmoid"  # TRL DPO loss_type (exo_pair is left out: it needs label_smoothing > 0)
+    ] = setting(
+        "sigmoid", "TRL's DPO loss_type; sigmoid is the DPO paper's (exo_pair is left out: it needs label_smoothing)"
+    )
 
 
 @dataclass
 class TrainingSection:
     """Optimisation settings shared by every stage; `type` picks the stage."""
 
-    type: Literal["sft", "rm", "ppo", "dpo"] = "sft"
-    lr: float = 2e-4  # learning rate
-    epochs: float = 1.0  # passes over the data (ignored when max_steps > 0)
-    max_steps: int = -1  # optimizer steps (PPO: rollout batches); > 0 overrides epochs
-    batch_size: int = 8  # per device (PPO: prompts per rollout batch)
-    grad_accum: int = 1  # gradient accumulation steps (not used by PPO)
-    seed: int = 42
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    # transformers schedulers that need no extra arguments; warmup comes from warmup_ratio
+    type: Literal["sft", "rm", "ppo", "dpo"] = setting(
+        "sft", "the stage this preset trains; it reads training.<type> (ppo also training.reward_model)"
+    )
+    lr: float = setting(2e-4, "learning rate; LoRA ~1e-4 to 2e-4 (SFT, RM), lower for PPO (~1e-5) and DPO (~5e-6)")
+    epochs: float = setting(1.0, "passes over the data (ignored when max_steps > 0)")
+    max_steps: int = setting(-1, "optimizer steps (PPO: rollout batches); > 0 overrides epochs")
+    batch_size: int = setting(8, "rows per device per step (PPO: prompts per rollout batch per process)")
+    grad_accum: int = setting(1, "batches accumulated per optimizer step (SFT, RM, DPO; not used by PPO)")
+    seed: int = setting(42, "seeds the data split, the shuffling, the initialisation and the sampling")
+    warmup_ratio: float = setting(0.0, "fraction of the steps over which the learning rate ramps up from 0")
+    weight_decay: float = setting(0.0, "AdamW weight decay (SFT, RM, DPO)")
     lr_scheduler: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
-    ] = "linear"
-    max_grad_norm: float = 1.0
-    logging_steps: int = 10  # write metrics every N steps (PPO: every step)
-    save_steps: int = 100  # checkpoint every N steps; a rerun resumes from the last one
-    save_total_limit: int = 2  # checkpoints kept
-    gradient_checkpointing: bool = False  # saves memory, costs ~30% speed
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto = bf16 on a GPU that has it, else fp32
-    report_to: Any = field(default_factory=lambda: ["tensorboard"])  # transformers loggers
-    reward_model: RewardModelSection = field(default_factory=RewardModelSection)
-    ppo: PPOSection = field(default_factory=PPOSection)
-    dpo: DPOSection = field(default_factory=DPOSection)
+    ] = setting("linear", "transformers learning-rate schedule (warmup from warmup_ratio)")
+    max_grad_norm: float = setting(1.0, "gradients are clipped to this global norm")
+    logging_steps: int = setting(10, "write metrics every N steps (PPO: every step)")
+    save_steps: int = setting(100, "checkpoint (and evaluate) every N steps; a rerun resumes from the last one")
+    save_total_limit: int = setting(2, "checkpoints kept; older ones are deleted")
+    gradient_checkpointing: bool = setting(
+        False, "recompute activations in the backward pass: less memory, ~30% slower"
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
+        "auto", "weights and compute dtype; auto = bf16 on a GPU that has it, else fp32"
+    )
+    report_to: Any = setting(
+        doc="loggers besides metrics.jsonl: a list of transformers' names (tensorboard, wandb, ...) or []",
+        factory=lambda: ["tensorboard"],
+    )
+    reward_model: RewardModelSection = setting(doc="PPO's reward model", factory=RewardModelSection)
+    ppo: PPOSection = setting(doc="PPO hyper-parameters (read by the ppo stage only)", factory=PPOSection)
+    dpo: DPOSection = setting(doc="DPO hyper-parameters (read by the dpo stage only)", factory=DPOSection)
 
 
 @dataclass
 class Preset:
     """One stage's full configuration."""
 
-    model_name: str = TINY_MODEL_NAME  # hub id, local directory (a stage's final/), or tiny-qwen3.5
-    lora: LoraSection | None = None
-    data: DataSection = field(default_factory=DataSection)
-    training: TrainingSection = field(default_factory=TrainingSection)
-    output_dir: str | None = None  # default: outputs/<preset name>
+    model_name: str = setting(
+        TINY_MODEL_NAME,
+        "the base: built-in tiny-qwen3.5 or smollm2-135m-instruct, a local directory (a stage's final/), "
+        "or a hub id such as Qwen/Qwen3.5-0.8B-Base",
+    )
+    lora: LoraSection | None = setting(None, "LoRA adapter; null (no lora: section) = full fine-tuning (SFT, DPO)")
+    data: DataSection = setting(doc="training and held-out data", factory=DataSection)
+    training: TrainingSection = setting(doc="the stage and its optimisation", factory=TrainingSection)
+    output_dir: str | None = setting(None, "where the stage writes; null = outputs/<preset name>; --output-dir wins")
