@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import operator
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..stages import STAGES
 from .schema import Preset
 
-_TASK_OF_STAGE = {"sft": "sft", "rm": "preference", "dpo": "preference", "ppo": "prompt_only"}
+_TASK_OF_STAGE = {name: stage.data_task for name, stage in STAGES.items()}
+
+# The stage-specific sections and the stage that reads each; other stages ignore them.
+SECTION_STAGE = {"training.ppo": "ppo", "training.reward_model": "ppo", "training.dpo": "dpo"}
 
 
 def preset_problems(p: Preset) -> list[str]:
@@ -54,6 +63,53 @@ def preset_problems(p: Preset) -> list[str]:
             ppo.num_mini_batches >= 1 and t.batch_size % ppo.num_mini_batches == 0,
             f"training.ppo.num_mini_batches ({ppo.num_mini_batches}) must divide training.batch_size ({t.batch_size})",
         )
+        named = p.training.reward_model.model_name
+        need(
+            not named or same_model(named, p.model_name),
+            f"training.reward_model.model_name ({named}) differs from model_name ({p.model_name}): the reward "
+            f"adapter runs on the policy's base, so train the RM on {p.model_name} (or leave this key out)",
+        )
     if t.type == "dpo":
         need(t.dpo.beta > 0, f"training.dpo.beta ({t.dpo.beta}) must be > 0")
+        # TRL's DPOTrainer raises a bare ValueError for this: it scores with lm_head.weight directly,
+        # so an adapter on lm_head would never train
+        tm = p.lora.target_modules if p.lora is not None else None
+        need(
+            not (isinstance(tm, list) and "lm_head" in tm),
+            "lora.target_modules includes lm_head, which DPO cannot train (TRL computes log-probabilities "
+            "from lm_head.weight directly): leave lm_head out",
+        )
     return problems
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two `model_name` values name the same model: local directories compared by their
+    absolute path, anything else (hub ids, built-in names, paths not yet written) as normalised text.
+    Only the file system is read: no model is loaded (config stays free of torch)."""
+    return _model_key(a) == _model_key(b)
+
+
+def _model_key(name: str) -> str:
+    path = Path(name)
+    return str(path.resolve()) if path.is_dir() else os.path.normpath(name)
+
+
+def unused_stage_keys(p: Preset, keys: Iterable[str]) -> list[str]:
+    """One warning per key in `keys` that lies in another stage's section and differs from its default.
+
+    Args:
+        p: the loaded preset.
+        keys: the dotted keys the preset file and the overrides set (`training.dpo.beta`).
+    """
+    defaults = Preset()
+    warnings = []
+    for key in sorted(keys):
+        for section, stage in SECTION_STAGE.items():
+            if stage == p.training.type or not (key == section or key.startswith(section + ".")):
+                continue
+            if operator.attrgetter(key)(p) != operator.attrgetter(key)(defaults):
+                warnings.append(
+                    f"{key} is set but only the {stage} stage reads it; this preset trains "
+                    f"training.type={p.training.type}, so it has no effect"
+                )
+    return warnings

@@ -95,7 +95,7 @@ class PPOSection:
     kl_estimator: Literal["k1", "k2", "k3"] = setting(
         "k1",
         "[kl_estimator] per-token estimate of KL(pi || pi_ref) from r = log pi(t) - log pi_ref(t) of the "
-        "sampled token t (Schulman's k1/k2/k3): k1 = r, unbiased, can be negative, highest variance; "
+        "sampled token t (Schulman's k1/k2/k3): k1 = r, unbiased, can be negative, high variance; "
         "k2 = r^2 / 2, >= 0, biased (exact only to second order), low variance; "
         "k3 = exp(-r) - 1 + r, >= 0, unbiased, lower variance than k1",
     )
