@@ -11,14 +11,21 @@ import pytest
 import yaml
 
 from eulerforge_trl.config import load_preset
+from eulerforge_trl.config.shipped import PACKAGE_ROOT, SHIPPED_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-ALL_PRESETS = sorted((REPO / "presets").glob("*.yml"))
+ALL_PRESETS = sorted(SHIPPED_DIR.glob("*.yml"))
 STAGE_PRESETS = [p for p in ALL_PRESETS if "stages" not in (yaml.safe_load(p.read_text(encoding="utf-8")) or {})]
 
 
 def test_presets_directory_is_not_empty():
     assert len(STAGE_PRESETS) >= 2 and len(STAGE_PRESETS) < len(ALL_PRESETS)
+
+
+def test_repository_presets_folder_is_the_shipped_one():
+    """presets/ at the repository root is a link to the package's presets, so old paths keep working."""
+    assert (REPO / "presets").resolve() == SHIPPED_DIR
+    assert (REPO / "examples" / "data").resolve() == PACKAGE_ROOT / "examples" / "data"
 
 
 @pytest.mark.parametrize("path", STAGE_PRESETS, ids=lambda p: p.name)
@@ -38,12 +45,14 @@ def test_preset_data_files_exist(path):
     assert named, "a preset must name its training data"
     for name in named:
         if path.name.startswith("tiny_") or Path(name).parts[0] == "examples":
-            assert (REPO / name).is_file(), f"{path.name}: data file {name} does not exist"
+            # shipped in the package too, where a shipped preset finds it from any directory
+            assert (PACKAGE_ROOT / name).is_file(), f"{path.name}: data file {name} is not in the package"
 
 
 @pytest.mark.parametrize("path", STAGE_PRESETS, ids=lambda p: p.name)
 def test_preset_is_headed_by_its_purpose_and_command(path):
-    """Each preset opens with a comment saying what it is for and the command that runs it."""
+    """Each preset opens with a comment saying what it is for (one line, shown by `eulerforge presets`) and
+    the command that runs it by its shipped name."""
     lines = path.read_text(encoding="utf-8").splitlines()
     header = []
     for line in lines:
@@ -51,6 +60,7 @@ def test_preset_is_headed_by_its_purpose_and_command(path):
             break
         header.append(line)
     assert header, f"{path.name} has no header comment"
-    assert any(f"presets/{path.name}" in line and "eulerforge" in line for line in header), (
+    assert len(header[0]) <= 100 and header[0].rstrip().endswith("."), f"{path.name}: a one-line purpose first"
+    assert any(f"eulerforge train --preset {path.name}" in line for line in header), (
         f"{path.name}: the header should show the command that runs it"
     )

@@ -19,7 +19,27 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline = commands.add_parser("pipeline", help="run SFT -> RM -> PPO from a pipeline preset")
     add_pipeline_arguments(pipeline)
     pipeline.set_defaults(handler=run_pipeline_command)
+    presets = commands.add_parser("presets", help="list the shipped presets, or explain a preset key")
+    presets.add_argument(
+        "--explain",
+        metavar="KEY",
+        help="print a key's type, default and meaning (training.ppo.kl_coef), or a section's keys (training.ppo)",
+    )
+    presets.set_defaults(handler=run_presets_command)
     return parser
+
+
+def run_presets_command(args: argparse.Namespace) -> int:
+    """`eulerforge presets`: the shipped presets and their purpose; `--explain KEY`: what a key does."""
+    if args.explain is not None:
+        from .config.explain import explain
+
+        print(explain(args.explain))
+    else:
+        from .config.shipped import presets_table
+
+        print(presets_table())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import yaml
@@ -9,8 +10,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import PresetError
-from .rules import preset_problems
+from .rules import preset_problems, unused_stage_keys
 from .schema import Preset
+from .shipped import is_shipped, resolve_preset_path, shipped_data_path
+
+logger = logging.getLogger(__name__)
 
 
 def load_preset(
@@ -20,8 +24,13 @@ def load_preset(
 ) -> Preset:
     """Build a checked `Preset` from a YAML path (or an existing Preset) and overrides.
 
+    A key of another stage's section (`training.dpo.beta` in an SFT preset) set in the file or in
+    `overrides` to a value other than its default logs one warning line per key: it has no effect.
+
     Args:
-        preset: path to a YAML preset, a `Preset` object, or None for the defaults.
+        preset: path to a YAML preset, the name of a shipped preset (`tiny_sft.yml`, `tiny_sft`;
+            an existing file of that name wins, see `eulerforge_trl.config.shipped`), a `Preset`
+            object, or None for the defaults.
         overrides: `["training.lr=1e-4", ...]` dotlist or a nested dict.
         output_dir: overrides `output_dir`.
 
@@ -30,10 +39,12 @@ def load_preset(
             cross-key problem is listed at once.
 
     Example:
-        >>> p = load_preset("presets/tiny_sft.yml", ["training.max_steps=10"])
+        >>> p = load_preset("tiny_sft.yml", ["training.max_steps=10"])
     """
     overrides = overrides or []
-    source, yaml_text = _describe_source(preset)
+    path = None if preset is None or isinstance(preset, Preset) else resolve_preset_path(preset)
+    source, yaml_text = (str(path), path.read_text(encoding="utf-8")) if path else ("preset", None)
+    explicit: set[str] = set()  # dotted keys the file or the overrides set
     schema = OmegaConf.structured(Preset)
     try:
         if isinstance(preset, Preset):
@@ -42,6 +53,7 @@ def load_preset(
             loaded = yaml.safe_load(yaml_text) or {}
             if not isinstance(loaded, dict):
                 raise PresetError(f"{source}: a preset must be a mapping of keys, got {type(loaded).__name__}")
+            explicit |= _leaf_keys(loaded)
             schema = OmegaConf.merge(schema, OmegaConf.create(loaded))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
@@ -51,12 +63,15 @@ def load_preset(
         raise PresetError(_omegaconf_message(err, source, yaml_text)) from None
     try:
         if isinstance(overrides, dict):
+            explicit |= _leaf_keys(overrides)
             schema = OmegaConf.merge(schema, OmegaConf.create(overrides))
         else:
             for item in overrides:
                 if "=" not in item:
                     raise PresetError(f"--set {item}: expected KEY=VALUE, e.g. --set training.lr=1e-4")
-                schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))
+                dotlist = OmegaConf.from_dotlist([item])
+                explicit |= _leaf_keys(OmegaConf.to_container(dotlist))
+                schema = OmegaConf.merge(schema, dotlist)
     except OmegaConfBaseException as err:
         raise PresetError(_omegaconf_message(err, f"{source} (in --set)", None)) from None
     if output_dir is not None:
@@ -65,12 +80,17 @@ def load_preset(
         result: Preset = OmegaConf.to_object(schema)
     except OmegaConfBaseException as err:
         raise PresetError(_omegaconf_message(err, source, yaml_text)) from None
+    if path is not None and is_shipped(path):
+        result.data.path = shipped_data_path(result.data.path)
+        if result.data.eval_path:
+            result.data.eval_path = shipped_data_path(result.data.eval_path)
     if result.output_dir is None:
-        stem = Path(preset).stem if isinstance(preset, (str, Path)) else "run"
-        result.output_dir = str(Path("outputs") / stem)
+        result.output_dir = str(Path("outputs") / (path.stem if path else "run"))
     problems = preset_problems(result)
     if problems:
         raise PresetError(f"{source}: " + "; ".join(problems))
+    for warning in unused_stage_keys(result, explicit):
+        logger.warning("%s: %s", source, warning)
     return result
 
 
@@ -79,13 +99,14 @@ def preset_to_yaml(preset: Preset) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(preset))
 
 
-def _describe_source(preset) -> tuple[str, str | None]:
-    if preset is None or isinstance(preset, Preset):
-        return "preset", None
-    path = Path(preset)
-    if not path.is_file():
-        raise PresetError(f"preset file not found: {path}")
-    return str(path), path.read_text(encoding="utf-8")
+def _leaf_keys(tree, prefix: str = "") -> set[str]:
+    """Dotted keys of the leaves of a nested mapping (a list is a leaf)."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix} if prefix else set()
+    keys: set[str] = set()
+    for key, value in tree.items():
+        keys |= _leaf_keys(value, f"{prefix}.{key}" if prefix else str(key))
+    return keys
 
 
 def _omegaconf_message(err: OmegaConfBaseException, source: str, yaml_text: str | None) -> str:
