@@ -1,0 +1,158 @@
+"""The stages, one record each: the one place that says what a stage is.
+
+Adding a stage (GRPO, say) is one `Stage` record in `STAGES`, its section in `config/schema.py`
+(and its name in `TrainingSection.type`), and one runner `run_<name>(preset, run, resume_from) ->
+metrics` under `trainers/`. Dispatch (`pipeline.stages`), the data-task rule (`config.rules`), the
+pipeline's wiring and valid chains (`pipeline.full`), the plots, the summary and the notebook API
+(`train_<name>`) read this table; `tests/test_architecture.py` holds it against the schema.
+
+Imports nothing heavy and nothing else of the package: it sits at the bottom of the import graph,
+and each runner is imported only when its stage runs.
+
+Example:
+    >>> from eulerforge_trl.stages import STAGES
+    >>> STAGES["ppo"].inputs["training.reward_model.checkpoint_path"]
+    'rm'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import import_module
+from types import MappingProxyType
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What the package needs to know about one stage."""
+
+    name: str  # `training.type`, the key under a pipeline preset's `stages:`, the `train_<name>` suffix
+    data_task: str  # the `data.task` its rows must have (`DataSection.task`)
+    runner: str  # "module:function", imported when the stage runs: fn(preset, run_dir, resume_from) -> metrics
+    pipeline_dir: str  # its directory under a pipeline's output directory
+    summary: Callable[[list[dict]], str]  # metrics.jsonl records -> the text of its pipeline summary line
+    config_section: str | None = None  # the preset section only this stage reads, e.g. "training.ppo"
+    curves: tuple[str, ...] = ()  # metric keys drawn in training_curves.png, one panel each (if logged)
+    # in a pipeline: preset key -> the earlier stage whose `final/` is set there
+    inputs: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs)))
+
+    def load_runner(self) -> Callable:
+        """The runner function (imports torch, transformers and TRL: call it when the stage runs)."""
+        module, _, function = self.runner.partition(":")
+        return getattr(import_module(module), function)
+
+
+def _first_last_loss(records: list[dict]) -> str:
+    losses = [r["loss"] for r in records if "loss" in r]
+    evals = [r["eval_loss"] for r in records if "eval_loss" in r]
+    text = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "no loss logged"
+    if evals:
+        text += f", eval_loss {evals[-1]:.3f}"
+    return text
+
+
+def _dpo_summary(records: list[dict]) -> str:
+    text = _first_last_loss(records)
+    margins = [r["rewards/margins"] for r in records if "rewards/margins" in r]
+    if margins:
+        text += f", preference margin {margins[0]:.3f} -> {margins[-1]:.3f}"
+    return text
+
+
+def _rm_summary(records: list[dict]) -> str:
+    final = [r for r in records if r.get("final_eval")]  # the held-out score of the saved final/
+    if not final:
+        return "no evaluation"
+    return f"held-out accuracy {final[-1]['eval_accuracy']:.3f}, margin {final[-1]['eval_margin']:.2f}"
+
+
+def _ppo_summary(records: list[dict]) -> str:
+    rewards = [r["reward_mean"] for r in records if "reward_mean" in r]
+    kls = [r["kl_divergence"] for r in records if "kl_divergence" in r]
+    if not rewards:
+        return "no steps logged"
+    k = max(1, len(rewards) // 10)
+    first, last = sum(rewards[:k]) / k, sum(rewards[-k:]) / k
+    text = f"reward_mean {first:.3f} (first 10%) -> {last:.3f} (last 10%), kl_divergence last {kls[-1]:.3f}"
+    held_out = [r["eval_reward_mean"] for r in records if "eval_reward_mean" in r]
+    if len(held_out) >= 2:
+        text += f"; held-out prompts: reward {held_out[0]:.3f} -> {held_out[-1]:.3f}"
+    return text
+
+
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        Stage(
+            name="sft",
+            data_task="sft",
+            runner="eulerforge_trl.trainers.sft:run_sft",
+            pipeline_dir="01_sft",
+            summary=_first_last_loss,
+            curves=("loss", "eval_loss", "mean_token_accuracy", "learning_rate"),
+        ),
+        Stage(
+            name="rm",
+            data_task="preference",
+            runner="eulerforge_trl.trainers.reward:run_rm",
+            pipeline_dir="02_rm",
+            summary=_rm_summary,
+            curves=("loss", "accuracy", "margin", "eval_accuracy", "eval_margin"),
+            inputs={"model_name": "sft"},
+        ),
+        Stage(
+            name="ppo",
+            data_task="prompt_only",
+            runner="eulerforge_trl.trainers.ppo.trainer:run_ppo",
+            pipeline_dir="03_ppo",
+            summary=_ppo_summary,
+            config_section="training.ppo",
+            curves=(
+                "reward_mean",
+                "eval_reward_mean",
+                "kl_divergence",
+                "entropy",
+                "ppo_loss",
+                "value_loss",
+                "response_length",
+            ),
+            inputs={"model_name": "sft", "training.reward_model.checkpoint_path": "rm"},
+        ),
+        Stage(
+            name="dpo",
+            data_task="preference",
+            runner="eulerforge_trl.trainers.dpo:run_dpo",
+            pipeline_dir="02_dpo",
+            summary=_dpo_summary,
+            config_section="training.dpo",
+            curves=("loss", "rewards/margins", "rewards/accuracies", "eval_rewards/margins"),
+            inputs={"model_name": "sft"},
+        ),
+    )
+}
+
+
+def pipeline_chains() -> list[tuple[str, ...]]:
+    """Every stage sequence a pipeline may run, read from the stages' `inputs`.
+
+    A chain starts at a stage with no inputs; each later stage takes the `final/` of the one just
+    before it, and every stage it takes one from is earlier in the chain. Today: sft; sft, rm;
+    sft, rm, ppo; sft, dpo.
+    """
+    chains: list[tuple[str, ...]] = []
+
+    def extend(chain: tuple[str, ...]) -> None:
+        chains.append(chain)
+        for stage in STAGES.values():
+            sources = set(stage.inputs.values())
+            if stage.name not in chain and chain[-1] in sources and sources <= set(chain):
+                extend((*chain, stage.name))
+
+    for stage in STAGES.values():
+        if not stage.inputs:
+            extend((stage.name,))
+    return chains
