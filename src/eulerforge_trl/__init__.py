@@ -5,15 +5,15 @@ Importing the package is cheap; torch/transformers load when a stage runs.
 
 from importlib import import_module
 
+from .stages import STAGES
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_preset": "eulerforge_trl.config",
     "Preset": "eulerforge_trl.config",
-    "train_sft": "eulerforge_trl.api",
-    "train_rm": "eulerforge_trl.api",
-    "train_ppo": "eulerforge_trl.api",
-    "train_dpo": "eulerforge_trl.api",
+    "train_stage": "eulerforge_trl.api",
+    **{f"train_{name}": "eulerforge_trl.api" for name in STAGES},
     "run_stage": "eulerforge_trl.pipeline.stages",
     "run_pipeline": "eulerforge_trl.pipeline.full",
     "load_reward_model": "eulerforge_trl.models.reward_head",

@@ -4,6 +4,8 @@
 
 A pipeline preset names one stage preset per stage (paths relative to the pipeline file). A rerun
 skips the stages whose `final/` is complete and resumes the interrupted one from its checkpoint.
+Which stages may run together, in which order, and which `final/` feeds which key all come from
+the stage table (`eulerforge_trl.stages`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,8 @@ import yaml
 from ..config import load_preset
 from ..errors import PresetError
 from ..rundir import RunDir, read_metrics
+from ..stages import STAGES, pipeline_chains
 from .stages import StageResult, run_stage
-
-STAGE_ORDER = ("sft", "rm", "ppo", "dpo")
-STAGE_DIRS = {"sft": "01_sft", "rm": "02_rm", "ppo": "03_ppo", "dpo": "02_dpo"}
 
 
 @dataclass
@@ -43,15 +43,21 @@ def read_pipeline_preset(path: str | Path) -> dict[str, Path]:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     stages = data.get("stages") if isinstance(data, dict) else None
     unknown = set(data) - {"stages"} if isinstance(data, dict) else set()
+    chains = pipeline_chains()
     if not isinstance(stages, dict) or unknown:
-        raise PresetError(f"{path}: a pipeline preset holds only `stages: {{sft: ..., rm: ..., ppo: ...}}`")
-    bad = [s for s in stages if s not in STAGE_ORDER]
+        example = ", ".join(f"{name}: ..." for name in max(chains, key=len))
+        raise PresetError(f"{path}: a pipeline preset holds only `stages: {{{example}}}`")
+    bad = [s for s in stages if s not in STAGES]
     if bad:
-        raise PresetError(f"{path}: stages.{bad[0]}: unknown stage; choose from {', '.join(STAGE_ORDER)}")
-    chosen = [s for s in STAGE_ORDER if s in stages]
-    if chosen not in (["sft", "rm", "ppo"], ["sft", "dpo"], ["sft"], ["sft", "rm"]):
-        raise PresetError(f"{path}: stages must be sft, rm, ppo (or sft, dpo); got {', '.join(chosen)}")
-    return {s: (path.parent / stages[s]) for s in chosen}
+        raise PresetError(f"{path}: stages.{bad[0]}: unknown stage; choose from {', '.join(STAGES)}")
+    chain = next((c for c in chains if set(c) == set(stages)), None)
+    if chain is None:
+        options = " | ".join(", ".join(c) for c in chains)
+        raise PresetError(
+            f"{path}: stages must be one of {options} (each stage takes the final/ of the one before it); "
+            f"got {', '.join(n for n in STAGES if n in stages) or 'none'}"
+        )
+    return {s: (path.parent / stages[s]) for s in chain}
 
 
 def run_pipeline(
@@ -72,12 +78,8 @@ def run_pipeline(
     result = PipelineResult(output_dir=out)
     finals: dict[str, str] = {}
     for stage, preset_path in stage_presets.items():
-        run = RunDir(out / STAGE_DIRS[stage])
-        wiring = []
-        if stage != "sft":
-            wiring.append(f"model_name={finals['sft']}")
-        if stage == "ppo" and "rm" in finals:
-            wiring.append(f"training.reward_model.checkpoint_path={finals['rm']}")
+        run = RunDir(out / STAGES[stage].pipeline_dir)
+        wiring = [f"{key}={finals[source]}" for key, source in STAGES[stage].inputs.items()]
         preset = load_preset(preset_path, wiring + per_stage[stage], output_dir=str(run.root))
         if preset.training.type != stage:
             raise PresetError(
@@ -96,40 +98,12 @@ def run_pipeline(
 def pipeline_summary(out: Path, stages: list[str]) -> str:
     """A few lines a person reads at the end of `make demo`."""
     lines = [f"pipeline summary ({out})"]
+    width = max(map(len, STAGES))
     for stage in stages:
-        run = RunDir(Path(out) / STAGE_DIRS[stage])
-        records = read_metrics(run.metrics)
-        if stage in ("sft", "dpo"):
-            losses = [r["loss"] for r in records if "loss" in r]
-            evals = [r["eval_loss"] for r in records if "eval_loss" in r]
-            text = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "no loss logged"
-            if evals:
-                text += f", eval_loss {evals[-1]:.3f}"
-            if stage == "dpo":
-                margins = [r["rewards/margins"] for r in records if "rewards/margins" in r]
-                if margins:
-                    text += f", preference margin {margins[0]:.3f} -> {margins[-1]:.3f}"
-        elif stage == "rm":
-            final = [r for r in records if r.get("final_eval")]
-            text = (
-                f"held-out accuracy {final[-1]['eval_accuracy']:.3f}, margin {final[-1]['eval_margin']:.2f}"
-                if final
-                else "no evaluation"
-            )
-        else:
-            rewards = [r["reward_mean"] for r in records if "reward_mean" in r]
-            kls = [r["kl_divergence"] for r in records if "kl_divergence" in r]
-            if rewards:
-                k = max(1, len(rewards) // 10)
-                first, last = sum(rewards[:k]) / k, sum(rewards[-k:]) / k
-                text = f"reward_mean {first:.3f} (first 10%) -> {last:.3f} (last 10%), kl_divergence last {kls[-1]:.3f}"
-                held_out = [r["eval_reward_mean"] for r in records if "eval_reward_mean" in r]
-                if len(held_out) >= 2:
-                    text += f"; held-out prompts: reward {held_out[0]:.3f} -> {held_out[-1]:.3f}"
-            else:
-                text = "no steps logged"
+        run = RunDir(Path(out) / STAGES[stage].pipeline_dir)
+        text = STAGES[stage].summary(read_metrics(run.metrics))
         plot = f"; plot {run.plot}" if run.plot.is_file() else ""
-        lines.append(f"  {stage:>3}: {text}{plot}")
+        lines.append(f"  {stage:>{width}}: {text}{plot}")
     return "\n".join(lines)
 
 
@@ -140,7 +114,7 @@ def _split_overrides(overrides: list[str], stage_presets: dict) -> dict[str, lis
         if stage not in per_stage or not rest:
             raise PresetError(
                 f"--set {item}: pipeline overrides start with a stage name ({', '.join(per_stage)}), "
-                f"e.g. --set ppo.training.max_steps=10"
+                f"e.g. --set {list(per_stage)[-1]}.training.max_steps=10"
             )
         per_stage[stage].append(rest)
     return per_stage

@@ -5,20 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..rundir import read_metrics
-
-CURVES = {
-    "sft": ["loss", "eval_loss", "mean_token_accuracy", "learning_rate"],
-    "rm": ["loss", "accuracy", "margin", "eval_accuracy", "eval_margin"],
-    "dpo": ["loss", "rewards/margins", "rewards/accuracies", "eval_rewards/margins"],
-    "ppo": ["reward_mean", "eval_reward_mean", "kl_divergence", "entropy", "ppo_loss", "value_loss", "response_length"],
-}
+from ..stages import STAGES
 
 
 def plot_training_curves(metrics_path: Path, png_path: Path, stage: str) -> Path | None:
-    """Draw one panel per metric that was logged; returns the PNG path or None if nothing to draw."""
+    """Draw one panel per curve of the stage (`Stage.curves`) that was logged; returns the PNG path or None."""
     records = read_metrics(metrics_path)
     series = {}
-    for key in CURVES.get(stage, []):
+    for key in STAGES[stage].curves if stage in STAGES else ():
         points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
         if points:
             series[key] = points

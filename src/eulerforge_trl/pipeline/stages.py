@@ -12,9 +12,12 @@ from pathlib import Path
 from ..config import Preset, load_preset, preset_to_yaml
 from ..rundir import RunDir, atomic_write_text, checkpoint_step, read_metrics, trim_metrics
 from ..runtime import process_state
+from ..stages import STAGES
 from .plots import plot_training_curves
 
 logger = logging.getLogger(__name__)
+
+_RM_CHECKPOINT_KEY = "training.reward_model.checkpoint_path"
 
 
 @dataclass
@@ -30,19 +33,6 @@ class StageResult:
     def history(self) -> list[dict]:
         """Every line of the stage's metrics.jsonl."""
         return read_metrics(self.output_dir / "metrics.jsonl")
-
-
-def _runner(stage: str):
-    # Imported lazily: each runner pulls in torch/transformers/TRL, which `--help` should not wait for.
-    if stage == "sft":
-        from ..trainers.sft import run_sft as run
-    elif stage == "rm":
-        from ..trainers.reward import run_rm as run
-    elif stage == "dpo":
-        from ..trainers.dpo import run_dpo as run
-    else:
-        from ..trainers.ppo.trainer import run_ppo as run
-    return run
 
 
 def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resume: bool = True) -> StageResult:
@@ -76,7 +66,8 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
             logger.warning("resuming %s from %s", stage, resume_from)
     state.wait_for_everyone()
     set_seed(preset.training.seed)
-    metrics = _runner(stage)(preset, run, str(resume_from) if resume_from else None)
+    runner = STAGES[stage].load_runner()  # imported now: torch/transformers/TRL load only when a stage runs
+    metrics = runner(preset, run, str(resume_from) if resume_from else None)
     if state.is_main_process:
         plot_training_curves(run.metrics, run.plot, stage)
     return StageResult(stage=stage, output_dir=run.root, final_dir=run.final, metrics=metrics)
@@ -99,7 +90,8 @@ def check_inputs(preset: Preset) -> None:
         for key, rows in files.items():
             require_chat_template(tokenizer, rows, preset.model_name, key)
     checkpoint = preset.training.reward_model.checkpoint_path
-    if preset.training.type == "ppo" and checkpoint:
+    # a stage that takes the rm stage's final/ must run on the base that RM was trained on
+    if checkpoint and _RM_CHECKPOINT_KEY in STAGES[preset.training.type].inputs:
         check_same_shapes(read_reward_meta(checkpoint), architecture_of(preset.model_name), checkpoint)
 
 
