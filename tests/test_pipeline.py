@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from eulerforge_trl.cli import main as eulerforge_main
-from eulerforge_trl.pipeline.full import main as pipeline_main
+from eulerforge_trl.cli import pipeline_main
 from eulerforge_trl.rundir import read_metrics
 
 pytestmark = pytest.mark.slow  # the whole tiny pipeline and the example notebook: ~60 s

@@ -1,11 +1,76 @@
-"""The `eulerforge` console script: `eulerforge train --preset P ...`, `eulerforge pipeline P ...`."""
+"""The command line, all of it: every argv is parsed here, and user errors become exit codes here.
+
+Entry points: the `eulerforge` console script (`eulerforge train --preset P ...`,
+`eulerforge pipeline P ...`) is `main`; `python -m eulerforge_trl.train P ...` (also under
+`accelerate launch -m`) is `train_main`; `python -m eulerforge_trl.pipeline P ...` is `pipeline_main`.
+User mistakes print one `error: ...` line and exit 2; anything else is our bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .train import add_stage_arguments, guarded, run_train_command
+from .errors import UserError
+from .stages import STAGES
+
+
+def add_stage_arguments(parser: argparse.ArgumentParser, preset_flag: bool) -> None:
+    if preset_flag:
+        parser.add_argument("--preset", required=True, help="YAML preset file")
+    else:
+        parser.add_argument("preset", help="YAML preset file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset key, e.g. --set training.lr=1e-4 (repeatable)",
+    )
+    parser.add_argument("--output-dir", help="where to write (default: the preset's output_dir)")
+    parser.add_argument(
+        "--no-resume", action="store_true", help="start afresh even if checkpoints exist in the output dir"
+    )
+
+
+def run_train_command(args: argparse.Namespace) -> int:
+    from .config import load_preset
+    from .pipeline.stages import run_stage
+
+    preset = load_preset(args.preset, args.overrides, args.output_dir)
+    result = run_stage(preset, resume=not args.no_resume)
+    print(f"{result.stage} finished: {result.final_dir}")
+    return 0
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("preset", help="pipeline YAML (stages: {sft: ..., rm: ..., ppo: ...})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE")
+    parser.add_argument("--output-dir", default="outputs/pipeline")
+    parser.add_argument("--no-resume", action="store_true", help="retrain every stage from scratch")
+
+
+def run_pipeline_command(args: argparse.Namespace) -> int:
+    from .pipeline.full import run_pipeline
+    from .runtime import process_state
+
+    result = run_pipeline(args.preset, args.output_dir, args.overrides, resume=not args.no_resume)
+    if process_state().is_main_process:
+        print(result.summary())
+    return 0
+
+
+def guarded(command, args) -> int:
+    """Run a CLI command; a UserError becomes one line on stderr and its exit code."""
+    try:
+        return command(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,8 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one stage from a preset (training.type picks it)")
     add_stage_arguments(train, preset_flag=True)
     train.set_defaults(handler=run_train_command)
-    from .pipeline.full import add_pipeline_arguments, run_pipeline_command
-
     pipeline = commands.add_parser("pipeline", help="run SFT -> RM -> PPO from a pipeline preset")
     add_pipeline_arguments(pipeline)
     pipeline.set_defaults(handler=run_pipeline_command)
@@ -45,6 +108,26 @@ def run_presets_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return guarded(args.handler, args)
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """`python -m eulerforge_trl.train PRESET [--set key=value ...] [--output-dir DIR] [--no-resume]`."""
+    names = list(STAGES)
+    parser = argparse.ArgumentParser(
+        prog="python -m eulerforge_trl.train",
+        description=f"Train one stage ({', '.join(names[:-1])} or {names[-1]}; picked by training.type) from a YAML preset.",
+    )
+    add_stage_arguments(parser, preset_flag=False)
+    return guarded(run_train_command, parser.parse_args(argv))
+
+
+def pipeline_main(argv: list[str] | None = None) -> int:
+    """`python -m eulerforge_trl.pipeline PIPELINE [--set STAGE.key=value ...] [--output-dir DIR] [--no-resume]`."""
+    from .pipeline import full
+
+    parser = argparse.ArgumentParser(prog="python -m eulerforge_trl.pipeline", description=full.__doc__.splitlines()[0])
+    add_pipeline_arguments(parser)
+    return guarded(run_pipeline_command, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
+"""`python -m eulerforge_trl.pipeline PIPELINE ...`: the entry point only; `eulerforge_trl.cli` parses."""
+
 import sys
 
-from .full import main
+from ..cli import pipeline_main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(pipeline_main())

@@ -10,8 +10,6 @@ the stage table (`eulerforge_trl.stages`).
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,31 +116,3 @@ def _split_overrides(overrides: list[str], stage_presets: dict) -> dict[str, lis
             )
         per_stage[stage].append(rest)
     return per_stage
-
-
-def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("preset", help="pipeline YAML (stages: {sft: ..., rm: ..., ppo: ...})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE")
-    parser.add_argument("--output-dir", default="outputs/pipeline")
-    parser.add_argument("--no-resume", action="store_true", help="retrain every stage from scratch")
-
-
-def run_pipeline_command(args: argparse.Namespace) -> int:
-    result = run_pipeline(args.preset, args.output_dir, args.overrides, resume=not args.no_resume)
-    from ..runtime import process_state
-
-    if process_state().is_main_process:
-        print(result.summary())
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from ..train import guarded
-
-    parser = argparse.ArgumentParser(prog="python -m eulerforge_trl.pipeline", description=__doc__.splitlines()[0])
-    add_pipeline_arguments(parser)
-    return guarded(run_pipeline_command, parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
