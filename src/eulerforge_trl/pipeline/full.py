@@ -10,16 +10,33 @@ the stage table (`eulerforge_trl.stages`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ..config import load_preset
 from ..errors import PresetError
 from ..rundir import RunDir, read_metrics
 from ..stages import STAGES, pipeline_chains
 from .stages import StageResult, run_stage
+
+# `stages:` holds one optional key per stage of the table: the stage preset it runs, relative to
+# the pipeline file (a stage left out does not run).
+PipelineStages = make_dataclass(
+    "PipelineStages",
+    [(name, str | None, field(default=None)) for name in STAGES],
+    namespace={"__doc__": "The stage preset of each stage the pipeline runs, relative to the pipeline file."},
+)
+
+
+@dataclass
+class PipelinePreset:
+    """A pipeline preset: `stages: {sft: a.yml, rm: b.yml, ppo: c.yml}` and nothing else."""
+
+    stages: PipelineStages = field(default_factory=PipelineStages)
 
 
 @dataclass
@@ -34,28 +51,55 @@ class PipelineResult:
 
 
 def read_pipeline_preset(path: str | Path) -> dict[str, Path]:
-    """{stage: preset path} from a pipeline YAML: `stages: {sft: a.yml, rm: b.yml, ppo: c.yml}`."""
-    path = Path(path)
-    if not path.is_file():
-        raise PresetError(f"pipeline preset not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    stages = data.get("stages") if isinstance(data, dict) else None
-    unknown = set(data) - {"stages"} if isinstance(data, dict) else set()
+    """{stage: preset path}, in the order they run, from a pipeline preset read onto `PipelinePreset`.
+
+    Args:
+        path: a pipeline YAML file, or the name of a shipped one (`tiny_pipeline`).
+
+    Raises:
+        PresetError: one line with the file (and line): an unknown key (with the closest valid
+            one), or stages that do not form a chain (`eulerforge_trl.stages.pipeline_chains`).
+
+    Example:
+        >>> read_pipeline_preset("presets/tiny_pipeline.yml")["rm"]
+        PosixPath('presets/tiny_rm.yml')
+    """
+    from ..config.loading import _line_of_key, _omegaconf_message
+    from ..config.shipped import resolve_preset_path
+
+    path = resolve_preset_path(path)
+    text = path.read_text(encoding="utf-8")
     chains = pipeline_chains()
-    if not isinstance(stages, dict) or unknown:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise PresetError(f"{_at(path, mark.line + 1 if mark else None)}: not valid YAML") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
         example = ", ".join(f"{name}: ..." for name in max(chains, key=len))
-        raise PresetError(f"{path}: a pipeline preset holds only `stages: {{{example}}}`")
-    bad = [s for s in stages if s not in STAGES]
-    if bad:
-        raise PresetError(f"{path}: stages.{bad[0]}: unknown stage; choose from {', '.join(STAGES)}")
-    chain = next((c for c in chains if set(c) == set(stages)), None)
+        line = _line_of_key(text, "stages") if isinstance(data, dict) else None
+        raise PresetError(f"{_at(path, line)}: a pipeline preset holds only `stages: {{{example}}}`")
+    try:
+        preset: PipelinePreset = OmegaConf.to_object(
+            OmegaConf.merge(OmegaConf.structured(PipelinePreset), OmegaConf.create(data))
+        )
+    except OmegaConfBaseException as err:
+        raise PresetError(_omegaconf_message(err, str(path), text)) from None
+    chosen = {name for name in STAGES if getattr(preset.stages, name) is not None}
+    chain = next((c for c in chains if set(c) == chosen), None)
     if chain is None:
         options = " | ".join(", ".join(c) for c in chains)
         raise PresetError(
-            f"{path}: stages must be one of {options} (each stage takes the final/ of the one before it); "
-            f"got {', '.join(n for n in STAGES if n in stages) or 'none'}"
+            f"{_at(path, _line_of_key(text, 'stages'))}: stages must be one of {options} (each stage takes the "
+            f"final/ of the one before it); got {', '.join(n for n in STAGES if n in chosen) or 'none'}"
         )
-    return {s: (path.parent / stages[s]) for s in chain}
+    return {name: path.parent / getattr(preset.stages, name) for name in chain}
+
+
+def _at(path: Path, line: int | None) -> str:
+    return f"{path}:{line}" if line else str(path)
 
 
 def run_pipeline(
