@@ -7,9 +7,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..stages import STAGES
 from .schema import Preset
 
-_TASK_OF_STAGE = {"sft": "sft", "rm": "preference", "dpo": "preference", "ppo": "prompt_only"}
+_TASK_OF_STAGE = {name: stage.data_task for name, stage in STAGES.items()}
 
 # The stage-specific sections and the stage that reads each; other stages ignore them.
 SECTION_STAGE = {"training.ppo": "ppo", "training.reward_model": "ppo", "training.dpo": "dpo"}
