@@ -12,8 +12,23 @@ from .schema import Preset
 
 _TASK_OF_STAGE = {name: stage.data_task for name, stage in STAGES.items()}
 
-# The stage-specific sections and the stage that reads each; other stages ignore them.
-SECTION_STAGE = {"training.ppo": "ppo", "training.reward_model": "ppo", "training.dpo": "dpo"}
+
+def _stage_sections() -> dict[str, str]:
+    """Each stage-specific section and the one stage that reads it, from the stage table: a stage's
+    `config_section`, and the section of each key a pipeline wires into it (ppo: training.reward_model)."""
+    sections = {}
+    for name, stage in STAGES.items():
+        if stage.config_section:
+            sections[stage.config_section] = name
+        for key in stage.inputs:
+            section = key.rpartition(".")[0]
+            if section.startswith("training."):
+                sections[section] = name
+    return sections
+
+
+# {"training.ppo": "ppo", "training.reward_model": "ppo", "training.dpo": "dpo"}; other stages ignore them
+SECTION_STAGE = _stage_sections()
 
 
 def preset_problems(p: Preset) -> list[str]:
