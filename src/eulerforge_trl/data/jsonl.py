@@ -76,6 +76,18 @@ def read_rows(path: str | Path, task: str, key: str = "data.path") -> list[dict]
     return rows
 
 
+def extra_columns(path: str | Path, task: str) -> dict[str, list]:
+    """The columns of a JSONL file besides the task's own fields, one value per row (None where absent).
+
+    TRL passes them to reward functions as keyword arguments (a `solution` column, say). Rows are
+    the non-blank lines, as `read_rows` counts them; call it after `read_rows` has checked the file.
+    """
+    own = {"messages", *REQUIRED_FIELDS[task], *(a for f in REQUIRED_FIELDS[task] for a in _ALIASES.get(f, ()))}
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = dict.fromkeys(k for row in rows for k in row if k not in own)  # first-seen order
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
 def _warn_about_degenerate_rows(rows: list[dict], task: str, path: Path, key: str) -> None:
     """Rows that teach nothing (chosen == rejected, an empty response) are counted and warned about;
     a file of nothing else is an error."""

@@ -1,0 +1,1 @@
+"""Reward functions given by name (TRL's reward-function signature): loading and checked calls."""

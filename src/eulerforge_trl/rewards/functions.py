@@ -1,0 +1,159 @@
+"""Python reward functions named on the command line or in a preset, with TRL's signature.
+
+A reward function is `fn(prompts, completions, **kwargs) -> list[float]`, as TRL's GRPOTrainer
+calls it: one number per completion; prompts and completions are strings for plain-text data and
+message lists for conversational data (a completion is then `[{"role": "assistant", "content": ...}]`);
+the other columns of the data file come as keyword arguments, one value per completion. `None`
+means "not applicable to this completion" (TRL's convention) and becomes NaN.
+
+`load_reward_function` finds one by its spec, `package.module:function` or
+`path/to/file.py:function`; `call_reward_function` calls it and turns whatever goes wrong
+(it raises, returns the wrong number of values or something that is not a number) into a
+`UserError` naming the spec, so a user's bug is one line, not our traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import math
+import numbers
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+SPEC_FORMS = "package.module:function or path/to/file.py:function"
+
+
+def load_reward_function(spec: str, key: str = "--judge") -> Callable[..., Sequence[float | None]]:
+    """The function named by `spec`; `key` (the flag or preset key that gave it) prefixes errors.
+
+    Example:
+        >>> fn = load_reward_function("eulerforge_trl.data.chat_examples:true_reward")
+        >>> fn = load_reward_function("my_rules.py:no_repeats", key="training.reward_funcs")
+
+    Raises:
+        UserError: a malformed spec, a file or module that is missing or fails to import, no such
+            function in it.
+    """
+    target, sep, name = str(spec).strip().rpartition(":")
+    if not sep or not target or not name.isidentifier():
+        raise UserError(f"{key} {spec}: expected {SPEC_FORMS}")
+    where = f"{key} {spec}"
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        module = _import_file(Path(target), where)
+    else:
+        module = _import_module(target, where)
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise UserError(f"{where}: {target} has no function {name!r}")
+    if not callable(fn):
+        raise UserError(f"{where}: {target}.{name} is a {type(fn).__name__}, not a function")
+    return fn
+
+
+def call_reward_function(fn: Callable, name: str, prompts: list, completions: list, **kwargs: Any) -> list[float]:
+    """Call `fn(prompts, completions, **kwargs)` and check it returned one number per completion.
+
+    Keyword arguments the function does not declare are left out unless it takes `**kwargs`, so a
+    plain `fn(prompts, completions)` works too. `None` values become NaN.
+
+    Args:
+        fn: from `load_reward_function`.
+        name: how errors name it, e.g. "--judge my_rules.py:fn".
+        prompts, completions: one entry per completion (a prompt repeats for several samples).
+        kwargs: further per-completion columns (extra data columns, `completion_ids`, ...).
+
+    Returns:
+        One float per completion.
+
+    Raises:
+        UserError: `fn` raised, returned the wrong number of values, or a value that is not a number.
+    """
+    n = len(completions)
+    try:
+        values = fn(prompts, completions, **_accepted_kwargs(fn, kwargs))
+    except Exception as err:  # noqa: BLE001 - the user's code: any failure is theirs, reported in one line
+        raise UserError(f"{name}: raised {_describe(err)}") from None
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__") or not hasattr(values, "__iter__"):
+        raise UserError(f"{name}: returned {type(values).__name__}, expected a list of {n} numbers")
+    if len(values) != n:
+        raise UserError(f"{name}: returned {len(values)} values for {n} completions (one number per completion)")
+    return [_as_float(value, i, name) for i, value in enumerate(values)]
+
+
+def _import_file(path: Path, where: str):
+    if not path.is_file():
+        raise UserError(f"{where}: file not found: {path}")
+    resolved = path.resolve()
+    # a name of its own per file, so two judges called judge.py do not replace each other
+    module_name = f"_eulerforge_reward_{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
+    spec = importlib.util.spec_from_file_location(module_name, resolved)
+    if spec is None or spec.loader is None:
+        raise UserError(f"{where}: cannot import {path} as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look their module up here
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - the user's file
+        sys.modules.pop(module_name, None)
+        raise UserError(f"{where}: importing {path} raised {_describe(err)}") from None
+    return module
+
+
+def _import_module(target: str, where: str):
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as err:
+        if err.name and (target == err.name or target.startswith(err.name + ".")):
+            raise UserError(
+                f"{where}: no module named {err.name!r} (for a file, write path/to/file.py:function)"
+            ) from None
+        raise UserError(f"{where}: importing {target} raised {_describe(err)}") from None
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - the user's module
+        raise UserError(f"{where}: importing {target} raised {_describe(err)}") from None
+
+
+def _accepted_kwargs(fn: Callable, kwargs: dict) -> dict:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C function: pass everything, as TRL does
+        return kwargs
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return kwargs
+    named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in kwargs.items() if k in named and k not in ("prompts", "completions")}
+
+
+def _as_float(value, index: int, name: str) -> float:
+    if value is None:
+        return math.nan
+    if not isinstance(value, numbers.Real) and hasattr(value, "item"):  # numpy / torch scalars
+        try:
+            value = value.item()
+        except (ValueError, RuntimeError):
+            pass
+    if isinstance(value, numbers.Real):
+        return float(value)
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    raise UserError(f"{name}: value {index} is {type(value).__name__} {shown}, not a number")
+
+
+def _describe(err: BaseException) -> str:
+    """`Type: first line of the message (at file:line)`, the innermost frame being where it happened."""
+    message = str(err).strip().splitlines()
+    text = type(err).__name__ + (f": {message[0]}" if message else "")
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith("<")]
+    if frames:
+        text += f" (at {frames[-1].filename}:{frames[-1].lineno})"
+    return text
+
+
+__all__ = ["call_reward_function", "load_reward_function"]
