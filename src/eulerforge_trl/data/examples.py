@@ -76,6 +76,23 @@ def true_reward(prompt: str, response: str) -> int:
     return sum(a in PLEASANT for a in adjectives)
 
 
+# The same rule as judges with TRL's reward-function signature, for `eulerforge evaluate --judge`.
+
+
+def true_reward_judge(prompts: list[str], completions: list[str], **kwargs) -> list[float]:
+    """`true_reward` per completion: -1 for a malformed answer, else its number of pleasant adjectives (0-3)."""
+    return [float(true_reward(p, c)) for p, c in zip(prompts, completions)]
+
+
+def well_formed(prompts: list[str], completions: list[str], **kwargs) -> list[float]:
+    """1.0 for a well-formed answer, 0.0 for a malformed one: its mean is the share of well-formed answers.
+
+    `eulerforge evaluate ... --judge eulerforge_trl.data.examples:well_formed` shows the tiny
+    pipeline's reward hacking: the RM's reward rises after PPO while this share falls.
+    """
+    return [float(true_reward(p, c) >= 0) for p, c in zip(prompts, completions)]
+
+
 def sft_rows(rng: random.Random, n: int) -> list[dict]:
     rows = []
     for _ in range(n):
