@@ -322,7 +322,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         weights_dtype = short[trainer.model.get_input_embeddings().weight.dtype]  # what the preset gave
 
         walls, metrics = time_train_steps(trainer, args, now)
-        generated_width = trainer._last_rollout.response_ids.shape[1]  # columns generate() produced
+        generated_width = trainer._last[0].response_ids.shape[1]  # columns generate() produced
         mem, mem_kind = peak_memory_mib(device)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()

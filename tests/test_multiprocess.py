@@ -70,20 +70,37 @@ def test_trl_stages_train_data_parallel(stage, tmp_path, tiny_argv, tiny_sft_fin
     assert epoch == pytest.approx(6 * 8 * 2 / rows, rel=0.05)
 
 
-def test_ppo_trains_data_parallel(tmp_path, tiny_argv, tiny_sft_final, tiny_rm_final):
-    out = tmp_path / "out"
-    launch(
-        tiny_argv,
-        "tiny_ppo.yml",
-        out,
-        tmp_path / "digests",
+def test_ppo_trains_data_parallel_and_resumes_every_rank_exactly(tmp_path, tiny_argv, tiny_sft_final, tiny_rm_final):
+    import shutil
+
+    import torch
+
+    args = [
         f"model_name={tiny_sft_final}",
         f"training.reward_model.checkpoint_path={tiny_rm_final}",
         "training.max_steps=3",
+        "training.save_steps=2",
         "training.batch_size=4",
+        "training.lr_scheduler=constant",
         "training.ppo.max_gen_len=8",
         "training.ppo.sample_every=1",
-    )
+        "training.ppo.score_norm_samples=8",
+    ]
+    out = tmp_path / "out"
+    launch(tiny_argv, "tiny_ppo.yml", out, tmp_path / "digests", *args)
     assert_ranks_in_sync(tmp_path / "digests")
     assert_written_once(out, "ppo")
-    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [0, 1, 2, 3]
+    # each process samples its own stream, and the checkpoint keeps both states
+    rng = torch.load(out / "checkpoints" / "checkpoint-2" / "ppo_state.pt", weights_only=False)["rng"]
+    assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])
+
+    # killed after step 2: the rerun resumes both ranks from checkpoint-2 and ends where the first run did
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out, resumed, ignore=shutil.ignore_patterns("checkpoint-3", "final"))
+    launch(tiny_argv, "tiny_ppo.yml", resumed, tmp_path / "digests_resumed", *args)
+    assert (tmp_path / "digests_resumed" / "rank1.txt").read_text() == (tmp_path / "digests" / "rank1.txt").read_text()
+    last = read_metrics(out / "metrics.jsonl")[-1]
+    again = read_metrics(resumed / "metrics.jsonl")[-1]
+    for key in ("reward_mean", "kl_divergence", "ppo_loss", "value_loss"):
+        assert again[key] == pytest.approx(last[key], abs=1e-6), key

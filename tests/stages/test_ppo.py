@@ -41,7 +41,8 @@ def ppo_run(tmp_path_factory, tiny_argv, tiny_sft_final, tiny_rm_final):
 
 @pytest.mark.slow  # a learning run
 def test_ppo_raises_reward_with_bounded_kl(ppo_run):
-    history = read_metrics(ppo_run / "metrics.jsonl")
+    before, *history = read_metrics(ppo_run / "metrics.jsonl")
+    assert before["step"] == 0 and before["score_norm_samples"] > 0  # the score scale, before step 1
     assert [r["step"] for r in history] == list(range(1, LEARN_STEPS + 1))
     k = LEARN_STEPS // 5  # first and last 20% of the steps: the reward is noisy step to step
     first = sum(r["reward_mean"] for r in history[:k]) / k
@@ -96,8 +97,8 @@ def test_ppo_resumes_from_its_last_checkpoint(tmp_path, tiny_argv, tiny_sft_fina
     shutil.rmtree(broken / "checkpoints" / "checkpoint-6")
     assert main(ppo_argv(tiny_argv, broken, tiny_sft_final, tiny_rm_final, *args)) == 0
     resumed, reference = read_metrics(broken / "metrics.jsonl"), read_metrics(whole / "metrics.jsonl")
-    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
-    for a, b in zip(resumed, reference):
+    assert [r["step"] for r in resumed] == [0, 1, 2, 3, 4, 5, 6]
+    for a, b in zip(resumed[1:], reference[1:]):
         assert a["reward_mean"] == pytest.approx(b["reward_mean"], abs=1e-4)
         assert a["ppo_loss"] == pytest.approx(b["ppo_loss"], abs=1e-4)
 

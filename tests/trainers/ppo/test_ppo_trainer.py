@@ -31,6 +31,7 @@ def tiny_ppo_preset(tmp_path, *overrides):
             "training.ppo.max_gen_len=6",
             "training.ppo.epochs=2",
             "training.ppo.num_mini_batches=1",
+            "training.ppo.score_norm_samples=8",
             *overrides,
         ],
         output_dir=str(tmp_path / "out"),
@@ -39,7 +40,7 @@ def tiny_ppo_preset(tmp_path, *overrides):
 
 @pytest.fixture
 def trainer(tmp_path):
-    # two minibatches: the old logprobs come from their own pass in collect() (not fused into the update)
+    # two minibatches: the old logprobs come from their own pass in old_pass() (not fused into the update)
     preset = tiny_ppo_preset(tmp_path, "training.lr=0", "training.ppo.num_mini_batches=2")
     RunDir(tmp_path / "out").root.mkdir(parents=True)
     torch.manual_seed(0)
@@ -67,16 +68,20 @@ def test_recomputed_logprobs_equal_the_rollout_logprobs_and_kl_starts_at_zero(tr
     A fresh LoRA adapter (B = 0) leaves the policy equal to the reference: KL is exactly 0.
     """
     ids, mask, rows = trainer.prompt_batch(0)
-    from eulerforge_trl.trainers.ppo.trainer import StepTimes
-
-    roll = trainer.collect(ids, mask, rows, StepTimes())
+    trainer.ensure_score_scale()
+    roll = trainer.sample(ids, mask)
+    ref_logprobs = trainer.reference_logprobs(roll)
+    old = trainer.old_pass(roll)  # two minibatches: a pass of its own, not fused into the update
+    targets = trainer.targets(
+        roll, trainer.score(roll, [trainer.prompt_rows[i]["prompt"] for i in rows]), ref_logprobs, old
+    )
     again, _, _ = response_forward(
         trainer.model, roll.input_ids, roll.attention_mask, roll.n_prompt, trainer.cfg.temperature
     )
     again = again.masked_fill(~roll.response_mask, 0.0)
-    assert torch.equal(again, roll.logprobs)
-    assert torch.equal(roll.logprobs, roll.ref_logprobs)
-    assert roll.kl.abs().max().item() == 0.0
+    assert torch.equal(again, targets.logprobs)
+    assert torch.equal(targets.logprobs, targets.ref_logprobs)
+    assert targets.kl.abs().max().item() == 0.0
 
 
 def test_logprobs_match_sampling_time_logits(trainer):
@@ -120,7 +125,7 @@ def test_lr_zero_keeps_ratio_one_and_nothing_clipped(tmp_path, critic):
         if name in before:
             assert torch.equal(param, before[name]), name
     # value_head + 1 minibatch takes pi_old from the first update pass: it must equal a separate pass
-    roll = trainer._last_rollout
+    roll, targets, _, _ = trainer._last
     assert trainer.fuses_old_pass() == (critic == "value_head")
     with torch.no_grad():
         again, values, _ = response_forward(
@@ -129,11 +134,11 @@ def test_lr_zero_keeps_ratio_one_and_nothing_clipped(tmp_path, critic):
             roll.attention_mask,
             roll.n_prompt,
             trainer.cfg.temperature,
-            value_head=trainer.value_head if critic == "value_head" else None,
+            value_head=trainer.critic.head if critic == "value_head" else None,
         )
-    torch.testing.assert_close(again.masked_fill(~roll.response_mask, 0.0), roll.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(again.masked_fill(~roll.response_mask, 0.0), targets.logprobs, atol=1e-5, rtol=0)
     if critic == "value_head":
-        torch.testing.assert_close(values, roll.values, atol=1e-5, rtol=0)
+        torch.testing.assert_close(values, targets.values, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("critic", ["value_head", "adapter"])
@@ -142,7 +147,7 @@ def test_a_step_with_lr_changes_only_the_trainable_adapters(tmp_path, critic):
     trainer = PPOTrainer(preset, RunDir(tmp_path / "out"))
     (tmp_path / "out").mkdir(exist_ok=True)
     snapshot = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    head_before = trainer.value_head.linear.weight.detach().clone()
+    head_before = trainer.critic.head.linear.weight.detach().clone()
     trainer.train_step()
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, snapshot[n])}
     assert any(".default." in n for n in changed), "policy adapter did not move"
@@ -150,7 +155,7 @@ def test_a_step_with_lr_changes_only_the_trainable_adapters(tmp_path, critic):
     assert not any(".reward." in n for n in changed), "the RM adapter must stay frozen"
     if critic == "adapter":
         assert any(".critic." in n for n in changed)
-    assert not torch.equal(trainer.value_head.linear.weight, head_before)
+    assert not torch.equal(trainer.critic.head.linear.weight, head_before)
 
 
 def test_sampling_ignores_the_checkpoints_generation_settings(tmp_path, tiny_sft_final):
@@ -190,3 +195,67 @@ def test_every_dropout_is_off_once_the_rm_and_critic_adapters_are_loaded(tmp_pat
     rates = {name: m.p for name, m in trainer.model.named_modules() if isinstance(m, torch.nn.Dropout)}
     assert any(".critic" in name for name in rates), "the critic adapter should carry LoRA dropout modules"
     assert all(p == 0.0 for p in rates.values()), {n: p for n, p in rates.items() if p}
+
+
+@pytest.mark.parametrize("critic", ["value_head", "adapter"])
+def test_the_critic_starts_as_the_reward_head_in_normalised_units(tmp_path, critic):
+    """Returns are in normalised score units: the copied reward head must be too (V = (r - mean) / std)."""
+    trainer = PPOTrainer(tiny_ppo_preset(tmp_path, f"training.ppo.critic={critic}"), RunDir(tmp_path / "out"))
+    (tmp_path / "out").mkdir(exist_ok=True)
+    logged = trainer.ensure_score_scale()
+    mean, std = trainer.score_stats
+    assert logged == {"score_norm_mean": mean, "score_norm_std": std, "score_norm_samples": 8}
+    hidden = torch.randn(5, trainer.critic.head.linear.in_features)
+    with torch.no_grad():
+        expected = (trainer.scorer.head(hidden) - mean) / std
+        torch.testing.assert_close(trainer.critic.head(hidden), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_score_scale_comes_from_score_norm_samples_before_step_1_and_is_checkpointed(tmp_path):
+    preset = tiny_ppo_preset(
+        tmp_path, "training.ppo.score_norm_samples=12", "training.max_steps=1", "training.ppo.sample_every=0"
+    )
+    run = RunDir(tmp_path / "out")
+    run.root.mkdir()
+    trainer = PPOTrainer(preset, run)
+    trainer.train()
+    first = json.loads(run.metrics.read_text().splitlines()[0])
+    assert first["step"] == 0 and first["score_norm_samples"] == 12  # 3 batches of 4 before step 1
+    state = torch.load(run.checkpoints / "checkpoint-1" / "ppo_state.pt", weights_only=False)
+    assert state["score_stats"] == pytest.approx((first["score_norm_mean"], first["score_norm_std"]))
+    resumed = PPOTrainer(preset, run)
+    resumed.load_checkpoint(run.checkpoints / "checkpoint-1")
+    assert resumed.ensure_score_scale() == {} and resumed.score_stats == state["score_stats"]
+
+
+@pytest.mark.parametrize("critic", ["value_head", "adapter"])
+def test_policy_and_critic_gradients_are_clipped_apart(tmp_path, critic):
+    """A critic far from its targets must not shrink the policy's step (one shared clip did: x0.22)."""
+    preset = tiny_ppo_preset(
+        tmp_path,
+        "training.lr=1e-3",
+        f"training.ppo.critic={critic}",
+        "training.max_grad_norm=0.5",
+        "training.ppo.epochs=1",
+    )
+    trainer = PPOTrainer(preset, RunDir(tmp_path / "out"))
+    (tmp_path / "out").mkdir(exist_ok=True)
+    trainer.ensure_score_scale()
+    with torch.no_grad():
+        trainer.critic.head.linear.bias.fill_(50.0)  # values ~50 against returns ~1: a huge critic gradient
+    at_step = []
+    real_step = trainer.optimizer.step
+
+    def spy():
+        def norm(params):
+            return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+
+        at_step.append((norm(trainer.policy_params).item(), norm(trainer.critic_params).item()))
+        real_step()
+
+    trainer.optimizer.step = spy
+    metrics = trainer.train_step()
+    assert metrics["grad_norm_critic"] > 10 * 0.5
+    policy_at_step, critic_at_step = at_step[0]
+    assert critic_at_step == pytest.approx(0.5, rel=1e-3)
+    assert policy_at_step == pytest.approx(min(0.5, metrics["grad_norm_policy"]), rel=1e-3)  # its own norm only

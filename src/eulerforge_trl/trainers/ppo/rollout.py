@@ -7,6 +7,7 @@ P prompt columns and R response columns. Tensors over responses are [B, R].
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
@@ -14,22 +15,15 @@ from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 from ...models.reward_head import final_hidden
 
 
-@dataclass
+@dataclass(frozen=True)
 class Rollout:
-    """One batch of sampled episodes and everything PPO needs from them (no gradients)."""
+    """One batch of sampled episodes, as `generate` produced them (no gradients, nothing derived)."""
 
     input_ids: torch.Tensor  # [B, P+R] prompt (left-padded) + response (pad after EOS)
     attention_mask: torch.Tensor  # [B, P+R] 1 on real tokens, the response's EOS included
     n_prompt: int  # P
     response_mask: torch.Tensor  # [B, R] bool, True up to and including the first EOS
     contains_eos: torch.Tensor  # [B] bool
-    logprobs: torch.Tensor | None = None  # [B, R] log pi_old(token), temperature-scaled; 0 on padding
-    ref_logprobs: torch.Tensor | None = None  # [B, R] log pi_ref(token)
-    values: torch.Tensor | None = None  # [B, R] V_old(state before each token)
-    scores: torch.Tensor | None = None  # [B] raw reward-model score at the last real token
-    kl: torch.Tensor | None = None  # [B, R] per-token KL estimate to the reference; 0 on padding
-    advantages: torch.Tensor | None = None  # [B, R] whitened GAE advantages
-    returns: torch.Tensor | None = None  # [B, R] value targets
 
     @property
     def response_ids(self) -> torch.Tensor:  # [B, R]
@@ -86,9 +80,17 @@ def mask_after_first_eos(response: torch.Tensor, stop_ids) -> tuple[torch.Tensor
     return eos_before == 0, is_eos.any(dim=1)
 
 
+class Forward(NamedTuple):
+    """What one pass over rollout sequences gives, each [B, R] over response tokens."""
+
+    logprobs: torch.Tensor
+    values: torch.Tensor | None
+    entropy: torch.Tensor | None
+
+
 def response_forward(
     model, rollout_ids, attention_mask, n_prompt, temperature, value_head=None, with_entropy=False, entropy_grad=False
-):
+) -> Forward:
     """Logprobs of the response tokens (and values / entropy) from one backbone pass.
 
     The LM head runs only on the R states that predict response tokens, not on the prompt.
@@ -96,7 +98,7 @@ def response_forward(
     for it: a full-vocabulary softmax kept for backward costs memory and time for a logged number.
 
     Returns:
-        logprobs [B, R], values [B, R] or None, entropy [B, R] or None.
+        `Forward`: logprobs [B, R], values [B, R] or None, entropy [B, R] or None.
     """
     hidden = final_hidden(model, rollout_ids, attention_mask)[:, n_prompt - 1 : -1]  # [B, R, H]
     logits = model.get_output_embeddings()(hidden).float() / temperature
@@ -105,7 +107,7 @@ def response_forward(
     entropy = None
     if with_entropy:
         entropy = entropy_from_logits(logits if entropy_grad else logits.detach())
-    return logprobs, values, entropy
+    return Forward(logprobs, values, entropy)
 
 
 def value_forward(model, rollout_ids, attention_mask, n_prompt, value_head) -> torch.Tensor:

@@ -4,11 +4,12 @@ Roles, all on the same base weights in memory:
   policy    - the SFT model + a trainable LoRA adapter (peft adapter "default");
   reference - the same model with adapters disabled (the KL anchor);
   reward    - the RM adapter + RewardHead from the rm stage (frozen);
-  critic    - `value_head`: a head on the policy's own hidden states (no extra pass), or
-              `adapter`: its own LoRA adapter + head, both initialised from the RM.
+  critic    - a strategy from `critic.py`: a head on the policy's own hidden states, or its own
+              LoRA adapter + head; both start from the RM's head on the returns' scale.
 
-One step, CleanRL-style: 1. rollout  2. score  3. reference + old logprobs/values
-4. KL-shaped rewards  5. GAE  6. PPO epochs  7. log. The maths is in `losses.py`.
+One step, CleanRL-style, as `train_step` lists it: 1. rollout  2. score  3. reference and old
+logprobs/values  4-5. targets (KL-shaped rewards, GAE)  6. PPO epochs  7. metrics. The maths is in
+`losses.py` and `targets.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -29,30 +30,48 @@ from trl.trainer.utils import disable_dropout_in_model
 from ...config.schema import Preset
 from ...data import render
 from ...data.jsonl import is_conversational, split_rows
-from ...errors import ModelError
+from ...errors import PresetError
 from ...models.loading import load_causal_lm, load_tokenizer, resolved_model_name
-from ...models.reward_head import RewardHead, RewardScorer
-from ...rundir import RunDir, atomic_directory, read_metrics, trim_metrics, write_final_marker
+from ...models.reward_head import RewardScorer
+from ...rundir import (
+    RunDir,
+    append_jsonl,
+    append_metrics,
+    atomic_directory,
+    read_metrics,
+    trim_metrics,
+    write_final_marker,
+)
 from ...runtime import use_cpu, write_rank_digest
 from ..common import as_list, lora_config, use_bf16, weights_dtype
 from . import losses
+from .critic import POLICY, build_critic
 from .gradients import average_gradients
-from .rollout import Rollout, response_forward, sample_responses, value_forward
+from .rollout import Forward, Rollout, response_forward, sample_responses
+from .targets import Targets, ppo_targets
 
 logger = logging.getLogger(__name__)
 
-POLICY = "default"  # peft writes the "default" adapter at the top of a directory: final/ loads as a model
 REWARD = "reward"
-CRITIC = "critic"
+PHASES = ("generate", "reward", "reference", "old_logprobs", "update")
 
 
-@dataclass
-class StepTimes:
-    generate: float = 0.0
-    reward: float = 0.0
-    reference: float = 0.0
-    old_logprobs: float = 0.0
-    update: float = 0.0
+class PhaseTimer:
+    """Wall time per phase of a step, after the device's queued work (GPU kernels run asynchronously)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds = device, dict.fromkeys(PHASES, 0.0)
+
+    def now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start = self.now()
+        yield
+        self.seconds[phase] += self.now() - start
 
 
 class PPOTrainer:
@@ -60,7 +79,7 @@ class PPOTrainer:
 
     def __init__(self, preset: Preset, run: RunDir, accelerator: Accelerator | None = None):
         self.preset, self.run, self.cfg = preset, run, preset.training.ppo
-        self.accelerator = accelerator or Accelerator(cpu=use_cpu())
+        self.accelerator = accelerator or _accelerator(preset, run)
         self.device = self.accelerator.device
         self.tokenizer = load_tokenizer(preset.model_name)
         self.tokenizer.padding_side, self.tokenizer.truncation_side = "left", "left"
@@ -69,26 +88,20 @@ class PPOTrainer:
         self.stop_ids = render.stop_token_ids(self.tokenizer, is_conversational(self.prompt_rows[0]["prompt"]))
         self.eval_rows = self._eval_share(held_out or [])
         self.model = self._build_policy()
-        _check_reward_base_name(preset)
-        self.scorer = RewardScorer.attach(
-            self.model,
-            preset.training.reward_model.checkpoint_path or "",
-            resolved_model_name(preset.model_name),
-            REWARD,
-        )
-        self.value_head = RewardHead.from_linear(self.scorer.head.linear).to(self.device)  # value init = reward head
-        if self.cfg.critic == "adapter":
-            self._add_critic_adapter()
+        reward_checkpoint = preset.training.reward_model.checkpoint_path or ""
+        self.scorer = RewardScorer.attach(self.model, reward_checkpoint, resolved_model_name(preset.model_name), REWARD)
+        self.critic = build_critic(self.cfg.critic, self.model, self.scorer.head, self.device, reward_checkpoint)
         # dropout makes pi_old != pi on identical weights: off everywhere, once every adapter is in
         # place (an adapter loaded later, the RM's or the critic's, brings its own LoRA dropout)
         disable_dropout_in_model(self.model)
         self.model.set_adapter(POLICY)
-        self.optimizer = torch.optim.AdamW(self._trainable_parameters(), lr=preset.training.lr, eps=1e-5)
+        self.policy_params = [p for n, p in self.model.named_parameters() if "lora_" in n and f".{POLICY}." in n]
+        self.critic_params = self.critic.parameters()
+        self.optimizer = torch.optim.AdamW(self.policy_params + self.critic_params, lr=preset.training.lr, eps=1e-5)
         self.total_steps = self._total_steps()
         self.scheduler = self._scheduler()
         self.step = 0
         self.score_stats: tuple[float, float] | None = None  # RM score (mean, std) under the SFT policy
-        self.tb_writer = None
 
     # ------------------------------------------------------------------------------------ setup
 
@@ -112,22 +125,6 @@ class PPOTrainer:
         config = lora_config(self.preset, "CAUSAL_LM")
         config.lora_dropout = 0.0  # dropout makes pi_old != pi on identical weights: off everywhere in PPO
         return get_peft_model(base, config, adapter_name=POLICY)
-
-    def _add_critic_adapter(self) -> None:
-        checkpoint = self.preset.training.reward_model.checkpoint_path
-        if checkpoint:
-            self.model.load_adapter(checkpoint, adapter_name=CRITIC, is_trainable=True)
-        else:
-            self.model.add_adapter(CRITIC, copy.deepcopy(self.model.peft_config[POLICY]))
-
-    def _trainable_parameters(self) -> list[torch.nn.Parameter]:
-        adapters = [POLICY] + ([CRITIC] if self.cfg.critic == "adapter" else [])
-        params = [
-            p
-            for name, p in self.model.named_parameters()
-            if "lora_" in name and any(f".{a}." in name for a in adapters)
-        ]
-        return params + list(self.value_head.parameters())
 
     def _tokenize_prompts(self, rows: list[dict]) -> list[list[int]]:
         """Each prompt as the policy continues it (`prompt_ids`), cut to its last `max_prompt_length` tokens."""
@@ -158,12 +155,6 @@ class PPOTrainer:
         warmup = int(self.preset.training.warmup_ratio * self.total_steps)
         return get_scheduler(self.preset.training.lr_scheduler, self.optimizer, warmup, self.total_steps)
 
-    def _clock(self) -> float:
-        """Wall time after the device's queued work: GPU kernels run asynchronously."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
     # ------------------------------------------------------------------------------------ data
 
     def prompt_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -178,15 +169,13 @@ class PPOTrainer:
         chosen = order[start : start + bs].tolist()
         if len(chosen) < bs:  # fewer prompts than one batch: wrap around
             chosen = (chosen + order.tolist() * bs)[:bs]
-        batch = self.tokenizer.pad({"input_ids": [self.prompts[i] for i in chosen]}, return_tensors="pt")
-        return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), chosen
+        return (*self._padded(chosen), chosen)
 
-    # ------------------------------------------------------------------------------------ one step
+    def _padded(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.tokenizer.pad({"input_ids": [self.prompts[i] for i in rows]}, return_tensors="pt")
+        return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
 
-    def fuses_old_pass(self) -> bool:
-        """With one minibatch and the value-head critic, the first update pass sees the weights
-        that sampled the batch: its logprobs and values *are* the old ones, so no separate pass."""
-        return self.cfg.num_mini_batches == 1 and self.cfg.critic == "value_head"
+    # ------------------------------------------------------------------------------------ phases
 
     def response_texts(self, roll: Rollout) -> list[str]:
         """Each sampled response as text, up to (not including) its first stop token."""
@@ -196,17 +185,8 @@ class PPOTrainer:
             self.tokenizer.decode(ids[keep], skip_special_tokens=True) for ids, keep in zip(roll.response_ids, answer)
         ]
 
-    def score(self, roll: Rollout, prompts: list) -> torch.Tensor:
-        """[B] RM scores of the rollout, each response rendered with its prompt as the RM was trained (`reward_ids`).
-
-        Re-tokenising from text costs little and makes "scored as trained" hold for chat templates,
-        whose rendered conversation differs from the sampled ids (the template's closing tokens).
-        """
-        ids, mask = render.reward_batch(self.tokenizer, prompts, self.response_texts(roll), self.device)
-        return self.scorer.score_ids(ids, mask)
-
     def sample(self, prompt_ids, prompt_mask) -> Rollout:
-        """Responses of the policy (pure sampling at `temperature`), in eval mode for the KV cache."""
+        """1. Responses of the policy (pure sampling at `temperature`), in eval mode for the KV cache."""
         self.model.eval()
         return sample_responses(
             self.model,
@@ -218,6 +198,228 @@ class PPOTrainer:
             pad_token_id=self.tokenizer.pad_token_id,
             synced_gpus=self.accelerator.num_processes > 1,
         )
+
+    def score(self, roll: Rollout, prompts: list) -> torch.Tensor:
+        """2. [B] raw RM scores, each response rendered with its prompt as the RM was trained (`reward_ids`).
+
+        Re-tokenising from text costs little and makes "scored as trained" hold for chat templates,
+        whose rendered conversation differs from the sampled ids (the template's closing tokens).
+        """
+        ids, mask = render.reward_batch(self.tokenizer, prompts, self.response_texts(roll), self.device)
+        return self.scorer.score_ids(ids, mask)
+
+    @torch.no_grad()
+    def reference_logprobs(self, roll: Rollout) -> torch.Tensor:
+        """3a. [B, R] log pi_ref of the sampled tokens: the same model with every adapter off."""
+        with self.model.disable_adapter():
+            return self._forward(roll).logprobs
+
+    def fuses_old_pass(self) -> bool:
+        """With one minibatch and a critic inside the policy's pass, the first update pass sees the
+        weights that sampled the batch: its logprobs and values *are* the old ones (a measured win)."""
+        return self.cfg.num_mini_batches == 1 and self.critic.in_policy_pass
+
+    def old_pass(self, roll: Rollout) -> Forward:
+        """3b. pi_old and V_old. When `fuses_old_pass()` this is the first update pass itself, with
+        gradients (train mode), handed to `update`; otherwise a pass of its own without gradients."""
+        if self.fuses_old_pass():
+            self.model.train()
+            return self._forward(roll, with_entropy=True)
+        with torch.no_grad():
+            forward = self._forward(roll)
+            values = forward.values if self.critic.in_policy_pass else self.critic.values(*self._sequences(roll))
+        return Forward(forward.logprobs, values, None)
+
+    def targets(self, roll: Rollout, scores: torch.Tensor, ref_logprobs: torch.Tensor, old: Forward) -> Targets:
+        """4-5. KL-shaped per-token rewards and GAE from the old pass (see `targets.ppo_targets`)."""
+        return ppo_targets(
+            self._normalized(scores),
+            roll.contains_eos,
+            roll.response_mask,
+            old.logprobs,
+            ref_logprobs,
+            old.values,
+            self.cfg,
+        )
+
+    def update(self, roll: Rollout, targets: Targets, fused: Forward | None = None) -> dict[str, torch.Tensor]:
+        """6. `epochs` passes of minibatch updates with the clipped objectives.
+
+        `fused`: the first pass over the whole batch, already run by `old_pass` (one minibatch only).
+        """
+        cfg = self.cfg
+        self.model.train()
+        n = len(roll)
+        mb_size = n // cfg.num_mini_batches
+        stats: dict[str, list[torch.Tensor]] = {}
+        generator = torch.Generator().manual_seed(self.preset.training.seed * 100003 + self.step)
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, mb_size):
+                if fused is not None and epoch == 0:  # one minibatch = the whole batch, in rollout order
+                    idx, forward = torch.arange(n, device=self.device), fused
+                else:
+                    idx = order[start : start + mb_size].to(self.device)
+                    forward = self._forward(roll, idx, with_entropy=True)
+                for key, value in self._minibatch_step(roll, targets, idx, forward).items():
+                    stats.setdefault(key, []).append(value)
+        return {k: torch.stack(v).mean() for k, v in stats.items()}
+
+    def _minibatch_step(self, roll: Rollout, targets: Targets, idx, forward: Forward) -> dict[str, torch.Tensor]:
+        """Losses, backward, gradient sync, separate clipping of policy and critic, one optimizer step."""
+        cfg, mask = self.cfg, roll.response_mask[idx]
+        pg_loss, pg_stats = losses.policy_loss(
+            forward.logprobs, targets.logprobs[idx], targets.advantages[idx], mask, cfg.clip_range
+        )
+        entropy_mean = losses.masked_mean(forward.entropy, mask)
+        loss = pg_loss - cfg.entropy_coef * entropy_mean
+        if self.critic.in_policy_pass:
+            values = forward.values
+        else:  # free the policy's graph before the critic's own pass
+            loss.backward()
+            loss = 0.0
+            values = self.critic.values(*self._sequences(roll, idx))
+        vf_loss, vf_stats = losses.value_loss(
+            values, targets.values[idx], targets.returns[idx], mask, cfg.clip_range_value
+        )
+        (loss + cfg.vf_coef * vf_loss).backward()
+        if self.accelerator.num_processes > 1:
+            average_gradients(self.policy_params + self.critic_params, self.accelerator.num_processes)
+        # clipped apart: a critic far from its targets must not shrink the policy's step
+        max_norm = self.preset.training.max_grad_norm
+        policy_norm = torch.nn.utils.clip_grad_norm_(self.policy_params, max_norm)
+        critic_norm = torch.nn.utils.clip_grad_norm_(self.critic_params, max_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {
+            "ppo_loss": pg_loss.detach(),
+            "value_loss": vf_loss.detach(),
+            "entropy": entropy_mean.detach(),
+            "grad_norm_policy": policy_norm.detach(),
+            "grad_norm_critic": critic_norm.detach(),
+            **pg_stats,
+            **vf_stats,
+        }
+
+    def _sequences(self, roll: Rollout, idx=None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        if idx is None:
+            return roll.input_ids, roll.attention_mask, roll.n_prompt
+        return roll.input_ids[idx], roll.attention_mask[idx], roll.n_prompt
+
+    def _forward(self, roll: Rollout, idx=None, with_entropy: bool = False) -> Forward:
+        """The active adapter's pass over (part of) the rollout; values too when the critic lives in it."""
+        return response_forward(
+            self.model,
+            *self._sequences(roll, idx),
+            self.cfg.temperature,
+            value_head=self.critic.head if self.critic.in_policy_pass else None,
+            with_entropy=with_entropy,
+            entropy_grad=self.cfg.entropy_coef > 0,
+        )
+
+    # ------------------------------------------------------------------------------------ one step
+
+    def train_step(self) -> dict[str, float]:
+        """One PPO step on one rollout batch, phase by phase; returns the logged metrics."""
+        self.ensure_score_scale()
+        timer = PhaseTimer(self.device)
+        start = timer.now()
+        prompt_ids, prompt_mask, rows = self.prompt_batch(self.step)
+        with timer("generate"):
+            roll = self.sample(prompt_ids, prompt_mask)  # 1. rollout
+        with timer("reward"):
+            scores = self.score(roll, [self.prompt_rows[i]["prompt"] for i in rows])  # 2. raw RM scores
+        with timer("reference"):
+            ref_logprobs = self.reference_logprobs(roll)  # 3a. pi_ref
+        with timer("old_logprobs"):
+            old = self.old_pass(roll)  # 3b. pi_old, V_old (fused: the first update pass)
+            targets = self.targets(roll, scores, ref_logprobs, old)  # 4-5. rewards, GAE
+        with timer("update"):
+            update_stats = self.update(roll, targets, fused=old if self.fuses_old_pass() else None)  # 6
+        self.scheduler.step()
+        self.step += 1
+        self._last = (roll, targets, scores, rows)
+        return self._step_metrics(roll, targets, scores, update_stats, timer, timer.now() - start)  # 7
+
+    def _step_metrics(self, roll, targets, scores, update_stats, timer: PhaseTimer, elapsed: float) -> dict:
+        """7. The step's numbers, averaged over processes."""
+        mask = roll.response_mask
+        local = {
+            "reward_mean": scores.mean(),
+            "reward_std": scores.std(unbiased=False),
+            "kl_divergence": targets.kl.sum(dim=1).mean(),
+            "response_length": mask.sum(dim=1).float().mean(),
+            "no_eos_fraction": (~roll.contains_eos).float().mean(),
+            "advantage_mean": losses.masked_mean(targets.advantages, mask),
+            "value_mean": losses.masked_mean(targets.values, mask),
+            **update_stats,
+        }
+        keys = list(local)
+        reduced = self.accelerator.reduce(torch.stack([local[k].float() for k in keys]).to(self.device), "mean")
+        metrics = {"step": self.step, **{k: v.item() for k, v in zip(keys, reduced)}}
+        t = timer.seconds
+        generated = mask.sum().item() * self.accelerator.num_processes
+        metrics.update(
+            learning_rate=self.scheduler.get_last_lr()[0],
+            time_generate=t["generate"],
+            time_reward=t["reward"],
+            time_reference=t["reference"],
+            time_old_logprobs=t["old_logprobs"],
+            time_score=t["reward"] + t["reference"] + t["old_logprobs"],
+            time_train=t["update"],
+            time_step=elapsed,
+            tokens_per_second=generated / elapsed,
+            generated_tokens_per_second=generated / max(t["generate"], 1e-9),
+        )
+        return metrics
+
+    # ------------------------------------------------------------------------------------ score scale
+
+    def _normalized(self, scores: torch.Tensor) -> torch.Tensor:
+        """RM scores in units of the SFT policy's score spread ("N implementation details", 2.4)."""
+        if not self.cfg.normalize_scores:
+            return scores
+        mean, std = self.score_stats
+        return (scores - mean) / std
+
+    def ensure_score_scale(self) -> dict[str, float]:
+        """Before step 1: the RM score mean/std under the SFT policy, and the critic on that scale.
+
+        Estimated once from `score_norm_samples` responses to training prompts over every process
+        (the policy adapter starts at zero, so the policy *is* the SFT model), then kept and
+        checkpointed for the whole run. Returns what to log, or {} when there was nothing to do.
+        """
+        if not self.cfg.normalize_scores or self.score_stats is not None:
+            return {}
+        scores = self._sft_scores(self.cfg.score_norm_samples)
+        everyone = self.accelerator.gather(scores)
+        mean, std = everyone.mean().item(), everyone.std(unbiased=False).clamp(min=1e-6).item()
+        self.score_stats = (mean, std)
+        if self.step == 0:  # a resumed run keeps its trained critic
+            self.critic.rescale(mean, std)
+        logger.info(
+            "reward normalisation from %d samples of the SFT policy: mean %.4f, std %.4f", len(everyone), mean, std
+        )
+        return {"score_norm_mean": mean, "score_norm_std": std, "score_norm_samples": len(everyone)}
+
+    @torch.no_grad()
+    def _sft_scores(self, count: int) -> torch.Tensor:
+        """[>= count / processes] raw RM scores of this rank's share of `count` samples."""
+        bs, world = self.preset.training.batch_size, self.accelerator.num_processes
+        batches = max(1, math.ceil(count / (bs * world)))
+        order = torch.randperm(
+            len(self.prompts), generator=torch.Generator().manual_seed(self.preset.training.seed + 1)
+        )
+        order = (order.tolist() * math.ceil(batches * bs * world / len(order)))[: batches * bs * world]
+        scores = []
+        for b in range(batches):
+            start = (b * world + self.accelerator.process_index) * bs
+            rows = order[start : start + bs]
+            roll = self.sample(*self._padded(rows))
+            scores.append(self.score(roll, [self.prompt_rows[i]["prompt"] for i in rows]))
+        return torch.cat(scores)
+
+    # ------------------------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -247,208 +449,31 @@ class PPOTrainer:
         reduced = self.accelerator.reduce(local.to(self.device), "mean").tolist()
         everyone = gather_object(records) if world > 1 else records
         if self.accelerator.is_main_process:
-            with self.run.eval_samples.open("a", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in everyone)
+            append_jsonl(self.run.eval_samples, everyone, ensure_ascii=False)
         return dict(zip(("eval_reward_mean", "eval_response_length", "eval_no_eos_fraction"), reduced))
-
-    def collect(self, prompt_ids, prompt_mask, rows: list[int], times: StepTimes) -> Rollout:
-        """Phases 1-5: rollout, score, reference/old logprobs and values, shaped rewards, GAE.
-
-        When `fuses_old_pass()`, phases 3b-5 wait for the first update pass (see `update`).
-        """
-        cfg, model = self.cfg, self.model
-        t0 = self._clock()
-        # 1. rollout
-        roll = self.sample(prompt_ids, prompt_mask)
-        t1 = self._clock()
-        # 2. score: RM adapter + head on the same base, read at the last real token
-        roll.scores = self.score(roll, [self.prompt_rows[i]["prompt"] for i in rows])
-        t2 = self._clock()
-        args = (roll.input_ids, roll.attention_mask, roll.n_prompt, cfg.temperature)
-        with torch.no_grad():
-            # 3a. reference logprobs (adapters off)
-            with model.disable_adapter():
-                ref_logprobs, _, _ = response_forward(model, *args)
-            roll.ref_logprobs = ref_logprobs.masked_fill(~roll.response_mask, 0.0)
-            t3 = self._clock()
-            # 3b. old policy logprobs and values
-            if not self.fuses_old_pass():
-                head = self.value_head if cfg.critic == "value_head" else None
-                logprobs, values, _ = response_forward(model, *args, value_head=head)
-                if cfg.critic == "adapter":
-                    model.set_adapter(CRITIC)
-                    values = value_forward(model, roll.input_ids, roll.attention_mask, roll.n_prompt, self.value_head)
-                    model.set_adapter(POLICY)
-                self._set_old_pass(roll, logprobs, values)
-            t4 = self._clock()
-        times.generate, times.reward = t1 - t0, t2 - t1
-        times.reference, times.old_logprobs = t3 - t2, t4 - t3
-        return roll
-
-    @torch.no_grad()
-    def _set_old_pass(self, roll: Rollout, logprobs: torch.Tensor, values: torch.Tensor) -> None:
-        """Store pi_old logprobs and V_old, then phases 4-5: KL-shaped rewards, GAE, advantages."""
-        cfg, mask = self.cfg, roll.response_mask
-        roll.logprobs = logprobs.detach().masked_fill(~mask, 0.0)
-        roll.values = values.detach()
-        # 4. per-token rewards: -kl_coef * KL, plus the (EOS-penalised) score at the last token
-        scores = losses.penalize_missing_eos(
-            self._normalized(roll.scores), roll.contains_eos, cfg.missing_eos_penalty, cfg.missing_eos_mode
-        )
-        rewards, roll.kl = losses.shape_rewards(
-            scores, roll.logprobs, roll.ref_logprobs, mask, cfg.kl_coef, cfg.kl_estimator
-        )
-        if cfg.whiten_rewards:
-            rewards = losses.masked_whiten(rewards, mask, shift_mean=False)
-        # 5. GAE (gamma, lambda) and whitened advantages
-        advantages, roll.returns = losses.compute_gae(rewards, roll.values, mask, cfg.gamma, cfg.lam)
-        roll.advantages = losses.masked_whiten(advantages, mask)
-
-    def _normalized(self, scores: torch.Tensor) -> torch.Tensor:
-        """RM scores in units of the SFT policy's score spread ("N implementation details", 2.4).
-
-        The statistics come from the first rollout, gathered over every process, and are kept
-        (and checkpointed) for the whole run.
-        """
-        if not self.cfg.normalize_scores:
-            return scores
-        if self.score_stats is None:
-            everyone = self.accelerator.gather(scores)
-            self.score_stats = (everyone.mean().item(), everyone.std(unbiased=False).clamp(min=1e-6).item())
-            logger.info("reward normalisation: mean %.4f, std %.4f", *self.score_stats)
-        mean, std = self.score_stats
-        return (scores - mean) / std
-
-    def update(self, roll: Rollout) -> dict[str, float]:
-        """Phase 6: `epochs` passes of minibatch updates with the clipped objectives."""
-        cfg, model = self.cfg, self.model
-        model.train()
-        n = len(roll)
-        mb_size = n // cfg.num_mini_batches
-        stats: dict[str, list[torch.Tensor]] = {}
-        generator = torch.Generator().manual_seed(self.preset.training.seed * 100003 + self.step)
-        for _epoch in range(cfg.epochs):
-            order = torch.randperm(n, generator=generator)
-            for start in range(0, n, mb_size):
-                idx = order[start : start + mb_size].to(self.device)
-                mb_ids, mb_attn, mb_mask = roll.input_ids[idx], roll.attention_mask[idx], roll.response_mask[idx]
-                head = self.value_head if cfg.critic == "value_head" else None
-                logprobs, values, entropy = response_forward(
-                    model,
-                    mb_ids,
-                    mb_attn,
-                    roll.n_prompt,
-                    cfg.temperature,
-                    value_head=head,
-                    with_entropy=True,
-                    entropy_grad=cfg.entropy_coef > 0,
-                )
-                if roll.logprobs is None:  # fused first pass: the whole batch, weights not yet updated
-                    unpermute = torch.empty_like(idx).scatter_(0, idx, torch.arange(n, device=idx.device))
-                    self._set_old_pass(roll, logprobs[unpermute], values[unpermute])
-                pg_loss, pg_stats = losses.policy_loss(
-                    logprobs, roll.logprobs[idx], roll.advantages[idx], mb_mask, cfg.clip_range
-                )
-                entropy_mean = losses.masked_mean(entropy, mb_mask)
-                loss = pg_loss - cfg.entropy_coef * entropy_mean
-                if cfg.critic == "adapter":  # the critic's own pass comes after the policy's backward
-                    loss.backward()
-                    model.set_adapter(CRITIC)
-                    values = value_forward(model, mb_ids, mb_attn, roll.n_prompt, self.value_head)
-                vf_loss, vf_stats = losses.value_loss(
-                    values, roll.values[idx], roll.returns[idx], mb_mask, cfg.clip_range_value
-                )
-                if cfg.critic == "adapter":
-                    (cfg.vf_coef * vf_loss).backward()
-                    model.set_adapter(POLICY)
-                else:
-                    (loss + cfg.vf_coef * vf_loss).backward()
-                self._sync_gradients()
-                torch.nn.utils.clip_grad_norm_(
-                    self.optimizer.param_groups[0]["params"], self.preset.training.max_grad_norm
-                )
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                for key, value in {
-                    "ppo_loss": pg_loss.detach(),
-                    "value_loss": vf_loss.detach(),
-                    "entropy": entropy_mean.detach(),
-                    **pg_stats,
-                    **vf_stats,
-                }.items():
-                    stats.setdefault(key, []).append(value)
-        return {k: torch.stack(v).mean() for k, v in stats.items()}
-
-    def _sync_gradients(self) -> None:
-        """Average gradients across processes (see `gradients.average_gradients`)."""
-        if self.accelerator.num_processes > 1:
-            average_gradients(self.optimizer.param_groups[0]["params"], self.accelerator.num_processes)
-
-    def train_step(self) -> dict[str, float]:
-        """One PPO step (rollout batch); returns the logged metrics."""
-        times = StepTimes()
-        start = self._clock()
-        prompt_ids, prompt_mask, rows = self.prompt_batch(self.step)
-        roll = self.collect(prompt_ids, prompt_mask, rows, times)
-        t_update = self._clock()
-        update_stats = self.update(roll)
-        times.update = self._clock() - t_update
-        self.scheduler.step()
-        self.step += 1
-        # 7. log (averaged over processes)
-        mask = roll.response_mask
-        local = {
-            "reward_mean": roll.scores.mean(),
-            "reward_std": roll.scores.std(unbiased=False),
-            "kl_divergence": roll.kl.sum(dim=1).mean(),
-            "response_length": mask.sum(dim=1).float().mean(),
-            "no_eos_fraction": (~roll.contains_eos).float().mean(),
-            "advantage_mean": losses.masked_mean(roll.advantages, mask),
-            "value_mean": losses.masked_mean(roll.values, mask),
-            **update_stats,
-        }
-        keys = list(local)
-        reduced = self.accelerator.reduce(torch.stack([local[k].float() for k in keys]).to(self.device), "mean")
-        metrics = {"step": self.step, **{k: v.item() for k, v in zip(keys, reduced)}}
-        elapsed = self._clock() - start
-        generated = mask.sum().item() * self.accelerator.num_processes
-        metrics.update(
-            learning_rate=self.scheduler.get_last_lr()[0],
-            time_generate=times.generate,
-            time_reward=times.reward,
-            time_reference=times.reference,
-            time_old_logprobs=times.old_logprobs,
-            time_score=times.reward + times.reference + times.old_logprobs,
-            time_train=times.update,
-            time_step=elapsed,
-            tokens_per_second=generated / elapsed,
-            generated_tokens_per_second=generated / max(times.generate, 1e-9),
-        )
-        self._last_rollout, self._last_rows = roll, rows
-        return metrics
 
     # ------------------------------------------------------------------------------------ loop
 
     def train(self, resume_from: str | None = None) -> dict[str, float]:
+        from accelerate.utils import set_seed
         from tqdm.auto import tqdm
 
+        # every process samples its own stream (the weights were built before, identical everywhere)
+        set_seed(self.preset.training.seed, device_specific=True)
         if resume_from:
             self.load_checkpoint(Path(resume_from))
         main = self.accelerator.is_main_process
-        if main and "tensorboard" in as_list(self.preset.training.report_to):
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb_writer = SummaryWriter(log_dir=str(self.run.tensorboard))
+        self._start_trackers()
         bar = tqdm(total=self.total_steps, initial=self.step, desc="ppo", disable=not main, dynamic_ncols=True)
         metrics: dict[str, float] = {}
         save_every = self.preset.training.save_steps
-        if self.eval_rows and self.step == 0:
-            self._log({"step": 0, **self.evaluate()})
+        before = self.ensure_score_scale()
+        if self.step == 0 and (before or self.eval_rows):
+            self._log({"step": 0, **before, **(self.evaluate() if self.eval_rows else {})})
         while self.step < self.total_steps:
             metrics = self.train_step()
-            if main:
-                self._log(metrics)
-                bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl_divergence']:.3f}")
+            self._log(metrics)
+            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl_divergence']:.3f}")
             bar.update(1)
             if self.cfg.sample_every and (self.step % self.cfg.sample_every == 0 or self.step == 1) and main:
                 self._write_samples()
@@ -459,104 +484,123 @@ class PPOTrainer:
             final_eval = self.evaluate()
             self._log({"step": self.step, **final_eval})
             metrics = {**metrics, **final_eval}
-        trainable = {id(p) for p in self.optimizer.param_groups[0]["params"]}
-        write_rank_digest(
-            [(n, p) for n, p in self.model.named_parameters() if id(p) in trainable]
-            + [(f"value_head.{n}", p) for n, p in self.value_head.named_parameters()]
-        )
-        if self.tb_writer:
-            self.tb_writer.close()
+        trainable = self.policy_params + self.critic_params
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        head = {id(p): f"critic_head.{n}" for n, p in self.critic.head.named_parameters()}
+        write_rank_digest([({**names, **head}[id(p)], p) for p in trainable])
+        for tracker in self.accelerator.trackers:  # not end_training(): it also ends the process group
+            tracker.finish()
         return metrics
 
+    def _start_trackers(self) -> None:
+        """`training.report_to` through accelerate's trackers, as the TRL stages log through transformers'."""
+        if self.accelerator.log_with:
+            from omegaconf import OmegaConf
+
+            flat = _flatten(OmegaConf.to_container(OmegaConf.structured(self.preset)))
+            self.accelerator.init_trackers("ppo", config=flat)
+
     def _log(self, metrics: dict) -> None:
-        """One metrics.jsonl line (and TensorBoard scalars), written by the main process only."""
+        """One metrics.jsonl line, and the same numbers to every tracker (`train/<name>`), main process only."""
         if not self.accelerator.is_main_process:
             return
-        with self.run.metrics.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(metrics) + "\n")
-        if self.tb_writer:
-            for key, value in metrics.items():
-                if key != "step":
-                    self.tb_writer.add_scalar(f"ppo/{key}", value, metrics["step"])
+        append_metrics(self.run.metrics, metrics)
+        if self.accelerator.log_with:
+            values = {f"train/{k}": v for k, v in metrics.items() if k != "step"}
+            self.accelerator.log(values, step=metrics["step"])
 
     def _write_samples(self) -> None:
         """`samples.jsonl`: the prompt as written in the data file, the response as text, its raw RM score."""
-        roll, rows = self._last_rollout, self._last_rows
+        roll, _targets, scores, rows = self._last
         n = min(self.cfg.num_samples, len(roll))
         texts = self.response_texts(roll)
-        with self.run.samples.open("a", encoding="utf-8") as handle:
-            for i in range(n):
-                record = {
-                    "step": self.step,
-                    "prompt": self.prompt_rows[rows[i]]["prompt"],
-                    "response": texts[i],
-                    "reward": roll.scores[i].item(),
-                }
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        records = [
+            {
+                "step": self.step,
+                "prompt": self.prompt_rows[rows[i]]["prompt"],
+                "response": texts[i],
+                "reward": scores[i].item(),
+            }
+            for i in range(n)
+        ]
+        append_jsonl(self.run.samples, records, ensure_ascii=False)
 
     # ------------------------------------------------------------------------------------ state
 
-    def _state(self) -> dict:
+    def _rng_state(self) -> dict:
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def _state(self, rng_states: list[dict]) -> dict:
         from peft import get_peft_model_state_dict
 
-        adapters = {POLICY: get_peft_model_state_dict(self.model, adapter_name=POLICY)}
-        if self.cfg.critic == "adapter":
-            adapters[CRITIC] = get_peft_model_state_dict(self.model, adapter_name=CRITIC)
         return {
             "step": self.step,
             "score_stats": self.score_stats,
-            "adapters": adapters,
-            "value_head": self.value_head.state_dict(),
+            "policy": get_peft_model_state_dict(self.model, adapter_name=POLICY),
+            "critic": self.critic.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
+            "rng": rng_states,  # one per process, in rank order
         }
 
     def save_checkpoint(self) -> None:
-        """`checkpoints/checkpoint-<step>/` written atomically; the oldest beyond save_total_limit go."""
+        """`checkpoints/checkpoint-<step>/` written atomically with every process's RNG state; the
+        oldest beyond save_total_limit go."""
+        from accelerate.utils import gather_object
+
+        rng = self._rng_state()
+        rng_states = gather_object([rng]) if self.accelerator.num_processes > 1 else [rng]
         if self.accelerator.is_main_process:
-            target = self.run.checkpoints / f"checkpoint-{self.step}"
+            target = self.run.checkpoint_dir(self.step)
             with atomic_directory(target) as tmp:
-                torch.save(self._state(), tmp / "ppo_state.pt")
+                torch.save(self._state(rng_states), tmp / "ppo_state.pt")
                 (tmp / "trainer_state.json").write_text(json.dumps({"global_step": self.step}) + "\n")
-            kept = sorted(self.run.checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-            for old in kept[: -self.preset.training.save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+            self.run.prune_checkpoints(self.preset.training.save_total_limit)
         self.accelerator.wait_for_everyone()
 
     def load_checkpoint(self, path: Path) -> None:
         from peft import set_peft_model_state_dict
 
-        state = torch.load(path / "ppo_state.pt", map_location=self.device, weights_only=False)
-        for name, adapter_state in state["adapters"].items():
-            set_peft_model_state_dict(self.model, adapter_state, adapter_name=name)
+        # on the CPU: the RNG states must stay there, and the rest is copied onto the parameters' device
+        state = torch.load(path / "ppo_state.pt", map_location="cpu", weights_only=False)
+        set_peft_model_state_dict(self.model, state["policy"], adapter_name=POLICY)
+        self.critic.load_state_dict(state["critic"])
         self.model.set_adapter(POLICY)
-        self.value_head.load_state_dict(state["value_head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            # torch.load mapped these onto the GPU; set_rng_state_all accepts CPU ByteTensors only
-            torch.cuda.set_rng_state_all([rng.cpu() for rng in state["rng"]["cuda"]])
+        self._restore_rng(state["rng"], path)
         self.step = state["step"]
         self.score_stats = state.get("score_stats")
         if self.accelerator.is_main_process:
             trim_metrics(self.run.samples, self.step)
             trim_metrics(self.run.eval_samples, self.step)
 
+    def _restore_rng(self, states: list[dict], path: Path) -> None:
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        if len(states) != world:
+            logger.warning(
+                "%s was saved by %d process(es), resuming on %d: sampling continues from fresh per-process seeds",
+                path,
+                len(states),
+                world,
+            )
+            return
+        mine = states[rank]
+        torch.set_rng_state(mine["torch"].cpu())
+        if mine["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([rng.cpu() for rng in mine["cuda"]])  # CPU ByteTensors only
+
     def save_final(self) -> None:
-        """`final/`: the policy adapter (loadable as model_name), value head, critic, preset, tokenizer."""
+        """`final/`: the policy adapter (loadable as model_name), the critic, preset, tokenizer."""
         if self.accelerator.is_main_process:
             with atomic_directory(self.run.final) as tmp:
                 self.model.save_pretrained(tmp, selected_adapters=[POLICY])
                 self.tokenizer.padding_side = "right"
                 self.tokenizer.save_pretrained(tmp)
-                torch.save(self.value_head.state_dict(), tmp / "value_head.pt")
-                if self.cfg.critic == "adapter":
-                    self.model.save_pretrained(tmp / "critic_adapter", selected_adapters=[CRITIC])
+                self.critic.save(tmp)
                 if self.run.preset.is_file():
                     shutil.copy(self.run.preset, tmp / "preset.yml")
                 if self.cfg.save_merged:
@@ -567,14 +611,34 @@ class PPOTrainer:
         self.accelerator.wait_for_everyone()
 
 
-def _check_reward_base_name(preset: Preset) -> None:
-    """`training.reward_model.model_name`, when given, must be the policy's base: one base in memory."""
-    named = preset.training.reward_model.model_name
-    if named and resolved_model_name(named) != resolved_model_name(preset.model_name):
-        raise ModelError(
-            f"training.reward_model.model_name ({named}) differs from model_name ({preset.model_name}): the reward "
-            f"adapter runs on the policy's base, so train the RM on {preset.model_name} (or leave this key out)"
-        )
+def _accelerator(preset: Preset, run: RunDir) -> Accelerator:
+    """The run's Accelerator, with `training.report_to`'s trackers (TensorBoard under `<output_dir>/tensorboard`)."""
+    from accelerate.tracking import get_available_trackers
+    from accelerate.utils import LoggerType, ProjectConfiguration
+
+    wanted = as_list(preset.training.report_to)
+    known = set(LoggerType.list()) - {"all"}
+    unknown = [name for name in wanted if name not in known and name != "all"]
+    if unknown:
+        raise PresetError(f"training.report_to: unknown logger {unknown[0]!r}; choose from {', '.join(sorted(known))}")
+    available = {str(t) for t in get_available_trackers()}
+    missing = [name for name in wanted if name != "all" and name not in available]
+    for name in missing:
+        logger.warning("training.report_to: %s is not installed here; PPO does not log to it", name)
+    log_with = [name for name in wanted if name not in missing]
+    project = ProjectConfiguration(project_dir=str(run.root), logging_dir=str(run.tensorboard))
+    return Accelerator(cpu=use_cpu(), log_with=log_with or None, project_config=project)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """{"training": {"lr": 1e-4}} -> {"training.lr": 1e-4}; lists and None as text (tracker configs take scalars)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat
 
 
 def run_ppo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:

@@ -1,0 +1,114 @@
+"""The critic V(state) that PPO learns beside the policy: one small strategy object per choice.
+
+`value_head` (the default): a linear head on the policy's own final hidden states. Its values come
+out of the policy's forward pass (no extra pass), and its gradient also reaches the policy adapter.
+`adapter`: its own LoRA adapter (the RM's, when there is one) + head, on the shared base; every
+use is a separate pass with that adapter active.
+
+Both heads start as a copy of the reward head, so the critic starts knowing what the RM knows. The
+RM speaks raw score units while PPO's returns are in normalised units (`normalize_scores`):
+`rescale` folds that normalisation into the copied head, so the first value loss measures what the
+critic does not know rather than a units mismatch.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from ...models.reward_head import RewardHead
+from .rollout import value_forward
+
+POLICY = "default"  # peft writes the "default" adapter at the top of a directory: final/ loads as a model
+CRITIC = "critic"
+VALUE_HEAD_FILE = "value_head.pt"
+CRITIC_ADAPTER_DIR = "critic_adapter"
+
+
+class ValueHeadCritic:
+    """A head on the policy's hidden states; `in_policy_pass`: values come from the policy's forward."""
+
+    in_policy_pass = True
+
+    def __init__(self, model, reward_head: RewardHead, device):
+        self.model = model
+        # with a bias always: `rescale` shifts it, and the optimizer holds these very tensors
+        self.head = RewardHead(reward_head.linear.in_features, bias=True).to(device)
+        with torch.no_grad():
+            self.head.linear.weight.copy_(reward_head.linear.weight)
+            self.head.linear.bias.copy_(reward_head.linear.bias if reward_head.linear.bias is not None else 0.0)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.head.parameters())
+
+    def values(self, rollout_ids, attention_mask, n_prompt) -> torch.Tensor:
+        raise NotImplementedError("value_head values come from the policy's forward (in_policy_pass)")
+
+    @torch.no_grad()
+    def rescale(self, mean: float, std: float) -> None:
+        """V <- (V - mean) / std: the copied reward head, in the units of normalised scores."""
+        self.head.linear.weight.div_(std)
+        self.head.linear.bias.sub_(mean).div_(std)
+
+    def state_dict(self) -> dict:
+        return {"head": self.head.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.head.load_state_dict(state["head"])
+
+    def save(self, directory: Path) -> None:
+        torch.save(self.head.state_dict(), directory / VALUE_HEAD_FILE)
+
+
+class AdapterCritic(ValueHeadCritic):
+    """Its own LoRA adapter (initialised from the RM's) + head; each use is a pass of its own."""
+
+    in_policy_pass = False
+
+    def __init__(self, model, reward_head: RewardHead, device, reward_checkpoint: str):
+        super().__init__(model, reward_head, device)
+        if reward_checkpoint:
+            model.load_adapter(reward_checkpoint, adapter_name=CRITIC, is_trainable=True)
+        else:
+            model.add_adapter(CRITIC, copy.deepcopy(model.peft_config[POLICY]))
+        model.set_adapter(POLICY)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        adapter = [p for name, p in self.model.named_parameters() if "lora_" in name and f".{CRITIC}." in name]
+        return adapter + super().parameters()
+
+    def values(self, rollout_ids, attention_mask, n_prompt) -> torch.Tensor:
+        """[B, R] values with the critic adapter active (gradients flow when enabled); the policy's after."""
+        self.model.set_adapter(CRITIC)
+        try:
+            return value_forward(self.model, rollout_ids, attention_mask, n_prompt, self.head)
+        finally:
+            self.model.set_adapter(POLICY)
+            # peft's set_adapter freezes every other adapter; the backward still to come must reach this one
+            for param in self.parameters():
+                param.requires_grad_(True)
+
+    def state_dict(self) -> dict:
+        from peft import get_peft_model_state_dict
+
+        return {**super().state_dict(), "adapter": get_peft_model_state_dict(self.model, adapter_name=CRITIC)}
+
+    def load_state_dict(self, state: dict) -> None:
+        from peft import set_peft_model_state_dict
+
+        super().load_state_dict(state)
+        set_peft_model_state_dict(self.model, state["adapter"], adapter_name=CRITIC)
+        self.model.set_adapter(POLICY)
+
+    def save(self, directory: Path) -> None:
+        super().save(directory)
+        self.model.save_pretrained(directory / CRITIC_ADAPTER_DIR, selected_adapters=[CRITIC])
+
+
+def build_critic(kind: str, model, reward_head: RewardHead, device, reward_checkpoint: str):
+    """`training.ppo.critic` -> its strategy object."""
+    if kind == "adapter":
+        return AdapterCritic(model, reward_head, device, reward_checkpoint)
+    return ValueHeadCritic(model, reward_head, device)

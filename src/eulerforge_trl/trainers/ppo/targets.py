@@ -1,0 +1,62 @@
+"""PPO's targets for one rollout: what the update optimises toward, built once, without gradients.
+
+Phases 4-5 of a step: per-token rewards (the KL penalty to the reference on every token, the
+normalised and EOS-penalised sequence score on the last), then GAE advantages and value targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import losses
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Everything the PPO epochs compare against, all [B, R] over response tokens, 0 on padding."""
+
+    logprobs: torch.Tensor  # log pi_old(token), temperature-scaled
+    ref_logprobs: torch.Tensor  # log pi_ref(token)
+    values: torch.Tensor  # V_old(state before each token)
+    kl: torch.Tensor  # per-token KL estimate to the reference
+    advantages: torch.Tensor  # whitened GAE advantages
+    returns: torch.Tensor  # value targets
+
+
+@torch.no_grad()
+def ppo_targets(
+    scores: torch.Tensor,
+    contains_eos: torch.Tensor,
+    mask: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    values: torch.Tensor,
+    cfg,
+) -> Targets:
+    """Phases 4-5 from the step's numbers.
+
+    Args:
+        scores: [B] sequence scores in the units PPO optimises (normalised when `normalize_scores`).
+        contains_eos: [B] whether each response stopped by itself (`missing_eos_penalty`).
+        mask: [B, R] response tokens up to and including the first stop token.
+        logprobs, ref_logprobs, values: [B, R] pi_old, pi_ref and V_old of the sampled tokens.
+        cfg: the preset's `training.ppo` section.
+    """
+    logprobs = logprobs.detach().masked_fill(~mask, 0.0)
+    ref_logprobs = ref_logprobs.masked_fill(~mask, 0.0)
+    values = values.detach()
+    scores = losses.penalize_missing_eos(scores, contains_eos, cfg.missing_eos_penalty, cfg.missing_eos_mode)
+    rewards, kl = losses.shape_rewards(scores, logprobs, ref_logprobs, mask, cfg.kl_coef, cfg.kl_estimator)
+    if cfg.whiten_rewards:
+        rewards = losses.masked_whiten(rewards, mask, shift_mean=False)
+    advantages, returns = losses.compute_gae(rewards, values, mask, cfg.gamma, cfg.lam)
+    return Targets(
+        logprobs=logprobs,
+        ref_logprobs=ref_logprobs,
+        values=values,
+        kl=kl,
+        advantages=losses.masked_whiten(advantages, mask),
+        returns=returns,
+    )
