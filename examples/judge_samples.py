@@ -14,23 +14,14 @@ with a flat judge (reward hacking) shows at once.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
-
-def load_judge(spec: str):
-    """`package.module:function` or `path/to/file.py:function`."""
-    target, _, name = spec.rpartition(":")
-    if target.endswith(".py"):
-        module_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(target)
-    return getattr(module, name)
+from eulerforge_trl.data.render import as_completion
+from eulerforge_trl.errors import UserError
+from eulerforge_trl.rewards.functions import call_reward_function, load_reward_function
 
 
 def main() -> None:
@@ -38,15 +29,25 @@ def main() -> None:
     parser.add_argument("samples", help="eval_samples.jsonl or samples.jsonl")
     parser.add_argument("--judge", default="eulerforge_trl.data.chat_examples:true_reward")
     args = parser.parse_args()
-    judge = load_judge(args.judge)
+    try:
+        judge_all(args.samples, args.judge)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def judge_all(samples: str, spec: str) -> None:
+    judge = load_reward_function(spec, key="--judge")
     by_step = defaultdict(list)
-    for line in Path(args.samples).read_text(encoding="utf-8").splitlines():
+    for line in Path(samples).read_text(encoding="utf-8").splitlines():
         if line.strip():
             record = json.loads(line)
             by_step[record["step"]].append(record)
     print(f"{'step':>5} {'n':>4} {'rm_reward':>10} {'judge':>7} {'judge>0':>8}")
     for step, records in sorted(by_step.items()):
-        scores = judge([r["prompt"] for r in records], [r["response"] for r in records])
+        prompts, responses = [r["prompt"] for r in records], [r["response"] for r in records]
+        completions = [as_completion(p, c) for p, c in zip(prompts, responses)]  # as TRL passes them
+        scores = call_reward_function(judge, f"--judge {spec}", prompts, completions)
         rm = sum(r["reward"] for r in records) / len(records)
         mean = sum(scores) / len(scores)
         positive = sum(s > 0 for s in scores) / len(scores)

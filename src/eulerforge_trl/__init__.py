@@ -16,6 +16,7 @@ _EXPORTS = {
     **{f"train_{name}": "eulerforge_trl.api" for name in STAGES},
     "run_stage": "eulerforge_trl.pipeline.stages",
     "run_pipeline": "eulerforge_trl.pipeline.full",
+    "evaluate_models": "eulerforge_trl.evaluation",
     "load_reward_model": "eulerforge_trl.models.reward_head",
     "score": "eulerforge_trl.models.reward_head",
     "load_causal_lm": "eulerforge_trl.models.loading",

@@ -39,11 +39,7 @@ def train_stage(
     """
     if stage not in STAGES:
         raise PresetError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
-    loaded = (
-        preset
-        if isinstance(preset, Preset) and not overrides and not output_dir
-        else load_preset(preset, overrides, output_dir)
-    )
+    loaded = load_preset(preset, overrides, output_dir)  # a Preset object too: its rules run
     if loaded.training.type != stage:
         raise PresetError(
             f"train_{stage} got a preset with training.type={loaded.training.type}; use train_{loaded.training.type}"

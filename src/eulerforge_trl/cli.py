@@ -61,6 +61,59 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        required=True,
+        metavar="DIR",
+        help="stage final/ directories (SFT, PPO, DPO ...); the first is the baseline for win rate and KL",
+    )
+    parser.add_argument(
+        "--prompts",
+        required=True,
+        metavar="FILE",
+        help='JSONL prompts ({"prompt": ...}, plain text or messages; an SFT file works too)',
+    )
+    parser.add_argument("--reward", metavar="RM_DIR", help="the rm stage's final/, trained on the models' base")
+    parser.add_argument(
+        "--judge",
+        metavar="FILE.py:fn | module:fn",
+        help="a function fn(prompts, completions, **columns) -> list[float] (TRL's reward-function signature); "
+        "win_rate_vs_first compares its scores (the RM's without a judge)",
+    )
+    parser.add_argument(
+        "--num-samples", type=int, default=1, metavar="N", help="responses sampled per prompt (default 1)"
+    )
+    parser.add_argument("--max-prompts", type=int, metavar="K", help="use only the first K prompts (default all)")
+    parser.add_argument(
+        "--output",
+        default="outputs/evaluate",
+        metavar="DIR",
+        help="where samples.jsonl, summary.json and summary.png go (default outputs/evaluate)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the same seed for every model (default 0)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=64, metavar="N", help="tokens per response at most (default 64)"
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help="pure sampling (no top-k/top-p) at T, also for the KL (default 1.0)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=16, metavar="N", help="prompts per generate call (default 16)"
+    )
+
+
+def run_evaluate_command(args: argparse.Namespace) -> int:
+    from .evaluation.run import run_evaluate_command as run
+
+    return run(args)
+
+
 def guarded(command, args) -> int:
     """Run a CLI command; a UserError becomes one line on stderr and its exit code."""
     try:
@@ -82,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline = commands.add_parser("pipeline", help="run SFT -> RM -> PPO from a pipeline preset")
     add_pipeline_arguments(pipeline)
     pipeline.set_defaults(handler=run_pipeline_command)
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="sample several models (stage final/ dirs) on the same prompts; RM reward, judge, win rate, KL",
+        description="Sample every model on the same prompts with the same seed, score the samples with the RM "
+        "and a judge, estimate each model's KL to the first; print a table and write samples.jsonl, "
+        "summary.json and summary.png.",
+    )
+    add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(handler=run_evaluate_command)
     presets = commands.add_parser("presets", help="list the shipped presets, or explain a preset key")
     presets.add_argument(
         "--explain",

@@ -51,8 +51,8 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
     """
     from transformers import set_seed
 
-    if not isinstance(preset, Preset) or overrides or output_dir:
-        preset = load_preset(preset, overrides, output_dir)
+    # a Preset object goes through load_preset too: its cross-key rules run whoever built it
+    preset = load_preset(preset, overrides, output_dir)
     stage = preset.training.type
     run = RunDir(Path(preset.output_dir))
     check_inputs(preset)  # before anything in the output directory is touched
