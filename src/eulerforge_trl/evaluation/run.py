@@ -1,0 +1,296 @@
+"""`eulerforge evaluate`: sample several models on the same prompts, score them, compare them to the first.
+
+For every model (any stage's `final/`), every prompt is sampled `num_samples` times with the same
+seed; the samples are scored by the RM (adapter + RewardHead on the models' shared base, exactly
+as PPO scores) and by a judge (a Python function with TRL's reward-function signature), and each
+model's KL to the first model is estimated on its own samples. A rising RM reward with a flat or
+falling judge score is reward hacking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.jsonl import extra_columns, is_conversational, read_rows
+from ..errors import UserError
+from ..rewards.functions import call_reward_function, load_reward_function
+from .models import ModelSet, check_reward_dir, inspect_model_dir, load_model_set
+
+DEFAULT_OUTPUT = "outputs/evaluate"
+METRICS = ("reward_mean", "judge_mean", "win_rate_vs_first", "kl_to_first", "response_length")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled response and its numbers (a line of samples.jsonl)."""
+
+    model: str
+    prompt_index: int
+    sample: int
+    prompt: object  # as written in the prompts file: a string or a message list
+    response: str
+    response_length: int  # tokens, the stop token included (as PPO's response_length)
+    kl_to_first: float | None  # sum over its tokens of log p_model - log p_first
+    reward: float | None = None
+    judge: float | None = None
+
+
+def evaluate_models(
+    models: list[str],
+    prompts: str | Path,
+    reward: str | None = None,
+    judge: str | None = None,
+    num_samples: int = 1,
+    output: str | Path = DEFAULT_OUTPUT,
+    seed: int = 0,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    max_prompts: int | None = None,
+    batch_size: int = 16,
+) -> dict[str, dict[str, float | None]]:
+    """Sample, score and compare `models`; write samples.jsonl, summary.json and summary.png to `output`.
+
+    Args:
+        models: stage `final/` directories (full models or LoRA adapters); the first is the baseline.
+        prompts: a JSONL prompts file (`{"prompt": ...}` rows, plain text or message lists; an SFT file works).
+        reward: the rm stage's `final/`, trained on the models' shared base; None: no `reward_mean`.
+        judge: `package.module:function` or `path/to/file.py:function` with TRL's reward-function
+            signature `fn(prompts, completions, **columns) -> list[float]`; None: no `judge_mean`.
+        num_samples: responses per prompt.
+        output: where the three files go (created if needed).
+        seed: every model samples from the same RNG state, reset to this seed before its first prompt.
+        max_new_tokens, temperature: pure sampling (no top-k/top-p), as PPO samples.
+        max_prompts: use only the first this many prompts (None: all of them).
+        batch_size: prompts per `generate` call.
+
+    Returns:
+        `{model: {reward_mean, judge_mean, win_rate_vs_first, kl_to_first, response_length}}`, None
+        where a number cannot be had (no RM, no judge, tokenizers that differ from the first's).
+        `win_rate_vs_first` compares each prompt's mean judge score (the RM's without a judge) with
+        the first model's on the same prompt; ties count half. `kl_to_first` is the mean over this
+        model's samples of sum_t (log p_model - log p_first) at `temperature`: an unbiased estimate of
+        KL(model || first) (at temperature 1.0, of the models themselves); 0 for the first.
+
+    Example:
+        >>> from eulerforge_trl.evaluation import evaluate_models
+        >>> summary = evaluate_models(["outputs/tiny/01_sft/final", "outputs/tiny/03_ppo/final"],
+        ...     "examples/data/sft_eval.jsonl", reward="outputs/tiny/02_rm/final",
+        ...     judge="eulerforge_trl.data.examples:well_formed")
+        >>> summary["outputs/tiny/03_ppo/final"]["judge_mean"]   # the share of well-formed answers
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    # everything a user can get wrong is checked before any model is loaded
+    specs, rows, columns, judge_fn, reward_meta, output = _check_inputs(
+        models, prompts, reward, judge, num_samples, output, max_new_tokens, temperature, max_prompts, batch_size
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loaded = load_model_set(specs, reward, reward_meta, device)
+    conversational = is_conversational(rows[0]["prompt"])
+    for spec, tokenizer in zip(specs, loaded.tokenizers):
+        _require_template(tokenizer, rows, spec.name)
+    items = [(p, k) for p in range(len(rows)) for k in range(num_samples)]
+    per_model: list[list[Sample]] = []
+    for i, spec in enumerate(specs):
+        bar = tqdm(total=len(items), desc=f"evaluate {i + 1}/{len(specs)}", unit="sample", dynamic_ncols=True)
+        torch.manual_seed(seed)  # the same seed for every model: identical models give identical samples
+        samples, completion_ids = [], []
+        for start in range(0, len(items), batch_size):
+            batch = items[start : start + batch_size]
+            texts, ids, lengths, kls = _sample_batch(
+                loaded, i, [rows[p]["prompt"] for p, _ in batch], conversational, max_new_tokens, temperature
+            )
+            completion_ids += ids
+            for (p, k), text, length, kl in zip(batch, texts, lengths, kls):
+                samples.append(Sample(spec.name, p, k, rows[p]["prompt"], text, length, kl))
+            bar.update(len(batch))
+        bar.close()
+        per_model.append(_scored(samples, completion_ids, loaded, judge_fn, judge, columns, batch_size))
+    summary = summarize(per_model, [s.name for s in specs], by="judge" if judge else "reward")
+    write_outputs(output, per_model, summary)
+    return summary
+
+
+def _check_inputs(
+    models, prompts, reward, judge, num_samples, output, max_new_tokens, temperature, max_prompts, batch_size
+):
+    if not models:
+        raise UserError("--models: give at least one model directory")
+    repeated = sorted({m for m in models if models.count(m) > 1})
+    if repeated:
+        raise UserError(f"--models: {repeated[0]} is given twice")
+    for flag, value, low in (
+        ("--num-samples", num_samples, 1),
+        ("--max-new-tokens", max_new_tokens, 1),
+        ("--batch-size", batch_size, 1),
+        ("--max-prompts", 1 if max_prompts is None else max_prompts, 1),
+    ):
+        if value < low:
+            raise UserError(f"{flag} ({value}) must be >= {low}")
+    if not temperature > 0:
+        raise UserError(f"--temperature ({temperature}) must be > 0")
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output}: is a file, not a directory")
+    judge_fn = load_reward_function(judge, key="--judge") if judge else None
+    rows = read_rows(prompts, "prompt_only", key="--prompts")
+    columns = extra_columns(prompts, "prompt_only")
+    if max_prompts is not None:
+        rows, columns = rows[:max_prompts], {k: v[:max_prompts] for k, v in columns.items()}
+    reward_meta = check_reward_dir(reward) if reward else None
+    specs = [inspect_model_dir(m) for m in models]
+    return specs, rows, columns, judge_fn, reward_meta, output
+
+
+def _require_template(tokenizer, rows, name: str) -> None:
+    from ..data.render import require_chat_template
+
+    require_chat_template(tokenizer, rows, name, key="--prompts")
+
+
+def _sample_batch(loaded: ModelSet, i: int, prompts: list, conversational: bool, max_new_tokens, temperature):
+    """Sample model i on `prompts`; (texts, completion ids, lengths, per-sample KL to model 0)."""
+    import torch
+
+    from ..data.render import prompt_ids, stop_token_ids
+    from ..trainers.ppo.rollout import response_forward, sample_responses
+
+    tokenizer = loaded.tokenizers[i]
+    stops = stop_token_ids(tokenizer, conversational)
+    device = loaded.shared.get_input_embeddings().weight.device
+    padded = tokenizer.pad({"input_ids": [prompt_ids(tokenizer, p) for p in prompts]}, return_tensors="pt")
+    with torch.no_grad():
+        with loaded.active(i) as model:
+            roll = sample_responses(
+                model,
+                padded["input_ids"].to(device),
+                padded["attention_mask"].to(device),
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                stop_ids=stops,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            own = (
+                response_forward(model, roll.input_ids, roll.attention_mask, roll.n_prompt, temperature)[0]
+                if i
+                else None
+            )
+        mask = roll.response_mask
+        kls: list[float | None] = [0.0] * len(prompts)
+        if i and _same_vocabulary(tokenizer, loaded.tokenizers[0]):
+            with loaded.active(0) as first:
+                ref = response_forward(first, roll.input_ids, roll.attention_mask, roll.n_prompt, temperature)[0]
+            kls = ((own - ref) * mask).sum(dim=1).tolist()
+        elif i:
+            kls = [None] * len(prompts)
+    answer = mask & ~torch.isin(roll.response_ids, torch.as_tensor(stops, device=mask.device))
+    texts = [tokenizer.decode(ids[keep], skip_special_tokens=True) for ids, keep in zip(roll.response_ids, answer)]
+    completion_ids = [ids[keep].tolist() for ids, keep in zip(roll.response_ids, mask)]
+    return texts, completion_ids, mask.sum(dim=1).tolist(), kls
+
+
+def _same_vocabulary(a, b) -> bool:
+    return a is b or a.get_vocab() == b.get_vocab()
+
+
+def _scored(samples: list[Sample], completion_ids, loaded: ModelSet, judge_fn, judge: str | None, columns, batch_size):
+    """The samples with their RM score and judge score filled in."""
+    from dataclasses import replace
+
+    from ..data.render import as_completion
+    from ..models.reward_head import score
+
+    prompts = [s.prompt for s in samples]
+    rewards = [None] * len(samples)
+    if loaded.scorer is not None:
+        texts = [s.response for s in samples]
+        rewards = score(loaded.scorer, loaded.reward_tokenizer, prompts, texts, batch_size=batch_size)
+    judged = [None] * len(samples)
+    if judge_fn is not None:
+        completions = [as_completion(s.prompt, s.response) for s in samples]
+        kwargs = {name: [values[s.prompt_index] for s in samples] for name, values in columns.items()}
+        kwargs["completion_ids"] = completion_ids
+        judged = [
+            None if math.isnan(v) else v
+            for v in call_reward_function(judge_fn, f"--judge {judge}", prompts, completions, **kwargs)
+        ]
+    return [replace(s, reward=r, judge=j) for s, r, j in zip(samples, rewards, judged)]
+
+
+def summarize(per_model: list[list[Sample]], names: list[str], by: str = "judge") -> dict[str, dict]:
+    """summary.json: per model the means, its win rate against the first model, its KL to the first.
+
+    `by` ("judge" or "reward") is the score the win rate compares, prompt by prompt.
+    """
+    first = _per_prompt(per_model[0], by)
+    summary = {}
+    for name, samples in zip(names, per_model):
+        mine = _per_prompt(samples, by)
+        contests = [(mine[p], first[p]) for p in mine if p in first]
+        summary[name] = {
+            "reward_mean": _mean([s.reward for s in samples]),
+            "judge_mean": _mean([s.judge for s in samples]),
+            "win_rate_vs_first": (
+                sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in contests) / len(contests) if contests else None
+            ),
+            "kl_to_first": _mean([s.kl_to_first for s in samples]),
+            "response_length": _mean([s.response_length for s in samples]),
+        }
+    return summary
+
+
+def _per_prompt(samples: list[Sample], by: str) -> dict[int, float]:
+    """{prompt index: mean score over its samples}, prompts without any score left out."""
+    scores: dict[int, list[float]] = {}
+    for s in samples:
+        value = s.judge if by == "judge" else s.reward
+        if value is not None:
+            scores.setdefault(s.prompt_index, []).append(value)
+    return {p: sum(v) / len(v) for p, v in scores.items()}
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def write_outputs(output: Path, per_model: list[list[Sample]], summary: dict) -> None:
+    """samples.jsonl (one line per sample), summary.json and summary.png, each written atomically."""
+    from dataclasses import asdict
+
+    from ..rundir import atomic_write_text
+    from .report import plot_summary
+
+    lines = [json.dumps(asdict(s), ensure_ascii=False) + "\n" for samples in per_model for s in samples]
+    atomic_write_text(output / "samples.jsonl", "".join(lines))
+    atomic_write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
+    plot_summary(summary, output / "summary.png")
+
+
+def run_evaluate_command(args: argparse.Namespace) -> int:
+    """The CLI handler: evaluate, then print the table and where the files are."""
+    from .report import format_table
+
+    summary = evaluate_models(
+        args.models,
+        args.prompts,
+        reward=args.reward,
+        judge=args.judge,
+        num_samples=args.num_samples,
+        output=args.output,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        max_prompts=args.max_prompts,
+        batch_size=args.batch_size,
+    )
+    print(format_table(summary, win_rate_by="judge" if args.judge else "reward" if args.reward else None))
+    output = Path(args.output)
+    print(f"wrote {output / 'samples.jsonl'}, {output / 'summary.json'}, {output / 'summary.png'}")
+    return 0
