@@ -75,7 +75,15 @@ class RewardModelSection:
         None, "the base the RM was trained on; when set it must be model_name (one base in memory); null = not checked"
     )
     checkpoint_path: str | None = setting(
-        "", "the rm stage's final/ directory; '' (or null) = a random RewardHead, for debugging only"
+        "",
+        "the rm stage's final/ directory; '' (or null) = no RM when training.reward_funcs are given, "
+        "else a random RewardHead, for debugging only",
+    )
+    weight: float = setting(1.0, "weight of the RM score in the total reward (beside training.reward_weights)")
+    separate: bool = setting(
+        False,
+        "load the RM as a model of its own (any base and tokenizer; responses re-tokenised from text) instead of "
+        "an adapter on the policy's base; costs a second model in memory",
     )
 
 
@@ -207,7 +215,15 @@ class TrainingSection:
         doc="loggers besides metrics.jsonl: a list of transformers' names (tensorboard, wandb, ...) or []",
         factory=lambda: ["tensorboard"],
     )
-    reward_model: RewardModelSection = setting(doc="PPO's reward model", factory=RewardModelSection)
+    reward_model: RewardModelSection = setting(doc="the learned reward model (PPO)", factory=RewardModelSection)
+    reward_funcs: list[str] = setting(
+        doc="reward functions (PPO), each 'package.module:function' or 'path/to/file.py:function' with TRL's "
+        "signature fn(prompts, completions, **columns) -> list[float]; added to the RM score",
+        factory=list,
+    )
+    reward_weights: list[float] | None = setting(
+        None, "one weight per entry of training.reward_funcs, in order; null = 1.0 each"
+    )
     ppo: PPOSection = setting(doc="PPO hyper-parameters (read by the ppo stage only)", factory=PPOSection)
     dpo: DPOSection = setting(doc="DPO hyper-parameters (read by the dpo stage only)", factory=DPOSection)
 
