@@ -301,7 +301,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from eulerforge_trl.trainers.ppo.trainer import PPOTrainer
 
     # checkpoint_path "" scores with a random RewardHead: meaningless rewards, the same cost.
-    logging.getLogger("eulerforge_trl.models.reward_head").setLevel(logging.ERROR)
+    logging.getLogger("eulerforge_trl.models.scorer").setLevel(logging.ERROR)
     if args.threads:
         torch.set_num_threads(args.threads)
     now = make_clock(device)

@@ -17,8 +17,8 @@ _EXPORTS = {
     "run_stage": "eulerforge_trl.pipeline.stages",
     "run_pipeline": "eulerforge_trl.pipeline.full",
     "evaluate_models": "eulerforge_trl.evaluation",
-    "load_reward_model": "eulerforge_trl.models.reward_head",
-    "score": "eulerforge_trl.models.reward_head",
+    "load_reward_model": "eulerforge_trl.models.scorer",
+    "score": "eulerforge_trl.models.scorer",
     "load_causal_lm": "eulerforge_trl.models.loading",
     "load_tokenizer": "eulerforge_trl.models.loading",
 }

@@ -15,15 +15,10 @@ import pytest
 import torch
 
 from eulerforge_trl.errors import ModelError
+from eulerforge_trl.models.fingerprint import base_identity
 from eulerforge_trl.models.loading import load_causal_lm, load_tokenizer
-from eulerforge_trl.models.reward_head import (
-    HEAD_FILE,
-    META_FILE,
-    RewardScorer,
-    base_identity,
-    load_reward_model,
-    score,
-)
+from eulerforge_trl.models.reward_files import HEAD_FILE, META_FILE
+from eulerforge_trl.models.scorer import RewardScorer, load_reward_model, score
 from eulerforge_trl.rundir import FINAL_MARKER, read_metrics
 
 N_ROWS = 8  # preference rows scored in the equivalence tests (16 texts of several lengths)
@@ -184,7 +179,7 @@ def test_attach_to_same_shaped_base_with_other_weights_warns_with_fingerprints(t
     ours = json.loads((tiny_rm_final / META_FILE).read_text())["fingerprint"]
     assert theirs != ours
 
-    with caplog.at_level(logging.WARNING, logger="eulerforge_trl.models.reward_head"):
+    with caplog.at_level(logging.WARNING, logger="eulerforge_trl.models.fingerprint"):
         scorer = RewardScorer.attach(_policy_on(base), str(tiny_rm_final), model_name=TINY_MODEL_NAME)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(ours in w and theirs in w for w in warnings), warnings
@@ -193,7 +188,7 @@ def test_attach_to_same_shaped_base_with_other_weights_warns_with_fingerprints(t
 
 def test_attach_to_matching_base_does_not_warn(tiny_sft_final, tiny_rm_final, caplog):
     """The right base gives no fingerprint warning (so the warning above means something)."""
-    with caplog.at_level(logging.WARNING, logger="eulerforge_trl.models.reward_head"):
+    with caplog.at_level(logging.WARNING, logger="eulerforge_trl.models"):
         RewardScorer.attach(_policy_on(load_causal_lm(str(tiny_sft_final))), str(tiny_rm_final), str(tiny_sft_final))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -203,7 +198,7 @@ def test_empty_checkpoint_path_gives_random_head_with_loud_warning(tiny_sft_fina
     sft = str(tiny_sft_final)
     tokenizer = load_tokenizer(sft)
     policy = _policy_on(load_causal_lm(sft, tokenizer=tokenizer))
-    with caplog.at_level(logging.WARNING, logger="eulerforge_trl.models.reward_head"):
+    with caplog.at_level(logging.WARNING, logger="eulerforge_trl.models.scorer"):
         scorer = RewardScorer.attach(policy, "", model_name=sft)
     assert any("RANDOM" in r.getMessage() and "checkpoint_path" in r.getMessage() for r in caplog.records)
     assert scorer.adapter_name is None

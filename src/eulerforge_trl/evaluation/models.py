@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelError, UserError
+from ..models.fingerprint import base_identity
 from ..models.loading import load_causal_lm, load_tokenizer, resolved_model_name
-from ..models.reward_head import HEAD_FILE, META_FILE, RewardScorer, base_identity
+from ..models.reward_files import HEAD_FILE, META_FILE
+from ..models.scorer import RewardScorer
 
 logger = logging.getLogger(__name__)
 

@@ -204,7 +204,7 @@ def _scored(samples: list[Sample], completion_ids, loaded: ModelSet, judge_fn, j
     from dataclasses import replace
 
     from ..data.render import as_completion
-    from ..models.reward_head import score
+    from ..models.scorer import score
 
     prompts = [s.prompt for s in samples]
     rewards = [None] * len(samples)

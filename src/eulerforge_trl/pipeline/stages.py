@@ -78,8 +78,9 @@ def check_inputs(preset: Preset) -> None:
     _check_output_dir(Path(preset.output_dir))
     from ..data.jsonl import is_conversational, read_rows
     from ..data.render import require_chat_template
+    from ..models.fingerprint import check_same_shapes
     from ..models.loading import architecture_of, check_model_name, load_tokenizer
-    from ..models.reward_head import check_same_shapes, read_reward_meta
+    from ..models.reward_files import read_reward_meta
 
     files = {"data.path": read_rows(preset.data.path, preset.data.task)}
     if preset.data.eval_path:

@@ -17,16 +17,12 @@ from ..config.schema import Preset
 from ..data.jsonl import split_rows
 from ..data.render import reward_ids
 from ..errors import ModelError
+from ..models.backbone import final_hidden, gather_last_hidden
+from ..models.fingerprint import base_identity
 from ..models.loading import load_causal_lm, load_tokenizer, resolved_model_name
-from ..models.reward_head import (
-    RewardHead,
-    base_identity,
-    final_hidden,
-    gather_last_hidden,
-    load_reward_model,
-    save_reward_files,
-    score,
-)
+from ..models.reward_files import save_reward_files
+from ..models.reward_head import RewardHead
+from ..models.scorer import load_reward_model, score
 from ..rundir import RunDir, append_metrics, atomic_directory, write_final_marker
 from .common import common_trainer_args, logging_callbacks, lora_config, weights_dtype
 

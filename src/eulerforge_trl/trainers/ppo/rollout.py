@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
-from ...models.reward_head import final_hidden
+from ...models.backbone import final_hidden
 
 
 @dataclass(frozen=True)

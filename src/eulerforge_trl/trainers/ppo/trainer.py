@@ -32,7 +32,7 @@ from ...data import render
 from ...data.jsonl import is_conversational, split_rows
 from ...errors import PresetError
 from ...models.loading import load_causal_lm, load_tokenizer, resolved_model_name
-from ...models.reward_head import RewardScorer
+from ...models.scorer import RewardScorer
 from ...rundir import (
     RunDir,
     append_jsonl,

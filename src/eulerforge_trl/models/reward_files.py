@@ -1,0 +1,41 @@
+"""The RM checkpoint's own files beside its LoRA adapter: the head's weights and the base's identity.
+
+An rm stage `final/` = adapter files + `HEAD_FILE` (RewardHead state dict) + `META_FILE`
+(`fingerprint.base_identity` of the base it was trained on, JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+from .reward_head import RewardHead
+
+HEAD_FILE = "reward_head.pt"
+META_FILE = "reward_meta.json"
+
+
+def save_reward_files(directory: Path, head: RewardHead, identity: dict) -> None:
+    torch.save(head.state_dict(), Path(directory) / HEAD_FILE)
+    (Path(directory) / META_FILE).write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
+
+
+def read_reward_meta(checkpoint: str) -> dict:
+    path = Path(checkpoint)
+    if not (path / HEAD_FILE).is_file() or not (path / META_FILE).is_file():
+        raise ModelError(
+            f"training.reward_model.checkpoint_path {checkpoint}: not an RM checkpoint "
+            f"(expected {HEAD_FILE} and {META_FILE}; point it at the rm stage's final/)"
+        )
+    return json.loads((path / META_FILE).read_text())
+
+
+def load_reward_head(checkpoint: str) -> RewardHead:
+    """The trained RewardHead of an RM checkpoint (on the CPU, float32 as saved)."""
+    state = torch.load(Path(checkpoint) / HEAD_FILE, map_location="cpu", weights_only=True)
+    head = RewardHead(state["linear.weight"].shape[1], bias="linear.bias" in state)
+    head.load_state_dict(state)
+    return head
