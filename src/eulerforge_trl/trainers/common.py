@@ -47,6 +47,23 @@ def lora_config(preset: Preset, task_type: str | None = "CAUSAL_LM", **extra):
     )
 
 
+def _checkpointing_arg(enabled: bool) -> dict:
+    """transformers renamed `gradient_checkpointing` to `activation_checkpointing` (the old name warns)."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Recompute activations in backward (non-reentrant), under whichever name this transformers has."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    argument = "activation" if enable.__name__.startswith("activation") else "gradient"
+    enable(**{f"{argument}_checkpointing_kwargs": {"use_reentrant": False}})
+
+
 def common_trainer_args(preset: Preset, run: RunDir, has_eval: bool) -> dict:
     """`TrainingArguments` fields shared by the SFT, RM and DPO configs, mapped one by one."""
     t = preset.training
@@ -70,7 +87,7 @@ def common_trainer_args(preset: Preset, run: RunDir, has_eval: bool) -> dict:
         save_total_limit=t.save_total_limit,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=t.save_steps if has_eval else None,
-        gradient_checkpointing=t.gradient_checkpointing,
+        **_checkpointing_arg(t.gradient_checkpointing),
         bf16=use_bf16(preset),
         fp16=t.precision == "fp16",
         report_to=[r for r in as_list(t.report_to) if r != "tensorboard"],

@@ -72,9 +72,8 @@ def test_recomputed_logprobs_equal_the_rollout_logprobs_and_kl_starts_at_zero(tr
     roll = trainer.sample(ids, mask)
     ref_logprobs = trainer.reference_logprobs(roll)
     old = trainer.old_pass(roll)  # two minibatches: a pass of its own, not fused into the update
-    targets = trainer.targets(
-        roll, trainer.score(roll, [trainer.prompt_rows[i]["prompt"] for i in rows]), ref_logprobs, old
-    )
+    scores, _parts = trainer.score(roll, [trainer.prompt_rows[i] for i in rows])
+    targets = trainer.targets(roll, scores, ref_logprobs, old)
     again, _, _ = response_forward(
         trainer.model, roll.input_ids, roll.attention_mask, roll.n_prompt, trainer.cfg.temperature
     )
@@ -207,7 +206,7 @@ def test_the_critic_starts_as_the_reward_head_in_normalised_units(tmp_path, crit
     assert logged == {"score_norm_mean": mean, "score_norm_std": std, "score_norm_samples": 8}
     hidden = torch.randn(5, trainer.critic.head.linear.in_features)
     with torch.no_grad():
-        expected = (trainer.scorer.head(hidden) - mean) / std
+        expected = (trainer.rewards.rm.scorer.head(hidden) - mean) / std
         torch.testing.assert_close(trainer.critic.head(hidden), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -259,3 +258,23 @@ def test_policy_and_critic_gradients_are_clipped_apart(tmp_path, critic):
     policy_at_step, critic_at_step = at_step[0]
     assert critic_at_step == pytest.approx(0.5, rel=1e-3)
     assert policy_at_step == pytest.approx(min(0.5, metrics["grad_norm_policy"]), rel=1e-3)  # its own norm only
+
+
+def test_report_to_logs_every_metric_through_accelerate_trackers(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    preset = tiny_ppo_preset(tmp_path, "training.report_to=[tensorboard]", "training.max_steps=1")
+    run = RunDir(tmp_path / "out")
+    run.root.mkdir()
+    PPOTrainer(preset, run).train()
+    events = sorted(run.tensorboard.rglob("events.out.tfevents.*"), key=lambda p: len(p.parts))[0]
+    tags = EventAccumulator(str(events.parent)).Reload().Tags()["scalars"]
+    logged = {k for line in run.metrics.read_text().splitlines() for k in json.loads(line) if k != "step"}
+    assert {f"train/{k}" for k in logged} <= set(tags)
+
+
+def test_an_unknown_logger_is_a_preset_error(tmp_path):
+    from eulerforge_trl.errors import PresetError
+
+    with pytest.raises(PresetError, match="training.report_to: unknown logger 'nosuch'"):
+        PPOTrainer(tiny_ppo_preset(tmp_path, "training.report_to=[nosuch]"), RunDir(tmp_path / "out"))

@@ -3,9 +3,10 @@
 Roles, all on the same base weights in memory:
   policy    - the SFT model + a trainable LoRA adapter (peft adapter "default");
   reference - the same model with adapters disabled (the KL anchor);
-  reward    - the RM adapter + RewardHead from the rm stage (frozen);
+  reward    - the RM adapter + RewardHead from the rm stage (frozen), and/or reward functions
+              (`rewards/sources.py`; a `separate` RM is the one model outside the shared base);
   critic    - a strategy from `critic.py`: a head on the policy's own hidden states, or its own
-              LoRA adapter + head; both start from the RM's head on the returns' scale.
+              LoRA adapter + head; both start from the RM's head on the returns' scale (or at 0).
 
 One step, CleanRL-style, as `train_step` lists it: 1. rollout  2. score  3. reference and old
 logprobs/values  4-5. targets (KL-shaped rewards, GAE)  6. PPO epochs  7. metrics. The maths is in
@@ -32,7 +33,7 @@ from ...data import render
 from ...data.jsonl import is_conversational, split_rows
 from ...errors import PresetError
 from ...models.loading import load_causal_lm, load_tokenizer, resolved_model_name
-from ...models.scorer import RewardScorer
+from ...rewards.sources import RewardSources, columns_of
 from ...rundir import (
     RunDir,
     append_jsonl,
@@ -43,7 +44,7 @@ from ...rundir import (
     write_final_marker,
 )
 from ...runtime import use_cpu, write_rank_digest
-from ..common import as_list, lora_config, use_bf16, weights_dtype
+from ..common import as_list, enable_activation_checkpointing, lora_config, use_bf16, weights_dtype
 from . import losses
 from .critic import POLICY, build_critic
 from .gradients import average_gradients
@@ -83,14 +84,21 @@ class PPOTrainer:
         self.device = self.accelerator.device
         self.tokenizer = load_tokenizer(preset.model_name)
         self.tokenizer.padding_side, self.tokenizer.truncation_side = "left", "left"
-        self.prompt_rows, held_out = split_rows(preset.data, preset.training.seed)
+        # rows carry the file's other columns with them (for reward functions), through eval_split too
+        self.prompt_rows, held_out = split_rows(
+            preset.data, preset.training.seed, columns=bool(preset.training.reward_funcs)
+        )
         self.prompts = self._tokenize_prompts(self.prompt_rows)
         self.stop_ids = render.stop_token_ids(self.tokenizer, is_conversational(self.prompt_rows[0]["prompt"]))
         self.eval_rows = self._eval_share(held_out or [])
         self.model = self._build_policy()
-        reward_checkpoint = preset.training.reward_model.checkpoint_path or ""
-        self.scorer = RewardScorer.attach(self.model, reward_checkpoint, resolved_model_name(preset.model_name), REWARD)
-        self.critic = build_critic(self.cfg.critic, self.model, self.scorer.head, self.device, reward_checkpoint)
+        self.rewards = RewardSources.from_preset(
+            preset, self.model, self.tokenizer, self.device, REWARD, dtype=weights_dtype(preset)
+        )
+        rm_adapter = self.rewards.rm.shared_checkpoint if self.rewards.rm is not None else ""
+        self.critic = build_critic(
+            self.cfg.critic, self.model, self.rewards.critic_init_head(), self.device, rm_adapter
+        )
         # dropout makes pi_old != pi on identical weights: off everywhere, once every adapter is in
         # place (an adapter loaded later, the RM's or the critic's, brings its own LoRA dropout)
         disable_dropout_in_model(self.model)
@@ -101,7 +109,7 @@ class PPOTrainer:
         self.total_steps = self._total_steps()
         self.scheduler = self._scheduler()
         self.step = 0
-        self.score_stats: tuple[float, float] | None = None  # RM score (mean, std) under the SFT policy
+        self.score_stats: tuple[float, float] | None = None  # total reward (mean, std) under the SFT policy
 
     # ------------------------------------------------------------------------------------ setup
 
@@ -120,7 +128,7 @@ class PPOTrainer:
             pad_token_id=self.tokenizer.pad_token_id,
         )
         if self.preset.training.gradient_checkpointing:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(base)
             base.enable_input_require_grads()
         config = lora_config(self.preset, "CAUSAL_LM")
         config.lora_dropout = 0.0  # dropout makes pi_old != pi on identical weights: off everywhere in PPO
@@ -199,14 +207,16 @@ class PPOTrainer:
             synced_gpus=self.accelerator.num_processes > 1,
         )
 
-    def score(self, roll: Rollout, prompts: list) -> torch.Tensor:
-        """2. [B] raw RM scores, each response rendered with its prompt as the RM was trained (`reward_ids`).
+    def score(self, roll: Rollout, rows: list[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """2. [B] raw total reward and {"reward/<name>": [B]} per source, for the prompts of `rows`.
 
-        Re-tokenising from text costs little and makes "scored as trained" hold for chat templates,
+        The RM reads each response rendered with its prompt as it was trained (`reward_ids`):
+        re-tokenising from text costs little and makes "scored as trained" hold for chat templates,
         whose rendered conversation differs from the sampled ids (the template's closing tokens).
+        Reward functions get the texts and the rows' other columns (`RewardSources.score`).
         """
-        ids, mask = render.reward_batch(self.tokenizer, prompts, self.response_texts(roll), self.device)
-        return self.scorer.score_ids(ids, mask)
+        prompts = [r["prompt"] for r in rows]
+        return self.rewards.score(prompts, self.response_texts(roll), columns_of(rows))
 
     @torch.no_grad()
     def reference_logprobs(self, roll: Rollout) -> torch.Tensor:
@@ -328,7 +338,7 @@ class PPOTrainer:
         with timer("generate"):
             roll = self.sample(prompt_ids, prompt_mask)  # 1. rollout
         with timer("reward"):
-            scores = self.score(roll, [self.prompt_rows[i]["prompt"] for i in rows])  # 2. raw RM scores
+            scores, parts = self.score(roll, [self.prompt_rows[i] for i in rows])  # 2. raw rewards
         with timer("reference"):
             ref_logprobs = self.reference_logprobs(roll)  # 3a. pi_ref
         with timer("old_logprobs"):
@@ -339,14 +349,16 @@ class PPOTrainer:
         self.scheduler.step()
         self.step += 1
         self._last = (roll, targets, scores, rows)
-        return self._step_metrics(roll, targets, scores, update_stats, timer, timer.now() - start)  # 7
+        return self._step_metrics(roll, targets, scores, parts, update_stats, timer, timer.now() - start)  # 7
 
-    def _step_metrics(self, roll, targets, scores, update_stats, timer: PhaseTimer, elapsed: float) -> dict:
-        """7. The step's numbers, averaged over processes."""
+    def _step_metrics(self, roll, targets, scores, parts, update_stats, timer: PhaseTimer, elapsed: float) -> dict:
+        """7. The step's numbers, averaged over processes. `reward_mean` is the raw total, `reward/<name>`
+        each source's raw (unweighted) mean."""
         mask = roll.response_mask
         local = {
             "reward_mean": scores.mean(),
             "reward_std": scores.std(unbiased=False),
+            **{name: values.nanmean() for name, values in parts.items()},
             "kl_divergence": targets.kl.sum(dim=1).mean(),
             "response_length": mask.sum(dim=1).float().mean(),
             "no_eos_fraction": (~roll.contains_eos).float().mean(),
@@ -376,14 +388,14 @@ class PPOTrainer:
     # ------------------------------------------------------------------------------------ score scale
 
     def _normalized(self, scores: torch.Tensor) -> torch.Tensor:
-        """RM scores in units of the SFT policy's score spread ("N implementation details", 2.4)."""
+        """Total rewards in units of the SFT policy's reward spread ("N implementation details", 2.4)."""
         if not self.cfg.normalize_scores:
             return scores
         mean, std = self.score_stats
         return (scores - mean) / std
 
     def ensure_score_scale(self) -> dict[str, float]:
-        """Before step 1: the RM score mean/std under the SFT policy, and the critic on that scale.
+        """Before step 1: the total reward's mean/std under the SFT policy, and the critic on that scale.
 
         Estimated once from `score_norm_samples` responses to training prompts over every process
         (the policy adapter starts at zero, so the policy *is* the SFT model), then kept and
@@ -391,33 +403,39 @@ class PPOTrainer:
         """
         if not self.cfg.normalize_scores or self.score_stats is not None:
             return {}
-        scores = self._sft_scores(self.cfg.score_norm_samples)
+        scores, rm_share = self._sft_scores(self.cfg.score_norm_samples)
         everyone = self.accelerator.gather(scores)
         mean, std = everyone.mean().item(), everyone.std(unbiased=False).clamp(min=1e-6).item()
         self.score_stats = (mean, std)
         if self.step == 0:  # a resumed run keeps its trained critic
-            self.critic.rescale(mean, std)
+            # the critic's head estimates the RM's weighted part of the total (or nothing: a zero head),
+            # so it is shifted by that part's mean; the other sources' mean is what it has to learn
+            self.critic.rescale(self.accelerator.gather(rm_share).mean().item(), std)
         logger.info(
             "reward normalisation from %d samples of the SFT policy: mean %.4f, std %.4f", len(everyone), mean, std
         )
         return {"score_norm_mean": mean, "score_norm_std": std, "score_norm_samples": len(everyone)}
 
     @torch.no_grad()
-    def _sft_scores(self, count: int) -> torch.Tensor:
-        """[>= count / processes] raw RM scores of this rank's share of `count` samples."""
+    def _sft_scores(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """[>= count / processes] raw total rewards of this rank's share of `count` samples, and the
+        RM's weighted part of them (zeros without an RM)."""
         bs, world = self.preset.training.batch_size, self.accelerator.num_processes
         batches = max(1, math.ceil(count / (bs * world)))
         order = torch.randperm(
             len(self.prompts), generator=torch.Generator().manual_seed(self.preset.training.seed + 1)
         )
         order = (order.tolist() * math.ceil(batches * bs * world / len(order)))[: batches * bs * world]
-        scores = []
+        scores, rm_share = [], []
         for b in range(batches):
             start = (b * world + self.accelerator.process_index) * bs
             rows = order[start : start + bs]
             roll = self.sample(*self._padded(rows))
-            scores.append(self.score(roll, [self.prompt_rows[i]["prompt"] for i in rows]))
-        return torch.cat(scores)
+            total, parts = self.score(roll, [self.prompt_rows[i] for i in rows])
+            scores.append(total)
+            share = self.rewards.rm_share(parts)
+            rm_share.append(share if share is not None else torch.zeros_like(total))
+        return torch.cat(scores), torch.cat(rm_share)
 
     # ------------------------------------------------------------------------------------ evaluation
 
@@ -425,8 +443,9 @@ class PPOTrainer:
     def evaluate(self) -> dict[str, float]:
         """Sample and score the held-out prompts; append the generations to eval_samples.jsonl.
 
-        Returns `eval_reward_mean` (raw RM score), `eval_response_length` and `eval_no_eos_fraction`
-        over every process's share, the numbers to compare before and after training.
+        Returns `eval_reward_mean` (the raw total reward), `eval_reward/<name>` per source,
+        `eval_response_length` and `eval_no_eos_fraction` over every process's share, the numbers to
+        compare before and after training.
         """
         from accelerate.utils import gather_object
 
@@ -434,23 +453,34 @@ class PPOTrainer:
         mine = self.eval_rows[rank::world]
         bs = self.preset.training.batch_size
         records, scores, lengths, no_eos = [], [], [], []
+        parts: dict[str, list[torch.Tensor]] = {}
         for start in range(0, len(mine), bs):
             rows = mine[start : start + bs]
             batch = self.tokenizer.pad({"input_ids": self._tokenize_prompts(rows)}, return_tensors="pt")
             roll = self.sample(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
             prompts = [r["prompt"] for r in rows]
-            batch_scores = self.score(roll, prompts)
+            batch_scores, batch_parts = self.score(roll, rows)
             scores.append(batch_scores)
+            for name, values in batch_parts.items():
+                parts.setdefault(name, []).append(values)
             lengths.append(roll.response_mask.sum(dim=1).float())
             no_eos.append((~roll.contains_eos).float())
             for prompt, text, value in zip(prompts, self.response_texts(roll), batch_scores.tolist()):
                 records.append({"step": self.step, "prompt": prompt, "response": text, "reward": value})
-        local = torch.stack([torch.cat(scores).mean(), torch.cat(lengths).mean(), torch.cat(no_eos).mean()])
+        names = ["eval_reward_mean", "eval_response_length", "eval_no_eos_fraction", *(f"eval_{n}" for n in parts)]
+        local = torch.stack(
+            [
+                torch.cat(scores).mean(),
+                torch.cat(lengths).mean(),
+                torch.cat(no_eos).mean(),
+                *(torch.cat(values).nanmean() for values in parts.values()),
+            ]
+        )
         reduced = self.accelerator.reduce(local.to(self.device), "mean").tolist()
         everyone = gather_object(records) if world > 1 else records
         if self.accelerator.is_main_process:
             append_jsonl(self.run.eval_samples, everyone, ensure_ascii=False)
-        return dict(zip(("eval_reward_mean", "eval_response_length", "eval_no_eos_fraction"), reduced))
+        return dict(zip(names, reduced))
 
     # ------------------------------------------------------------------------------------ loop
 
