@@ -12,6 +12,7 @@ import yaml
 
 from eulerforge_trl.config import load_preset
 from eulerforge_trl.config.shipped import PACKAGE_ROOT, SHIPPED_DIR
+from eulerforge_trl.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_PRESETS = sorted(SHIPPED_DIR.glob("*.yml"))
@@ -31,7 +32,7 @@ def test_repository_presets_folder_is_the_shipped_one():
 @pytest.mark.parametrize("path", STAGE_PRESETS, ids=lambda p: p.name)
 def test_preset_loads(path):
     preset = load_preset(path)
-    assert preset.training.type in ("sft", "rm", "ppo", "dpo")
+    assert preset.training.type in STAGES
 
 
 @pytest.mark.parametrize("path", STAGE_PRESETS, ids=lambda p: p.name)

@@ -36,6 +36,8 @@ class Stage:
     curves: tuple[str, ...] = ()  # metric keys drawn in training_curves.png, one panel each (if logged)
     # in a pipeline: preset key -> the earlier stage whose `final/` is set there
     inputs: Mapping[str, str] = field(default_factory=dict)
+    # other preset keys or sections it reads that not every stage does, e.g. "training.reward_funcs"
+    reads: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs)))
@@ -53,6 +55,16 @@ def _first_last_loss(records: list[dict]) -> str:
     if evals:
         text += f", eval_loss {evals[-1]:.3f}"
     return text
+
+
+def _grpo_summary(records: list[dict]) -> str:
+    rewards = [r["reward_mean"] for r in records if "reward_mean" in r]
+    if not rewards:
+        return "no steps logged"
+    k = max(1, len(rewards) // 10)
+    text = f"reward_mean {sum(rewards[:k]) / k:.3f} (first 10%) -> {sum(rewards[-k:]) / k:.3f} (last 10%)"
+    kls = [r["kl_divergence"] for r in records if "kl_divergence" in r]
+    return text + (f", kl_divergence last {kls[-1]:.3f}" if kls else "")
 
 
 def _dpo_summary(records: list[dict]) -> str:
@@ -83,6 +95,9 @@ def _ppo_summary(records: list[dict]) -> str:
         text += f"; held-out prompts: reward {held_out[0]:.3f} -> {held_out[-1]:.3f}"
     return text
 
+
+# what the stages that optimise a reward read: the learned RM and the reward functions beside it
+REWARD_KEYS = ("training.reward_model", "training.reward_funcs", "training.reward_weights")
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
@@ -121,6 +136,18 @@ STAGES: dict[str, Stage] = {
                 "response_length",
             ),
             inputs={"model_name": "sft", "training.reward_model.checkpoint_path": "rm"},
+            reads=REWARD_KEYS,
+        ),
+        Stage(
+            name="grpo",
+            data_task="prompt_only",
+            runner="eulerforge_trl.trainers.grpo:run_grpo",
+            pipeline_dir="03_grpo",
+            summary=_grpo_summary,
+            config_section="training.grpo",
+            curves=("reward_mean", "kl_divergence", "entropy", "loss", "reward_std", "completions/mean_length"),
+            inputs={"model_name": "sft", "training.reward_model.checkpoint_path": "rm"},
+            reads=REWARD_KEYS,
         ),
         Stage(
             name="dpo",
@@ -141,7 +168,7 @@ def pipeline_chains() -> list[tuple[str, ...]]:
 
     A chain starts at a stage with no inputs; each later stage takes the `final/` of the one just
     before it, and every stage it takes one from is earlier in the chain. Today: sft; sft, rm;
-    sft, rm, ppo; sft, dpo.
+    sft, rm, ppo; sft, rm, grpo; sft, dpo.
     """
     chains: list[tuple[str, ...]] = []
 

@@ -214,7 +214,8 @@ def test_reward_model_section_is_the_ppo_stages(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="eulerforge_trl.config.loading"):
         load_preset(path)
     (record,) = caplog.records
-    assert "training.reward_model.checkpoint_path" in record.getMessage() and "ppo stage" in record.getMessage()
+    message = record.getMessage()
+    assert "training.reward_model.checkpoint_path" in message and "the ppo and grpo stages read it" in message
 
 
 def test_own_stage_keys_defaults_and_resolved_presets_do_not_warn(tmp_path, caplog):

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import PresetError
-from .rules import SECTION_STAGE
+from .rules import SECTION_STAGE, readers_text
 from .schema import Preset, doc_of
 
 _WIDTH = 100
@@ -43,7 +43,7 @@ def explain(key: str) -> str:
     lines = [key, f"  type:    {_type_text(hint)}", f"  default: {_value_text(_default(section, name))}"]
     stage = _reading_stage(key)
     if stage:
-        lines.append(f"  read by: the {stage} stage")
+        lines.append(f"  read by: {stage}")
     lines += _wrap(doc_of(section, name), "  ")
     return "\n".join(lines)
 
@@ -102,7 +102,7 @@ def _explain_section(key: str, cls: type, optional: bool = False, doc: str = "")
     lines = _wrap(title, "", "  ")
     stage = _reading_stage(key)
     if stage:
-        lines.append(f"  read by: the {stage} stage; other stages ignore it")
+        lines.append(f"  read by: {stage}; other stages ignore it")
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
@@ -126,9 +126,9 @@ def _wrap(text: str, indent: str, subsequent: str | None = None) -> list[str]:
 
 
 def _reading_stage(key: str) -> str | None:
-    for section, stage in SECTION_STAGE.items():
+    for section, stages in SECTION_STAGE.items():
         if key == section or key.startswith(section + "."):
-            return stage
+            return readers_text(stages)
     return None
 
 

@@ -13,22 +13,27 @@ from .schema import Preset
 _TASK_OF_STAGE = {name: stage.data_task for name, stage in STAGES.items()}
 
 
-def _stage_sections() -> dict[str, str]:
-    """Each stage-specific section and the one stage that reads it, from the stage table: a stage's
-    `config_section`, and the section of each key a pipeline wires into it (ppo: training.reward_model)."""
-    sections = {}
+def _stage_sections() -> dict[str, tuple[str, ...]]:
+    """Each stage-specific section (or key) and the stages that read it, from the stage table: a stage's
+    `config_section`, its `reads`, and the section of each key a pipeline wires into it."""
+    sections: dict[str, list[str]] = {}
     for name, stage in STAGES.items():
-        if stage.config_section:
-            sections[stage.config_section] = name
-        for key in stage.inputs:
-            section = key.rpartition(".")[0]
-            if section.startswith("training."):
-                sections[section] = name
-    return sections
+        wired = [key.rpartition(".")[0] for key in stage.inputs]
+        for section in (stage.config_section, *stage.reads, *wired):
+            if section and section.startswith("training.") and name not in sections.setdefault(section, []):
+                sections[section].append(name)
+    return {section: tuple(names) for section, names in sections.items()}
 
 
-# {"training.ppo": "ppo", "training.reward_model": "ppo", "training.dpo": "dpo"}; other stages ignore them
+# {"training.ppo": ("ppo",), "training.reward_model": ("ppo", "grpo"), ...}; other stages ignore them
 SECTION_STAGE = _stage_sections()
+
+
+def readers_text(stages: tuple[str, ...]) -> str:
+    """("ppo",) -> "the ppo stage"; ("ppo", "grpo") -> "the ppo and grpo stages"."""
+    if len(stages) == 1:
+        return f"the {stages[0]} stage"
+    return f"the {', '.join(stages[:-1])} and {stages[-1]} stages"
 
 
 def preset_problems(p: Preset) -> list[str]:
@@ -63,7 +68,7 @@ def preset_problems(p: Preset) -> list[str]:
             tm == "all-linear" or (isinstance(tm, list) and tm and all(isinstance(m, str) for m in tm)),
             f"lora.target_modules ({tm}) must be 'all-linear' or a list of module names",
         )
-    if t.type in ("rm", "ppo"):
+    if t.type in ("rm", "ppo", "grpo"):
         need(p.lora is not None, f"the {t.type} stage trains a LoRA adapter on the shared base: add a lora: section")
     if t.type == "ppo":
         need(ppo.kl_coef >= 0, f"training.ppo.kl_coef ({ppo.kl_coef}) must be >= 0")
@@ -78,6 +83,34 @@ def preset_problems(p: Preset) -> list[str]:
             ppo.num_mini_batches >= 1 and t.batch_size % ppo.num_mini_batches == 0,
             f"training.ppo.num_mini_batches ({ppo.num_mini_batches}) must divide training.batch_size ({t.batch_size})",
         )
+    if t.type == "grpo":
+        grpo = t.grpo
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # set by `accelerate launch` / torchrun
+        per_step = t.batch_size * t.grad_accum * world
+        need(grpo.num_generations >= 2, f"training.grpo.num_generations ({grpo.num_generations}) must be >= 2")
+        need(
+            grpo.num_generations < 2 or per_step % grpo.num_generations == 0,
+            f"training.grpo.num_generations ({grpo.num_generations}) must divide the completions per step, "
+            f"training.batch_size ({t.batch_size}) x training.grad_accum ({t.grad_accum}) x processes ({world}) "
+            f"= {per_step}: set training.batch_size to a multiple of {grpo.num_generations}",
+        )
+        need(grpo.beta >= 0, f"training.grpo.beta ({grpo.beta}) must be >= 0")
+        need(grpo.epsilon > 0, f"training.grpo.epsilon ({grpo.epsilon}) must be > 0")
+        need(
+            grpo.epsilon_high is None or grpo.epsilon_high >= grpo.epsilon,
+            f"training.grpo.epsilon_high ({grpo.epsilon_high}) must be >= training.grpo.epsilon ({grpo.epsilon})",
+        )
+        need(grpo.num_iterations >= 1, f"training.grpo.num_iterations ({grpo.num_iterations}) must be >= 1")
+        need(
+            grpo.max_completion_length >= 1,
+            f"training.grpo.max_completion_length ({grpo.max_completion_length}) must be >= 1",
+        )
+        need(grpo.temperature > 0, f"training.grpo.temperature ({grpo.temperature}) must be > 0")
+        need(0 < grpo.top_p <= 1, f"training.grpo.top_p ({grpo.top_p}) must be in (0, 1]")
+        need(grpo.top_k >= 0, f"training.grpo.top_k ({grpo.top_k}) must be >= 0")
+        need(grpo.repetition_penalty > 0, f"training.grpo.repetition_penalty ({grpo.repetition_penalty}) must be > 0")
+        need(grpo.sample_every >= 0, f"training.grpo.sample_every ({grpo.sample_every}) must be >= 0")
+    if t.type in ("ppo", "grpo"):
         named = p.training.reward_model.model_name
         need(
             not named or same_model(named, p.model_name),
@@ -119,12 +152,13 @@ def unused_stage_keys(p: Preset, keys: Iterable[str]) -> list[str]:
     defaults = Preset()
     warnings = []
     for key in sorted(keys):
-        for section, stage in SECTION_STAGE.items():
-            if stage == p.training.type or not (key == section or key.startswith(section + ".")):
+        for section, stages in SECTION_STAGE.items():
+            if p.training.type in stages or not (key == section or key.startswith(section + ".")):
                 continue
             if operator.attrgetter(key)(p) != operator.attrgetter(key)(defaults):
+                reads = "reads" if len(stages) == 1 else "read"
                 warnings.append(
-                    f"{key} is set but only the {stage} stage reads it; this preset trains "
+                    f"{key} is set but only {readers_text(stages)} {reads} it; this preset trains "
                     f"training.type={p.training.type}, so it has no effect"
                 )
     return warnings

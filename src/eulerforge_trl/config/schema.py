@@ -51,7 +51,7 @@ class DataSection:
     task: Literal["sft", "preference", "prompt_only"] = setting(
         "sft",
         "row shape, one per stage: sft {prompt, response} (SFT); preference {prompt, chosen, rejected} "
-        "(RM, DPO); prompt_only {prompt} (PPO); or TRL's conversational forms of each",
+        "(RM, DPO); prompt_only {prompt} (PPO, GRPO); or TRL's conversational forms of each",
     )
     max_length: int = setting(
         512, "tokens of prompt + response; longer rows are cut at the end (SFT, DPO) or dropped (RM)"
@@ -69,7 +69,7 @@ class DataSection:
 
 @dataclass
 class RewardModelSection:
-    """PPO only: the RM adapter + RewardHead trained by the `rm` stage, applied on the policy's base."""
+    """PPO and GRPO: the RM adapter + RewardHead trained by the `rm` stage, applied on the policy's base."""
 
     model_name: str | None = setting(
         None, "the base the RM was trained on; when set it must be model_name (one base in memory); null = not checked"
@@ -157,6 +157,51 @@ class PPOSection:
 
 
 @dataclass
+class GRPOSection:
+    """GRPO hyper-parameters. Each key is the TRL `GRPOConfig` field of the same name."""
+
+    num_generations: int = setting(
+        4,
+        "completions sampled per prompt; their rewards are compared within the group (the advantage is the "
+        "reward minus the group mean). >= 2; training.batch_size counts completions, so batch_size x processes "
+        "x grad_accum must be a multiple of it (batch_size / num_generations prompts per step and process)",
+    )
+    beta: float = setting(
+        0.04,
+        "weight of the KL to the reference (the SFT model: adapters disabled) in the loss; 0 = no reference "
+        "pass (faster, no kl_divergence logged). TRL's default is 0; 0.01-0.1 keeps the policy near the SFT model",
+    )
+    epsilon: float = setting(0.2, "clip of the ratio pi/pi_old (lower side, and upper unless epsilon_high); 0.1-0.3")
+    epsilon_high: float | None = setting(None, "upper clip of the ratio; null = epsilon (DAPO uses 0.28)")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = setting(
+        "dapo",
+        "how token losses are averaged (TRL's loss_type): dapo = over every token of the batch (no length bias, "
+        "TRL's default); grpo = per sequence, then over sequences (favours short good answers); dr_grpo = over "
+        "a constant (max_completion_length)",
+    )
+    scale_rewards: Literal["group", "batch", "none"] = setting(
+        "group",
+        "divide the advantages by the reward std of the group (GRPO), of the whole batch, or not at all (Dr. GRPO)",
+    )
+    num_iterations: int = setting(
+        1, "optimisation passes over each generated batch (mu in the paper); 1 = on-policy, pi_old = pi"
+    )
+    max_completion_length: int = setting(64, "new tokens per completion; a longer answer is cut off there")
+    mask_truncated_completions: bool = setting(
+        False, "leave completions that hit max_completion_length without EOS out of the loss (DAPO)"
+    )
+    temperature: float = setting(1.0, "sampling temperature, also applied to every logprob")
+    top_p: float = setting(1.0, "nucleus sampling; 1.0 = off (sample from the full distribution)")
+    top_k: int = setting(0, "top-k sampling; 0 = off")
+    repetition_penalty: float = setting(
+        1.0, "> 1 discourages repeated tokens while sampling; 1.0 = pure sampling (the checkpoint's own is ignored)"
+    )
+    entropy_coef: float = setting(0.0, "weight of an entropy bonus in the loss (0 = off)")
+    sample_every: int = setting(10, "write sample generations to samples.jsonl every N steps (0 = never)")
+    num_samples: int = setting(4, "generations written each time")
+
+
+@dataclass
 class DPOSection:
     """DPO hyper-parameters (TRL `DPOConfig`)."""
 
@@ -187,13 +232,19 @@ class DPOSection:
 class TrainingSection:
     """Optimisation settings shared by every stage; `type` picks the stage."""
 
-    type: Literal["sft", "rm", "ppo", "dpo"] = setting(
-        "sft", "the stage this preset trains; it reads training.<type> (ppo also training.reward_model)"
+    type: Literal["sft", "rm", "ppo", "grpo", "dpo"] = setting(
+        "sft",
+        "the stage this preset trains; it reads training.<type> (ppo and grpo also training.reward_model, "
+        "reward_funcs and reward_weights)",
     )
     lr: float = setting(2e-4, "learning rate; LoRA ~1e-4 to 2e-4 (SFT, RM), lower for PPO (~1e-5) and DPO (~5e-6)")
     epochs: float = setting(1.0, "passes over the data (ignored when max_steps > 0)")
     max_steps: int = setting(-1, "optimizer steps (PPO: rollout batches); > 0 overrides epochs")
-    batch_size: int = setting(8, "rows per device per step (PPO: prompts per rollout batch per process)")
+    batch_size: int = setting(
+        8,
+        "rows per device per step (PPO: prompts per rollout batch per process; GRPO: completions per step "
+        "and process, batch_size / training.grpo.num_generations prompts)",
+    )
     grad_accum: int = setting(1, "batches accumulated per optimizer step (SFT, RM, DPO; not used by PPO)")
     seed: int = setting(42, "seeds the data split, the shuffling, the initialisation and the sampling")
     warmup_ratio: float = setting(0.0, "fraction of the steps over which the learning rate ramps up from 0")
@@ -215,9 +266,9 @@ class TrainingSection:
         doc="loggers besides metrics.jsonl: a list of transformers' names (tensorboard, wandb, ...) or []",
         factory=lambda: ["tensorboard"],
     )
-    reward_model: RewardModelSection = setting(doc="the learned reward model (PPO)", factory=RewardModelSection)
+    reward_model: RewardModelSection = setting(doc="the learned reward model (PPO, GRPO)", factory=RewardModelSection)
     reward_funcs: list[str] = setting(
-        doc="reward functions (PPO), each 'package.module:function' or 'path/to/file.py:function' with TRL's "
+        doc="reward functions (PPO, GRPO), each 'package.module:function' or 'path/to/file.py:function' with TRL's "
         "signature fn(prompts, completions, **columns) -> list[float]; added to the RM score",
         factory=list,
     )
@@ -225,6 +276,7 @@ class TrainingSection:
         None, "one weight per entry of training.reward_funcs, in order; null = 1.0 each"
     )
     ppo: PPOSection = setting(doc="PPO hyper-parameters (read by the ppo stage only)", factory=PPOSection)
+    grpo: GRPOSection = setting(doc="GRPO hyper-parameters (read by the grpo stage only)", factory=GRPOSection)
     dpo: DPOSection = setting(doc="DPO hyper-parameters (read by the dpo stage only)", factory=DPOSection)
 
 

@@ -1,0 +1,309 @@
+"""GRPO stage: TRL `GRPOTrainer` on one shared base, rewarded by the RM adapter and reward functions.
+
+Roles, all on the same base weights in memory (as in PPO):
+  policy    - the SFT model + a trainable LoRA adapter (peft adapter "default"), handed to TRL as a
+              `PeftModel` (no `peft_config`, so TRL does not wrap it again);
+  reference - the same model with adapters disabled (TRL's PEFT path; `ref_model` stays None);
+  reward    - the RM adapter ("reward", never trainable) + RewardHead from the rm stage, called as a
+              reward function "rm" that switches to the RM adapter under no_grad and back;
+  functions - `training.reward_funcs`, TRL's signature, one reward source each.
+
+Total reward = reward_model.weight x RM score + sum(reward_weights x functions) (TRL's
+`reward_weights`), normalised within each group of `num_generations` completions of a prompt.
+Without an RM checkpoint (`checkpoint_path: ""`) and with functions, no RM is used at all.
+
+Logged per step beside TRL's own names: `reward_mean` (the weighted total, TRL's `reward`),
+`reward/<name>` (each source, unweighted: `reward/rm`, `reward/<function>`), `kl_divergence`
+(TRL's `kl`, only when beta > 0), `entropy`, `loss`, `time_step` (seconds per step).
+`final/` holds the policy adapter only, loadable as `model_name` like PPO's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+
+from transformers import TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import disable_dropout_in_model
+
+from ..config.schema import Preset
+from ..data import render
+from ..data.jsonl import extra_columns, is_conversational, read_rows
+from ..errors import PresetError
+from ..models.loading import load_causal_lm, load_tokenizer, resolved_model_name
+from ..models.scorer import RewardScorer, load_reward_model
+from ..rewards.functions import call_reward_function, load_reward_function
+from ..rundir import RunDir, append_jsonl, atomic_directory, checkpoint_step, trim_metrics, write_final_marker
+from .common import common_trainer_args, logging_callbacks, lora_config, weights_dtype
+
+logger = logging.getLogger(__name__)
+
+POLICY, REWARD = "default", "reward"
+RM_NAME = "rm"  # the RM's reward-function name: TRL logs rewards/rm/mean, we log reward/rm
+
+
+def to_grpo_config(preset: Preset, run: RunDir, reward_weights: list[float]) -> GRPOConfig:
+    """The `GRPOConfig` for a preset: `training.grpo.*` under the same names, every field we rely on set."""
+    g = preset.training.grpo
+    return GRPOConfig(
+        **common_trainer_args(preset, run, has_eval=False),
+        num_generations=g.num_generations,
+        beta=g.beta,
+        epsilon=g.epsilon,
+        epsilon_high=g.epsilon_high,
+        loss_type=g.loss_type,
+        scale_rewards=g.scale_rewards,
+        num_iterations=g.num_iterations,
+        max_completion_length=g.max_completion_length,
+        mask_truncated_completions=g.mask_truncated_completions,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        top_k=g.top_k,
+        min_p=None,
+        repetition_penalty=g.repetition_penalty,
+        entropy_coef=g.entropy_coef,
+        reward_weights=reward_weights,
+        multi_objective_aggregation="sum_then_normalize",
+        disable_dropout=True,  # the reference (adapters off) and the policy must see the same network
+        sync_ref_model=False,  # not supported with PEFT
+        use_vllm=False,  # TRL's own generate() on the policy
+        log_completions=False,  # samples.jsonl instead (see SampleRecorder)
+        remove_unused_columns=False,  # extra data columns reach the reward functions
+        shuffle_dataset=True,
+    )
+
+
+# ------------------------------------------------------------------------------------ rewards
+
+
+class SampleRecorder:
+    """Collects each source's rewards for the current batch; the last source writes samples.jsonl.
+
+    TRL calls the reward functions one after another on the same (prompts, completions) of this
+    process; after the last one the weighted total is known. Main process only, at step 1 and
+    every `sample_every` steps.
+    """
+
+    def __init__(self, run: RunDir, names: list[str], weights: list[float], every: int, count: int, is_main: bool):
+        self.run, self.names, self.weights = run, names, weights
+        self.every, self.count, self.is_main = every, count, is_main
+        self.values: dict[str, list[float]] = {}
+
+    def add(self, name: str, prompts: list, completions: list, values: list[float], trainer_state=None) -> None:
+        self.values[name] = values
+        if name != self.names[-1]:
+            return
+        values_by_source, self.values = self.values, {}
+        step = (trainer_state.global_step if trainer_state is not None else 0) + 1  # the step being computed
+        if not (self.is_main and self.every and (step == 1 or step % self.every == 0)):
+            return
+        records = []
+        for i in range(min(self.count, len(completions))):
+            per_source = {n: values_by_source[n][i] for n in self.names if n in values_by_source}
+            total = sum(w * v for n, w in zip(self.names, self.weights) if not math.isnan(v := per_source[n]))
+            records.append(
+                {
+                    "step": step,
+                    "prompt": prompts[i],
+                    "response": _text(completions[i]),
+                    "reward": total,
+                    "rewards": per_source,
+                }
+            )
+        append_jsonl(self.run.samples, records, ensure_ascii=False)
+
+
+def _text(completion) -> str:
+    """A completion as text: TRL gives a string, or [{"role": "assistant", "content": ...}] for conversations."""
+    if isinstance(completion, list):
+        return "".join(str(m.get("content", "")) for m in completion)
+    return completion
+
+
+def rm_reward(scorer: RewardScorer, tokenizer, batch_size: int, recorder: SampleRecorder) -> Callable:
+    """The RM as a TRL reward function named "rm": each (prompt, completion) rendered as the RM was
+    trained (`render.reward_batch`), scored with the RM adapter under no_grad; the policy adapter
+    and the training mode are restored after every batch (`RewardScorer.score_ids`)."""
+    device = scorer.head.linear.weight.device
+
+    def rm(prompts, completions, trainer_state=None, **_columns) -> list[float]:
+        scores: list[float] = []
+        for start in range(0, len(completions), batch_size):
+            end = start + batch_size
+            ids, mask = render.reward_batch(tokenizer, prompts[start:end], completions[start:end], device)
+            scores += scorer.score_ids(ids, mask).tolist()
+        recorder.add(RM_NAME, prompts, completions, scores, trainer_state)
+        return scores
+
+    rm.__name__ = rm.__qualname__ = RM_NAME
+    return rm
+
+
+def user_reward(spec: str, name: str, recorder: SampleRecorder) -> Callable:
+    """A `training.reward_funcs` entry as a TRL reward function named `name`; whatever goes wrong in
+    the user's code is one `UserError` naming the spec (`call_reward_function`)."""
+    fn = load_reward_function(spec, key="training.reward_funcs")
+
+    def reward(prompts, completions, **kwargs) -> list[float]:
+        values = call_reward_function(fn, f"training.reward_funcs {spec}", prompts, completions, **kwargs)
+        recorder.add(name, prompts, completions, values, kwargs.get("trainer_state"))
+        return values
+
+    reward.__name__ = reward.__qualname__ = name
+    return reward
+
+
+def function_names(specs: list[str]) -> list[str]:
+    """One log name per spec: the function's name, made unique (`rm` is the RM's)."""
+    names: list[str] = []
+    for spec in specs:
+        base = str(spec).rpartition(":")[2] or "reward"
+        name, n = base, 2
+        while name in names or name == RM_NAME:
+            name, n = f"{base}_{n}", n + 1
+        names.append(name)
+    return names
+
+
+# ------------------------------------------------------------------------------------ logging
+
+
+class GRPOMetricNames(TrainerCallback):
+    """Adds the EulerForge names to TRL's logs, in place, before metrics.jsonl and TensorBoard see them.
+
+    reward -> reward_mean, kl -> kl_divergence, rewards/<name>/mean -> reward/<name>; plus
+    time_step, the wall seconds per optimizer step since the previous log.
+    """
+
+    def __init__(self):
+        self.last_time: float | None = None
+        self.last_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_time, self.last_step = time.perf_counter(), state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "reward" not in logs:
+            return
+        extra = {"reward_mean": logs["reward"]}
+        if "kl" in logs:
+            extra["kl_divergence"] = logs["kl"]
+        for key, value in logs.items():
+            if key.startswith("rewards/") and key.endswith("/mean"):
+                extra["reward/" + key[len("rewards/") : -len("/mean")]] = value
+        now = time.perf_counter()
+        if self.last_time is not None and state.global_step > self.last_step:
+            extra["time_step"] = (now - self.last_time) / (state.global_step - self.last_step)
+        self.last_time, self.last_step = now, state.global_step
+        logs.update(extra)
+
+
+# ------------------------------------------------------------------------------------ model
+
+
+def build_policy(preset: Preset, tokenizer):
+    """The SFT model with a fresh policy LoRA ("default", dropout 0) and a clean generation config."""
+    from peft import get_peft_model
+    from transformers import GenerationConfig
+
+    base = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
+    # generate() fills what TRL leaves unset from the checkpoint's generation_config (SmolLM2's
+    # repetition_penalty, ...): samples would then not come from the policy whose logprobs TRL takes
+    base.generation_config = GenerationConfig(
+        bos_token_id=base.generation_config.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = lora_config(preset, "CAUSAL_LM")
+    config.lora_dropout = 0.0  # pi_old and the reference must be the same network as pi on the same weights
+    return get_peft_model(base, config, adapter_name=POLICY)
+
+
+def reward_sources(preset: Preset) -> tuple[bool, list[str], list[float]]:
+    """(use the RM?, function specs, weights in TRL's order: the RM's first)."""
+    t = preset.training
+    specs = list(t.reward_funcs or [])
+    weights = list(t.reward_weights) if t.reward_weights is not None else [1.0] * len(specs)
+    if len(weights) != len(specs):
+        raise PresetError(
+            f"training.reward_weights has {len(weights)} entries for {len(specs)} training.reward_funcs: give one each"
+        )
+    use_rm = bool(t.reward_model.checkpoint_path) or not specs  # "" and no functions: a random head (debug)
+    return use_rm, specs, ([t.reward_model.weight] if use_rm else []) + weights
+
+
+def prompt_rows(preset: Preset) -> list[dict]:
+    """Every row of `data.path` with its other columns, which TRL hands to reward functions as keyword
+    arguments (a `solution` column, say). GRPO holds nothing out: `data.eval_*` are not read."""
+    rows = read_rows(preset.data.path, preset.data.task)
+    extra = extra_columns(preset.data.path, preset.data.task)
+    return [{**row, **{name: values[i] for name, values in extra.items()}} for i, row in enumerate(rows)]
+
+
+def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
+    """Train and write `final/` (the policy adapter, tokenizer, preset.yml); returns the final metrics."""
+    from accelerate import PartialState
+    from datasets import Dataset
+
+    state = PartialState()
+    is_main = state.is_main_process
+    tokenizer = load_tokenizer(preset.model_name)
+    tokenizer.padding_side = "left"  # prompts are left-padded for generation
+    train_rows = prompt_rows(preset)
+    if is_conversational(train_rows[0]["prompt"]):
+        render.require_chat_template(tokenizer, train_rows, preset.model_name)
+    use_rm, specs, weights = reward_sources(preset)
+    model = build_policy(preset, tokenizer).to(state.device)  # before the RM's head is placed beside it
+    names = ([RM_NAME] if use_rm else []) + function_names(specs)
+    g = preset.training.grpo
+    recorder = SampleRecorder(run, names, weights, g.sample_every, g.num_samples, is_main)
+    reward_funcs: list[Callable] = []
+    if use_rm:
+        checkpoint, rm_tokenizer = preset.training.reward_model.checkpoint_path or "", tokenizer
+        if checkpoint and preset.training.reward_model.separate:  # a model of its own: a second base in memory
+            scorer, rm_tokenizer = load_reward_model(checkpoint, dtype=weights_dtype(preset))
+            scorer.model.to(state.device)
+            scorer.head.to(state.device)
+        else:
+            scorer = RewardScorer.attach(model, checkpoint, resolved_model_name(preset.model_name), REWARD)
+        reward_funcs.append(rm_reward(scorer, rm_tokenizer, preset.training.batch_size, recorder))
+    reward_funcs += [user_reward(spec, name, recorder) for spec, name in zip(specs, names[len(names) - len(specs) :])]
+    disable_dropout_in_model(model)  # the RM adapter brings its own LoRA dropout
+    model.set_adapter(POLICY)
+    callbacks = [GRPOMetricNames(), *logging_callbacks(preset, run)]
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=to_grpo_config(preset, run, weights),
+        train_dataset=Dataset.from_list(train_rows),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    if "ref" in model.peft_config:
+        # TRL copies a PeftModel's adapter as "ref" for a re-trained adapter; ours starts at zero
+        # (LoRA B = 0), so the SFT model with adapters disabled is the same reference without a copy
+        model.delete_adapter("ref")
+        model.set_adapter(POLICY)
+    if resume_from and is_main:
+        trim_metrics(run.samples, checkpoint_step(resume_from) or 0)
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    if trainer.is_world_process_zero():
+        with atomic_directory(run.final) as tmp:
+            model.save_pretrained(tmp, selected_adapters=[POLICY])
+            tokenizer.padding_side = "right"
+            tokenizer.save_pretrained(tmp)
+            if run.preset.is_file():
+                shutil.copy(run.preset, tmp / "preset.yml")
+            write_final_marker(
+                tmp, stage="grpo", base=resolved_model_name(preset.model_name), steps=trainer.state.global_step
+            )
+    trainer.accelerator.wait_for_everyone()
+    last = next((h for h in reversed(trainer.state.log_history) if "reward_mean" in h), {})
+    return {**dict(result.metrics), **{k: v for k, v in last.items() if isinstance(v, (int, float))}}
+
+
+__all__ = ["run_grpo", "to_grpo_config"]
