@@ -104,3 +104,22 @@ def test_ppo_trains_data_parallel_and_resumes_every_rank_exactly(tmp_path, tiny_
     again = read_metrics(resumed / "metrics.jsonl")[-1]
     for key in ("reward_mean", "kl_divergence", "ppo_loss", "value_loss"):
         assert again[key] == pytest.approx(last[key], abs=1e-6), key
+
+
+def test_grpo_trains_data_parallel_on_the_shared_base(tmp_path, tiny_argv, tiny_sft_final, tiny_rm_final):
+    """Two processes, each sampling its own 4 completions (1 prompt x 4 generations) per step."""
+    out = tmp_path / "out"
+    args = (
+        f"model_name={tiny_sft_final}",
+        f"training.reward_model.checkpoint_path={tiny_rm_final}",
+        "training.max_steps=4",
+        "training.save_steps=2",
+        "training.batch_size=4",
+        "training.grpo.max_completion_length=8",
+        "training.grpo.sample_every=1",
+    )
+    launch(tiny_argv, "tiny_grpo.yml", out, tmp_path / "digests", *args)
+    assert_ranks_in_sync(tmp_path / "digests")
+    assert_written_once(out, "grpo")
+    history = [r for r in read_metrics(out / "metrics.jsonl") if "reward_mean" in r]
+    assert [r["step"] for r in history] == [1, 2, 3, 4]
