@@ -113,9 +113,15 @@ def preset_problems(p: Preset) -> list[str]:
     if t.type in ("ppo", "grpo"):
         named = p.training.reward_model.model_name
         need(
-            not named or same_model(named, p.model_name),
+            not named or p.training.reward_model.separate or same_model(named, p.model_name),
             f"training.reward_model.model_name ({named}) differs from model_name ({p.model_name}): the reward "
             f"adapter runs on the policy's base, so train the RM on {p.model_name} (or leave this key out)",
+        )
+    if t.reward_weights is not None:
+        need(
+            len(t.reward_weights) == len(t.reward_funcs),
+            f"training.reward_weights has {len(t.reward_weights)} entries for {len(t.reward_funcs)} "
+            "training.reward_funcs: give one weight per function, in order (or leave reward_weights out: 1.0 each)",
         )
     if t.type == "dpo":
         need(t.dpo.beta > 0, f"training.dpo.beta ({t.dpo.beta}) must be > 0")

@@ -83,7 +83,10 @@ def extra_columns(path: str | Path, task: str) -> dict[str, list]:
     the non-blank lines, as `read_rows` counts them; call it after `read_rows` has checked the file.
     """
     own = {"messages", *REQUIRED_FIELDS[task], *(a for f in REQUIRED_FIELDS[task] for a in _ALIASES.get(f, ()))}
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    # split on "\n" only, as `read_rows` reads lines: str.splitlines would also split inside a JSON
+    # string holding a raw U+2028 or \x1c, and the columns would then no longer line up with the rows
+    text = Path(path).read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.split("\n") if line.strip()]
     names = dict.fromkeys(k for row in rows for k in row if k not in own)  # first-seen order
     return {name: [row.get(name) for row in rows] for name in names}
 
@@ -166,15 +169,22 @@ def to_trainer_columns(rows: list[dict], task: str) -> list[dict]:
     return rows
 
 
-def split_rows(data, seed: int) -> tuple[list[dict], list[dict] | None]:
+def split_rows(data, seed: int, columns: bool = False) -> tuple[list[dict], list[dict] | None]:
     """The training and (optional) evaluation rows for a preset's `data` section.
 
     Evaluation rows come from `data.eval_path` when set, else a `data.eval_split` fraction of
     the training file (shuffled with the run's seed), else there are none.
+
+    Args:
+        columns: each row also carries its file's other columns (`extra_columns`) as a dict under
+            "columns", so they stay with their row through the split (PPO's reward functions).
     """
     train = read_rows(data.path, data.task)
+    if columns:
+        train = _with_columns(train, data.path, data.task)
     if data.eval_path:
-        return train, read_rows(data.eval_path, data.task, key="data.eval_path")
+        held_out = read_rows(data.eval_path, data.task, key="data.eval_path")
+        return train, _with_columns(held_out, data.eval_path, data.task) if columns else held_out
     if data.eval_split <= 0:
         return train, None
     import random
@@ -185,6 +195,11 @@ def split_rows(data, seed: int) -> tuple[list[dict], list[dict] | None]:
     if n_eval >= len(train):
         raise DataError(f"data.eval_split ({data.eval_split}) leaves no training rows in {data.path}")
     return [train[i] for i in order[n_eval:]], [train[i] for i in order[:n_eval]]
+
+
+def _with_columns(rows: list[dict], path, task: str) -> list[dict]:
+    extra = extra_columns(path, task)
+    return [{**row, "columns": {name: values[i] for name, values in extra.items()}} for i, row in enumerate(rows)]
 
 
 def load_splits(data, seed: int):

@@ -18,6 +18,7 @@ from .plots import plot_training_curves
 logger = logging.getLogger(__name__)
 
 _RM_CHECKPOINT_KEY = "training.reward_model.checkpoint_path"
+_REWARD_FUNCS_KEY = "training.reward_funcs"
 
 
 @dataclass
@@ -74,7 +75,8 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
 
 
 def check_inputs(preset: Preset) -> None:
-    """Fail on bad data files, model paths, RM checkpoints and output paths before any file is written."""
+    """Fail on bad data files, model paths, RM checkpoints, reward functions and output paths before
+    any file is written."""
     _check_output_dir(Path(preset.output_dir))
     from ..data.jsonl import is_conversational, read_rows
     from ..data.render import require_chat_template
@@ -90,10 +92,18 @@ def check_inputs(preset: Preset) -> None:
         tokenizer = load_tokenizer(preset.model_name)
         for key, rows in files.items():
             require_chat_template(tokenizer, rows, preset.model_name, key)
+    stage = STAGES[preset.training.type]
     checkpoint = preset.training.reward_model.checkpoint_path
-    # a stage that takes the rm stage's final/ must run on the base that RM was trained on
-    if checkpoint and _RM_CHECKPOINT_KEY in STAGES[preset.training.type].inputs:
-        check_same_shapes(read_reward_meta(checkpoint), architecture_of(preset.model_name), checkpoint)
+    # a stage that takes the rm stage's final/ must run on the base that RM was trained on, unless
+    # the RM is loaded as a model of its own (`separate`)
+    if checkpoint and _RM_CHECKPOINT_KEY in stage.inputs:
+        meta = read_reward_meta(checkpoint)
+        if not preset.training.reward_model.separate:
+            check_same_shapes(meta, architecture_of(preset.model_name), checkpoint)
+    if preset.training.reward_funcs and _REWARD_FUNCS_KEY in stage.reads:
+        from ..rewards.sources import load_functions
+
+        load_functions(list(preset.training.reward_funcs), preset.training.reward_weights)  # each one imports
 
 
 def _check_output_dir(out: Path) -> None:

@@ -5,10 +5,16 @@ out of the policy's forward pass (no extra pass), and its gradient also reaches 
 `adapter`: its own LoRA adapter (the RM's, when there is one) + head, on the shared base; every
 use is a separate pass with that adapter active.
 
-Both heads start as a copy of the reward head, so the critic starts knowing what the RM knows. The
-RM speaks raw score units while PPO's returns are in normalised units (`normalize_scores`):
-`rescale` folds that normalisation into the copied head, so the first value loss measures what the
-critic does not know rather than a units mismatch.
+Both heads start as a copy of the reward head (times training.reward_model.weight), so the critic
+starts knowing what the RM knows. The RM speaks raw score units while PPO's returns are in
+normalised units (`normalize_scores`): `rescale` folds that normalisation into the copied head, so
+the first value loss measures what the critic does not know rather than a units mismatch.
+
+Without an RM head on the policy's base (reward functions alone, or a `separate` RM on a base of
+its own), the head starts at zero weights and bias: V = 0 everywhere, the mean of the normalised
+returns, which is the best guess that knows nothing. A random head would instead start the critic
+with confident noise, and a copy of another base's head would read hidden states it was not
+trained on. The `adapter` critic then gets a fresh LoRA adapter (B = 0: the policy's base itself).
 """
 
 from __future__ import annotations
@@ -32,13 +38,18 @@ class ValueHeadCritic:
 
     in_policy_pass = True
 
-    def __init__(self, model, reward_head: RewardHead, device):
+    def __init__(self, model, reward_head: RewardHead | None, device):
         self.model = model
+        hidden = model.get_input_embeddings().weight.shape[1]
         # with a bias always: `rescale` shifts it, and the optimizer holds these very tensors
-        self.head = RewardHead(reward_head.linear.in_features, bias=True).to(device)
+        self.head = RewardHead(hidden, bias=True).to(device)
         with torch.no_grad():
-            self.head.linear.weight.copy_(reward_head.linear.weight)
-            self.head.linear.bias.copy_(reward_head.linear.bias if reward_head.linear.bias is not None else 0.0)
+            if reward_head is None:  # nothing to start from: V = 0 (see the module docstring)
+                self.head.linear.weight.zero_()
+                self.head.linear.bias.zero_()
+            else:
+                self.head.linear.weight.copy_(reward_head.linear.weight)
+                self.head.linear.bias.copy_(reward_head.linear.bias if reward_head.linear.bias is not None else 0.0)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return list(self.head.parameters())
@@ -48,7 +59,11 @@ class ValueHeadCritic:
 
     @torch.no_grad()
     def rescale(self, mean: float, std: float) -> None:
-        """V <- (V - mean) / std: the copied reward head, in the units of normalised scores."""
+        """V <- (V - mean) / std: the copied reward head, in the units of normalised scores.
+
+        `mean` is the mean of the part of the total the head estimates (the RM's weighted score; 0
+        without an RM, which leaves a zero head at zero), `std` the total's spread.
+        """
         self.head.linear.weight.div_(std)
         self.head.linear.bias.sub_(mean).div_(std)
 
@@ -63,11 +78,11 @@ class ValueHeadCritic:
 
 
 class AdapterCritic(ValueHeadCritic):
-    """Its own LoRA adapter (initialised from the RM's) + head; each use is a pass of its own."""
+    """Its own LoRA adapter (initialised from the RM's, or fresh) + head; each use is a pass of its own."""
 
     in_policy_pass = False
 
-    def __init__(self, model, reward_head: RewardHead, device, reward_checkpoint: str):
+    def __init__(self, model, reward_head: RewardHead | None, device, reward_checkpoint: str):
         super().__init__(model, reward_head, device)
         if reward_checkpoint:
             model.load_adapter(reward_checkpoint, adapter_name=CRITIC, is_trainable=True)
@@ -107,8 +122,13 @@ class AdapterCritic(ValueHeadCritic):
         self.model.save_pretrained(directory / CRITIC_ADAPTER_DIR, selected_adapters=[CRITIC])
 
 
-def build_critic(kind: str, model, reward_head: RewardHead, device, reward_checkpoint: str):
-    """`training.ppo.critic` -> its strategy object."""
+def build_critic(kind: str, model, reward_head: RewardHead | None, device, reward_checkpoint: str):
+    """`training.ppo.critic` -> its strategy object.
+
+    Args:
+        reward_head: the head to start from (the RM's on the policy's base), None for a zero head.
+        reward_checkpoint: the RM adapter on the policy's base the `adapter` critic starts from; "" = fresh.
+    """
     if kind == "adapter":
         return AdapterCritic(model, reward_head, device, reward_checkpoint)
     return ValueHeadCritic(model, reward_head, device)

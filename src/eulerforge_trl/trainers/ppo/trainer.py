@@ -494,22 +494,22 @@ class PPOTrainer:
             self.load_checkpoint(Path(resume_from))
         main = self.accelerator.is_main_process
         self._start_trackers()
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="ppo", disable=not main, dynamic_ncols=True)
         metrics: dict[str, float] = {}
         save_every = self.preset.training.save_steps
-        before = self.ensure_score_scale()
-        if self.step == 0 and (before or self.eval_rows):
-            self._log({"step": 0, **before, **(self.evaluate() if self.eval_rows else {})})
-        while self.step < self.total_steps:
-            metrics = self.train_step()
-            self._log(metrics)
-            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl_divergence']:.3f}")
-            bar.update(1)
-            if self.cfg.sample_every and (self.step % self.cfg.sample_every == 0 or self.step == 1) and main:
-                self._write_samples()
-            if self.step % save_every == 0 or self.step == self.total_steps:
-                self.save_checkpoint()
-        bar.close()
+        # closed however the loop ends: an error (a reward function's, say) then starts a line of its own
+        with tqdm(total=self.total_steps, initial=self.step, desc="ppo", disable=not main, dynamic_ncols=True) as bar:
+            before = self.ensure_score_scale()
+            if self.step == 0 and (before or self.eval_rows):
+                self._log({"step": 0, **before, **(self.evaluate() if self.eval_rows else {})})
+            while self.step < self.total_steps:
+                metrics = self.train_step()
+                self._log(metrics)
+                bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl_divergence']:.3f}")
+                bar.update(1)
+                if self.cfg.sample_every and (self.step % self.cfg.sample_every == 0 or self.step == 1) and main:
+                    self._write_samples()
+                if self.step % save_every == 0 or self.step == self.total_steps:
+                    self.save_checkpoint()
         if self.eval_rows:
             final_eval = self.evaluate()
             self._log({"step": self.step, **final_eval})
