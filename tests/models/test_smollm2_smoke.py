@@ -56,6 +56,7 @@ def stages(tmp_path_factory, tiny_argv, smollm2):
         "training.ppo.max_gen_len=12",
         "training.ppo.sample_every=1",
         "training.ppo.eval_prompts=2",
+        "training.ppo.score_norm_samples=4",  # the score scale from 2 batches, not 32
     )
     assert main(ppo_argv) == 0
     dpo = out / "02_dpo"
