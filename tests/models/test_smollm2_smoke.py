@@ -21,7 +21,7 @@ from eulerforge_trl.train import main
 pytestmark = pytest.mark.slow
 
 # The presets as shipped, cut to a few steps of two short rows: seconds per stage on a CPU.
-FAST = ["training.batch_size=2", "training.save_steps=100", "data.max_length=160"]
+FAST = ["training.batch_size=2", "training.save_steps=100", "data.max_length=160", "data.eval_split=0.01"]
 
 
 @pytest.fixture(scope="module")
