@@ -108,3 +108,24 @@ def tiny_rm_run(tmp_path_factory, tiny_sft_final) -> Path:
 def tiny_rm_final(tiny_rm_run) -> Path:
     """`final/` of the shared tiny RM run: LoRA adapter + reward_head.pt + reward_meta.json."""
     return tiny_rm_run / "final"
+
+
+@pytest.fixture(scope="session")
+def rm_on_another_base(tmp_path_factory, tiny_argv):
+    """An RM trained (2 steps) on a tiny base of hidden size 64: the policy's base has 128
+    (`training.reward_model.separate`)."""
+    from transformers import AutoModelForCausalLM
+
+    from eulerforge_trl.models.loading import load_tokenizer
+    from eulerforge_trl.models.tiny import tiny_config
+    from eulerforge_trl.train import main
+
+    root = tmp_path_factory.mktemp("other_base")
+    tokenizer = load_tokenizer("tiny-qwen3.5")
+    config = tiny_config(len(tokenizer))
+    config.hidden_size, config.intermediate_size = 64, 192
+    AutoModelForCausalLM.from_config(config).save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    argv = tiny_argv("tiny_rm.yml", root / "rm", f"model_name={root / 'base'}", "training.max_steps=2")
+    assert main(argv) == 0
+    return root / "rm" / "final"

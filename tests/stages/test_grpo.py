@@ -235,3 +235,15 @@ def test_grpo_raises_what_its_reward_function_rewards(tmp_path, tiny_argv, tiny_
     first = sum(r["reward_mean"] for r in history[:k]) / k
     last = sum(r["reward_mean"] for r in history[-k:]) / k
     assert last > first + 0.3, f"reward_mean did not rise: {first:.2f} -> {last:.2f}"
+
+
+def test_a_separate_rm_of_another_base_rewards_grpo(tmp_path, tiny_argv, tiny_sft_final, rm_on_another_base):
+    """`training.reward_model.separate`: the RM runs as its own model on its own (smaller) base."""
+    argv = grpo_argv(
+        tiny_argv, tmp_path, tiny_sft_final, rm_on_another_base, *SHORT, "training.reward_model.separate=true"
+    )
+    assert main(argv) == 0
+    history = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "reward_mean" in r]
+    assert [r["step"] for r in history] == [1, 2, 3, 4]
+    assert all(r["reward_mean"] == pytest.approx(r["reward/rm"]) for r in history)
+    assert len({round(r["reward_mean"], 6) for r in history}) > 1  # real scores, not a constant

@@ -165,25 +165,6 @@ def test_a_function_that_fails_at_run_time_is_exit_2_naming_it(
 # ------------------------------------------------------------------------------ a separate RM
 
 
-@pytest.fixture(scope="module")
-def rm_on_another_base(tmp_path_factory, tiny_argv):
-    """An RM trained (2 steps) on a tiny base of hidden size 64: the policy's base has 128."""
-    from transformers import AutoModelForCausalLM
-
-    from eulerforge_trl.models.loading import load_tokenizer
-    from eulerforge_trl.models.tiny import tiny_config
-
-    root = tmp_path_factory.mktemp("other_base")
-    tokenizer = load_tokenizer("tiny-qwen3.5")
-    config = tiny_config(len(tokenizer))
-    config.hidden_size, config.intermediate_size = 64, 192
-    AutoModelForCausalLM.from_config(config).save_pretrained(root / "base")
-    tokenizer.save_pretrained(root / "base")
-    argv = tiny_argv("tiny_rm.yml", root / "rm", f"model_name={root / 'base'}", "training.max_steps=2")
-    assert main(argv) == 0
-    return root / "rm" / "final"
-
-
 def test_a_separate_rm_scores_a_policy_on_another_base(tmp_path, tiny_argv, tiny_sft_final, rm_on_another_base):
     argv = ppo_argv(
         tiny_argv,
