@@ -33,17 +33,15 @@ from trl.trainer.utils import disable_dropout_in_model
 from ..config.schema import Preset
 from ..data import render
 from ..data.jsonl import extra_columns, is_conversational, read_rows
-from ..errors import PresetError
 from ..models.loading import load_causal_lm, load_tokenizer, resolved_model_name
-from ..models.scorer import RewardScorer, load_reward_model
-from ..rewards.functions import call_reward_function, load_reward_function
+from ..rewards.functions import call_reward_function
+from ..rewards.sources import FUNCS_KEY, RM_NAME, RewardFunction, RewardModelSource, RewardSources
 from ..rundir import RunDir, append_jsonl, atomic_directory, checkpoint_step, trim_metrics, write_final_marker
 from .common import common_trainer_args, logging_callbacks, lora_config, weights_dtype
 
 logger = logging.getLogger(__name__)
 
 POLICY, REWARD = "default", "reward"
-RM_NAME = "rm"  # the RM's reward-function name: TRL logs rewards/rm/mean, we log reward/rm
 
 
 def to_grpo_config(preset: Preset, run: RunDir, reward_weights: list[float]) -> GRPOConfig:
@@ -124,18 +122,13 @@ def _text(completion) -> str:
     return completion
 
 
-def rm_reward(scorer: RewardScorer, tokenizer, batch_size: int, recorder: SampleRecorder) -> Callable:
+def rm_reward(source: RewardModelSource, batch_size: int, recorder: SampleRecorder) -> Callable:
     """The RM as a TRL reward function named "rm": each (prompt, completion) rendered as the RM was
-    trained (`render.reward_batch`), scored with the RM adapter under no_grad; the policy adapter
-    and the training mode are restored after every batch (`RewardScorer.score_ids`)."""
-    device = scorer.head.linear.weight.device
+    trained and scored under no_grad (`RewardModelSource.score`, the same code PPO scores with); on
+    the shared base the policy adapter and the training mode are restored after every batch."""
 
     def rm(prompts, completions, trainer_state=None, **_columns) -> list[float]:
-        scores: list[float] = []
-        for start in range(0, len(completions), batch_size):
-            end = start + batch_size
-            ids, mask = render.reward_batch(tokenizer, prompts[start:end], completions[start:end], device)
-            scores += scorer.score_ids(ids, mask).tolist()
+        scores = source.score(list(prompts), list(completions), batch_size).tolist()
         recorder.add(RM_NAME, prompts, completions, scores, trainer_state)
         return scores
 
@@ -143,30 +136,17 @@ def rm_reward(scorer: RewardScorer, tokenizer, batch_size: int, recorder: Sample
     return rm
 
 
-def user_reward(spec: str, name: str, recorder: SampleRecorder) -> Callable:
-    """A `training.reward_funcs` entry as a TRL reward function named `name`; whatever goes wrong in
-    the user's code is one `UserError` naming the spec (`call_reward_function`)."""
-    fn = load_reward_function(spec, key="training.reward_funcs")
+def user_reward(function: RewardFunction, recorder: SampleRecorder) -> Callable:
+    """A `training.reward_funcs` entry as a TRL reward function under its logging name; whatever goes
+    wrong in the user's code is one `UserError` naming the spec (`call_reward_function`)."""
 
     def reward(prompts, completions, **kwargs) -> list[float]:
-        values = call_reward_function(fn, f"training.reward_funcs {spec}", prompts, completions, **kwargs)
-        recorder.add(name, prompts, completions, values, kwargs.get("trainer_state"))
+        values = call_reward_function(function.fn, f"{FUNCS_KEY} {function.spec}", prompts, completions, **kwargs)
+        recorder.add(function.name, prompts, completions, values, kwargs.get("trainer_state"))
         return values
 
-    reward.__name__ = reward.__qualname__ = name
+    reward.__name__ = reward.__qualname__ = function.name
     return reward
-
-
-def function_names(specs: list[str]) -> list[str]:
-    """One log name per spec: the function's name, made unique (`rm` is the RM's)."""
-    names: list[str] = []
-    for spec in specs:
-        base = str(spec).rpartition(":")[2] or "reward"
-        name, n = base, 2
-        while name in names or name == RM_NAME:
-            name, n = f"{base}_{n}", n + 1
-        names.append(name)
-    return names
 
 
 # ------------------------------------------------------------------------------------ logging
@@ -223,19 +203,6 @@ def build_policy(preset: Preset, tokenizer):
     return get_peft_model(base, config, adapter_name=POLICY)
 
 
-def reward_sources(preset: Preset) -> tuple[bool, list[str], list[float]]:
-    """(use the RM?, function specs, weights in TRL's order: the RM's first)."""
-    t = preset.training
-    specs = list(t.reward_funcs or [])
-    weights = list(t.reward_weights) if t.reward_weights is not None else [1.0] * len(specs)
-    if len(weights) != len(specs):
-        raise PresetError(
-            f"training.reward_weights has {len(weights)} entries for {len(specs)} training.reward_funcs: give one each"
-        )
-    use_rm = bool(t.reward_model.checkpoint_path) or not specs  # "" and no functions: a random head (debug)
-    return use_rm, specs, ([t.reward_model.weight] if use_rm else []) + weights
-
-
 def prompt_rows(preset: Preset) -> list[dict]:
     """Every row of `data.path` with its other columns, which TRL hands to reward functions as keyword
     arguments (a `solution` column, say). GRPO holds nothing out: `data.eval_*` are not read."""
@@ -256,22 +223,15 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     train_rows = prompt_rows(preset)
     if is_conversational(train_rows[0]["prompt"]):
         render.require_chat_template(tokenizer, train_rows, preset.model_name)
-    use_rm, specs, weights = reward_sources(preset)
     model = build_policy(preset, tokenizer).to(state.device)  # before the RM's head is placed beside it
-    names = ([RM_NAME] if use_rm else []) + function_names(specs)
+    # the RM (its adapter beside the policy's, or `separate`) and the functions, as PPO builds them
+    sources = RewardSources.from_preset(preset, model, tokenizer, state.device, REWARD, dtype=weights_dtype(preset))
+    names = [name.removeprefix("reward/") for name in sources.names]
+    weights = ([sources.rm.weight] if sources.rm else []) + [f.weight for f in sources.functions]
     g = preset.training.grpo
     recorder = SampleRecorder(run, names, weights, g.sample_every, g.num_samples, is_main)
-    reward_funcs: list[Callable] = []
-    if use_rm:
-        checkpoint, rm_tokenizer = preset.training.reward_model.checkpoint_path or "", tokenizer
-        if checkpoint and preset.training.reward_model.separate:  # a model of its own: a second base in memory
-            scorer, rm_tokenizer = load_reward_model(checkpoint, dtype=weights_dtype(preset))
-            scorer.model.to(state.device)
-            scorer.head.to(state.device)
-        else:
-            scorer = RewardScorer.attach(model, checkpoint, resolved_model_name(preset.model_name), REWARD)
-        reward_funcs.append(rm_reward(scorer, rm_tokenizer, preset.training.batch_size, recorder))
-    reward_funcs += [user_reward(spec, name, recorder) for spec, name in zip(specs, names[len(names) - len(specs) :])]
+    reward_funcs: list[Callable] = [rm_reward(sources.rm, preset.training.batch_size, recorder)] if sources.rm else []
+    reward_funcs += [user_reward(function, recorder) for function in sources.functions]
     disable_dropout_in_model(model)  # the RM adapter brings its own LoRA dropout
     model.set_adapter(POLICY)
     callbacks = [GRPOMetricNames(), *logging_callbacks(preset, run)]
