@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import ModelError, UserError
 from ..models.fingerprint import base_identity
-from ..models.loading import load_causal_lm, load_tokenizer, resolved_model_name
+from ..models.loading import clean_generation_config, load_causal_lm, load_tokenizer, resolved_model_name
 from ..models.reward_files import HEAD_FILE, META_FILE
 from ..models.scorer import RewardScorer
 
@@ -83,19 +83,6 @@ def shared_base_of(specs: list[ModelSpec], reward_meta: dict | None) -> str:
         return reward_meta["base_model"]
     counts = Counter(bases)
     return max(bases, key=lambda b: (counts[b], -bases.index(b)))
-
-
-def clean_generation_config(model, tokenizer) -> None:
-    """Sample with only what `sample_responses` asks for, as PPO does: `generate` would otherwise take
-    repetition_penalty, top_k, ... from the checkpoint's generation_config and the samples (and the
-    KL computed on them) would not come from the model's own distribution."""
-    from transformers import GenerationConfig
-
-    model.generation_config = GenerationConfig(
-        bos_token_id=model.generation_config.bos_token_id if model.generation_config is not None else None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
 
 
 @dataclass

@@ -181,3 +181,16 @@ def _adapter_base(adapter_dir: str) -> str:
 def _not_loadable(model_name: str, err) -> str:
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return f"model_name {model_name}: cannot load it ({reason})"
+
+
+def clean_generation_config(model, tokenizer) -> None:
+    """Sample with only what the caller asks for (PPO, GRPO, evaluate): `generate` would otherwise take
+    repetition_penalty, top_k, ... from the checkpoint's generation_config and the samples (and the
+    KL computed on them) would not come from the model's own distribution."""
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(
+        bos_token_id=model.generation_config.bos_token_id if model.generation_config is not None else None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )

@@ -174,3 +174,24 @@ def as_list(value) -> list[str]:
     if value is None or value == "none":
         return []
     return [value] if isinstance(value, str) else list(value)
+
+
+def sampling_policy(preset: Preset, tokenizer, adapter_name: str, checkpointing: bool = False):
+    """The SFT model + a fresh trainable LoRA (dropout 0) that samples with nothing but what the RL
+    trainer asks for (`clean_generation_config`): PPO's and GRPO's policy.
+
+    Dropout would make pi_old != pi on identical weights, and the reference (adapters off) a
+    different network from the policy.
+    """
+    from peft import get_peft_model
+
+    from ..models.loading import clean_generation_config, load_causal_lm
+
+    base = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
+    clean_generation_config(base, tokenizer)
+    if checkpointing:
+        enable_activation_checkpointing(base)
+        base.enable_input_require_grads()
+    config = lora_config(preset, "CAUSAL_LM")
+    config.lora_dropout = 0.0
+    return get_peft_model(base, config, adapter_name=adapter_name)

@@ -33,11 +33,11 @@ from trl.trainer.utils import disable_dropout_in_model
 from ..config.schema import Preset
 from ..data import render
 from ..data.jsonl import extra_columns, is_conversational, read_rows
-from ..models.loading import load_causal_lm, load_tokenizer, resolved_model_name
+from ..models.loading import load_tokenizer, resolved_model_name
 from ..rewards.functions import call_reward_function
 from ..rewards.sources import FUNCS_KEY, RM_NAME, RewardFunction, RewardModelSource, RewardSources
 from ..rundir import RunDir, append_jsonl, atomic_directory, checkpoint_step, trim_metrics, write_final_marker
-from .common import common_trainer_args, logging_callbacks, lora_config, weights_dtype
+from .common import common_trainer_args, logging_callbacks, sampling_policy, weights_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -185,24 +185,6 @@ class GRPOMetricNames(TrainerCallback):
 # ------------------------------------------------------------------------------------ model
 
 
-def build_policy(preset: Preset, tokenizer):
-    """The SFT model with a fresh policy LoRA ("default", dropout 0) and a clean generation config."""
-    from peft import get_peft_model
-    from transformers import GenerationConfig
-
-    base = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
-    # generate() fills what TRL leaves unset from the checkpoint's generation_config (SmolLM2's
-    # repetition_penalty, ...): samples would then not come from the policy whose logprobs TRL takes
-    base.generation_config = GenerationConfig(
-        bos_token_id=base.generation_config.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    config = lora_config(preset, "CAUSAL_LM")
-    config.lora_dropout = 0.0  # pi_old and the reference must be the same network as pi on the same weights
-    return get_peft_model(base, config, adapter_name=POLICY)
-
-
 def prompt_rows(preset: Preset) -> list[dict]:
     """Every row of `data.path` with its other columns, which TRL hands to reward functions as keyword
     arguments (a `solution` column, say). GRPO holds nothing out: `data.eval_*` are not read."""
@@ -223,7 +205,7 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     train_rows = prompt_rows(preset)
     if is_conversational(train_rows[0]["prompt"]):
         render.require_chat_template(tokenizer, train_rows, preset.model_name)
-    model = build_policy(preset, tokenizer).to(state.device)  # before the RM's head is placed beside it
+    model = sampling_policy(preset, tokenizer, POLICY).to(state.device)  # before the RM's head is placed beside it
     # the RM (its adapter beside the policy's, or `separate`) and the functions, as PPO builds them
     sources = RewardSources.from_preset(preset, model, tokenizer, state.device, REWARD, dtype=weights_dtype(preset))
     names = [name.removeprefix("reward/") for name in sources.names]

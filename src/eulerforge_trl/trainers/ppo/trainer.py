@@ -32,7 +32,7 @@ from ...config.schema import Preset
 from ...data import render
 from ...data.jsonl import is_conversational, split_rows
 from ...errors import PresetError
-from ...models.loading import load_causal_lm, load_tokenizer, resolved_model_name
+from ...models.loading import load_tokenizer, resolved_model_name
 from ...rewards.sources import RewardSources, columns_of
 from ...rundir import (
     RunDir,
@@ -44,7 +44,7 @@ from ...rundir import (
     write_final_marker,
 )
 from ...runtime import use_cpu, write_rank_digest
-from ..common import as_list, enable_activation_checkpointing, lora_config, use_bf16, weights_dtype
+from ..common import as_list, sampling_policy, use_bf16, weights_dtype
 from . import losses
 from .critic import POLICY, build_critic
 from .gradients import average_gradients
@@ -91,7 +91,8 @@ class PPOTrainer:
         self.prompts = self._tokenize_prompts(self.prompt_rows)
         self.stop_ids = render.stop_token_ids(self.tokenizer, is_conversational(self.prompt_rows[0]["prompt"]))
         self.eval_rows = self._eval_share(held_out or [])
-        self.model = self._build_policy()
+        checkpointing = preset.training.gradient_checkpointing
+        self.model = sampling_policy(preset, self.tokenizer, POLICY, checkpointing).to(self.device)
         self.rewards = RewardSources.from_preset(
             preset, self.model, self.tokenizer, self.device, REWARD, dtype=weights_dtype(preset)
         )
@@ -112,27 +113,6 @@ class PPOTrainer:
         self.score_stats: tuple[float, float] | None = None  # total reward (mean, std) under the SFT policy
 
     # ------------------------------------------------------------------------------------ setup
-
-    def _build_policy(self):
-        from peft import get_peft_model
-        from transformers import GenerationConfig
-
-        base = load_causal_lm(self.preset.model_name, dtype=weights_dtype(self.preset), tokenizer=self.tokenizer)
-        base.to(self.device)
-        # generate() fills every setting we leave unset from the checkpoint's generation_config
-        # (repetition_penalty, top_k, ...): samples would then not come from pi_old. A clean one
-        # leaves only what `sample_responses` asks for: pure sampling at `temperature`.
-        base.generation_config = GenerationConfig(
-            bos_token_id=base.generation_config.bos_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
-        if self.preset.training.gradient_checkpointing:
-            enable_activation_checkpointing(base)
-            base.enable_input_require_grads()
-        config = lora_config(self.preset, "CAUSAL_LM")
-        config.lora_dropout = 0.0  # dropout makes pi_old != pi on identical weights: off everywhere in PPO
-        return get_peft_model(base, config, adapter_name=POLICY)
 
     def _tokenize_prompts(self, rows: list[dict]) -> list[list[int]]:
         """Each prompt as the policy continues it (`prompt_ids`), cut to its last `max_prompt_length` tokens."""
