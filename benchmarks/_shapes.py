@@ -30,10 +30,20 @@ SHAPE_FLAGS = (
 )
 # Flags that set how the run is measured (also forwarded to both).
 RUN_FLAGS = ("steps", "warmup", "seed", "threads", "device", "dtype")
+# `--model`: a pretrained model instead of the random one. compare.py resolves a built-in name to
+# its directory in our venv and forwards the directory (the peer's venv has no eulerforge_trl).
+MODEL_FLAG = "model"
 
 
 def add_shape_args(p: argparse.ArgumentParser) -> None:
     """The flags both benchmarks take, with the same defaults."""
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a pretrained model: a local directory, or (ours, compare.py) a built-in name such as "
+        "smollm2-135m-instruct; its architecture and tokenizer replace --hidden/--layers and the tiny "
+        "tokenizer (default: a random qwen3_5_text of --hidden/--layers)",
+    )
     p.add_argument("--hidden", type=int, default=64, help="hidden size (a multiple of 4)")
     p.add_argument("--layers", type=int, default=2, help="decoder layers (linear/full attention alternate)")
     p.add_argument("--batch", type=int, default=8, help="prompts per PPO step")
@@ -73,7 +83,7 @@ def check_shape_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> No
 def forwarded_argv(args: argparse.Namespace) -> list[str]:
     """`args`' shape and run flags as a command line for either benchmark."""
     argv: list[str] = []
-    for name in SHAPE_FLAGS + RUN_FLAGS:
+    for name in (MODEL_FLAG, *SHAPE_FLAGS, *RUN_FLAGS):
         value = getattr(args, name)
         if value is not None:
             argv += [f"--{name.replace('_', '-')}", str(value)]
@@ -123,6 +133,15 @@ def qwen3_5_text_config(
 SHAPE_KEYS = ("hidden", "layers", "batch", "prompt_len", "response_len", "lora_r", "ppo_epochs", "mini_batches")
 
 
-def shape_record(args) -> dict:
-    """The shape flags as they go into a result's JSON line (the same keys for ours and the peer)."""
-    return {key: getattr(args, key) for key in SHAPE_KEYS}
+def shape_record(args, model_config=None) -> dict:
+    """The shape flags as they go into a result's JSON line (the same keys for ours and the peer).
+
+    With `--model`, `model` names it and `hidden`/`layers` are the pretrained model's (from its
+    `model_config`), not the flags'.
+    """
+    record = {"model": getattr(args, MODEL_FLAG, None) or "random qwen3_5_text"}
+    record.update({key: getattr(args, key) for key in SHAPE_KEYS})
+    if model_config is not None:
+        text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+        record.update(hidden=text.hidden_size, layers=text.num_hidden_layers)
+    return record

@@ -33,7 +33,7 @@ import _shapes  # noqa: E402
 import ppo_step  # noqa: E402  (top level imports only the standard library and _shapes)
 
 # Fields both results must agree on for the ratio to mean anything.
-SAME = ("device", "dtype", "threads", "vocab", *_shapes.SHAPE_FLAGS, "steps")
+SAME = ("device", "dtype", "threads", "vocab", "model", *_shapes.SHAPE_FLAGS, "steps", "generated_len")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,9 +41,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     _shapes.add_shape_args(p)
     p.add_argument("--critic", choices=["adapter", "value_head"], default=None, help="ours only (default: ours')")
     p.add_argument("--no-peer", action="store_true", help="skip the peer (its fields come out null)")
+    p.add_argument("--no-grpo", action="store_true", help="skip our GRPO step (its fields come out null)")
+    p.add_argument(
+        "--num-generations", type=int, default=4, help="GRPO completions per prompt (--batch completions a step)"
+    )
     args = p.parse_args(argv)
     _shapes.check_shape_args(p, args)
     return args
+
+
+def resolve_model(name: str | None) -> str | None:
+    """A built-in model name (e.g. smollm2-135m-instruct) -> its directory, built on first use.
+
+    The peer runs in a venv without eulerforge_trl, so both sides get the directory.
+    """
+    if name is None:
+        return None
+    from eulerforge_trl.models import builtin
+
+    return str(builtin.ensure_model(name)) if builtin.is_builtin(name) else name
 
 
 def run_json(name: str, cmd: list[str]) -> dict:
@@ -94,8 +110,28 @@ def print_side_by_side(ours: dict, peer: dict | None) -> None:
         print(f"{r[0]:<{widths[0]}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(r[1:], widths[1:])))
 
 
+def print_grpo(ours: dict, grpo: dict | None) -> None:
+    """Our GRPO step next to our PPO step, at the same number of sampled completions per step."""
+    if grpo is None:
+        return
+    print()
+    print(
+        f"GRPO vs PPO (ours), {ours['batch']} completions a step each "
+        f"(GRPO: {grpo['prompts_per_step']} prompts x {grpo['num_generations']})"
+    )
+    print(
+        f"  step (median s)   PPO {ours['step_s']:.4f}   GRPO {grpo['step_s']:.4f}   {grpo['step_s'] / ours['step_s']:.2f}x"
+    )
+    print(
+        f"  peak memory (MiB) PPO {ours['peak_mem_mib']:.0f}   GRPO {grpo['peak_mem_mib']:.0f}   "
+        f"{grpo['peak_mem_mib'] / ours['peak_mem_mib']:.2f}x"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    model_name = args.model
+    args.model = resolve_model(args.model)
     flags = _shapes.forwarded_argv(args)
     ours_cmd = [sys.executable, str(HERE / "ppo_step.py"), "--json-only", *flags]
     if args.critic:
@@ -103,14 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     ours = run_json("ppo_step.py", ours_cmd)
     peer = None
     if not args.no_peer:
-        peer_cmd = [
-            sys.executable,
-            str(HERE / "peer_trl112.py"),
-            *flags,
-            "--tokenizer",
-            str(_shapes.TINY_TOKENIZER_DIR),
-        ]
+        # a pretrained model brings its tokenizer; the random one gets the tokenizer ours uses
+        tokenizer = args.model or str(_shapes.TINY_TOKENIZER_DIR)
+        peer_cmd = [sys.executable, str(HERE / "peer_trl112.py"), *flags, "--tokenizer", tokenizer]
         peer = run_json("peer_trl112.py", peer_cmd)
+    grpo = None
+    if not args.no_grpo:
+        grpo_cmd = [sys.executable, str(HERE / "grpo_step.py"), "--json-only", *flags]
+        grpo = run_json("grpo_step.py", [*grpo_cmd, "--num-generations", str(args.num_generations)])
     warnings = mismatches(ours, peer) if peer else []
     for w in warnings:
         print(f"[compare] warning: the runs differ in {w}", file=sys.stderr)
@@ -119,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ppo_step.print_table(ours)
     print_side_by_side(ours, peer)
+    print_grpo(ours, grpo)
     result = {
         "ours_step_s": ours["step_s"],
         "peer_step_s": peer["step_s"] if peer else None,
@@ -131,9 +168,15 @@ def main(argv: list[str] | None = None) -> int:
         "ours_over_peer_mem": round(ours["peak_mem_mib"] / peer["peak_mem_mib"], 3) if peer else None,
         "mem_kind": ours["mem_kind"],
         **{k: ours[k] for k in ("device", "dtype", "threads", "vocab", *_shapes.SHAPE_FLAGS, "critic", "steps")},
+        "model_name": model_name,
+        "grpo_step_s": grpo["step_s"] if grpo else None,
+        "grpo_over_ppo": round(grpo["step_s"] / ours["step_s"], 3) if grpo else None,
+        "grpo_peak_mem_mib": grpo["peak_mem_mib"] if grpo else None,
+        "grpo_over_ppo_mem": round(grpo["peak_mem_mib"] / ours["peak_mem_mib"], 3) if grpo else None,
         "warnings": warnings,
         "ours": ours,
         "peer": peer,
+        "grpo": grpo,
     }
     print(json.dumps(result), flush=True)
     return 0

@@ -12,8 +12,8 @@ adapters off) and one update per generated batch (``num_iterations`` 1).
 
 Equal samples per step: ``--batch`` B counts completions. A GRPO step samples B/``--num-generations``
 prompts x ``--num-generations`` completions each; a PPO step B prompts x 1. Completions are at most
-``--response-len`` tokens (``max_completion_length``); prompts are ``ppo_step.write_prompts``' text
-cut to exactly ``--prompt-len`` tokens (PPO cuts them to the same last tokens itself, GRPO does not).
+``--response-len`` tokens (``max_completion_length``); prompts are ``ppo_step.write_prompts``' texts
+of exactly ``--prompt-len`` tokens, the same as PPO's.
 With ``grad_accum`` 1, TRL generates once per optimizer step (``steps_per_generation`` 1), so one
 training step = generate B completions + score them (reward, reference) + one forward/backward of
 the policy + the optimizer step. The benchmark checks this from TRL's token count (``num_tokens``
@@ -124,42 +124,6 @@ def prepare_model(args: argparse.Namespace, tmp: Path) -> tuple[str, object]:
     tokenizer = load_tiny_tokenizer()
     ppo_step.build_model_dir(args, tmp / "model", tokenizer)
     return str(tmp / "model"), tokenizer
-
-
-def cut_prompt(tokenizer, text: str, prompt_len: int) -> str | None:
-    """`text` cut to its last tokens so that it tokenizes to exactly `prompt_len`, or None.
-
-    Re-tokenizing a cut text may merge differently at the new start, so cut until it holds.
-    """
-    specials = len(tokenizer("")["input_ids"])  # BOS etc. that the tokenizer adds itself
-    for _ in range(20):
-        n = len(tokenizer(text)["input_ids"])
-        if n == prompt_len:
-            return text
-        if n < prompt_len:
-            return None
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        text = tokenizer.decode(ids[-(prompt_len - specials) :])
-    return None
-
-
-def write_exact_prompts(tokenizer, path: Path, n: int, prompt_len: int, seed: int) -> None:
-    """`n` prompts of exactly `prompt_len` tokens: ppo_step's, cut as PPO cuts them (GRPO does not cut).
-
-    A prompt that does not cut cleanly is replaced by one drawn with another seed.
-    """
-    prompts: list[str] = []
-    draw = seed
-    for _ in range(50):
-        if len(prompts) >= n:
-            break
-        ppo_step.write_prompts(tokenizer, path, n - len(prompts), prompt_len, draw)
-        rows = [json.loads(line)["prompt"] for line in path.read_text(encoding="utf-8").splitlines()]
-        prompts += [p for p in (cut_prompt(tokenizer, r, prompt_len) for r in rows) if p is not None]
-        draw += 1_000_003
-    if len(prompts) < n:
-        raise RuntimeError(f"cannot write prompts of exactly {prompt_len} tokens with this tokenizer")
-    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts[:n]), encoding="utf-8")
 
 
 def make_preset(args: argparse.Namespace, model_name: str, prompts: Path, output_dir: Path, dtype: str):
@@ -297,7 +261,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         tmp = Path(tmp)
         model_name, tokenizer = prepare_model(args, tmp)
         n_prompts = prompts_per_step * (args.warmup + args.steps)
-        write_exact_prompts(tokenizer, tmp / "prompts.jsonl", n_prompts, args.prompt_len, args.seed)
+        ppo_step.write_prompts(tokenizer, tmp / "prompts.jsonl", n_prompts, args.prompt_len, args.seed)
         preset = make_preset(args, model_name, tmp / "prompts.jsonl", tmp / "run", dtype)
         torch.manual_seed(args.seed)  # the LoRA's initialisation
         run_stage(preset, tmp / "run", timer)

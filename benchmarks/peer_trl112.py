@@ -64,7 +64,9 @@ EOS_TOKEN = "<|endoftext|>"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     _shapes.add_shape_args(p)
-    p.add_argument("--tokenizer", default=None, help="AutoTokenizer directory (default: a tiny BPE built here)")
+    p.add_argument(
+        "--tokenizer", default=None, help="AutoTokenizer directory (default: --model's, else a tiny BPE built here)"
+    )
     args = p.parse_args(argv)
     _shapes.check_shape_args(p, args)
     return args
@@ -176,6 +178,14 @@ def build_tiny_tokenizer(seed: int, vocab_size: int = 512):
 
 
 def load_tokenizer(path: str | None, seed: int):
+    """The tiny BPE, or `path`'s tokenizer with a pad token that is not EOS.
+
+    PPOTrainer finds the end of a response by its first pad token, so pad must differ from EOS.
+    A pretrained tokenizer whose pad is EOS (SmolLM2, most Llama/Qwen-family ones) gets another
+    special token it already has as pad (its unk or another special token), so the vocabulary and
+    the embedding stay as they are; only a tokenizer without one gets a new token (and the
+    models' embeddings are resized to it in `build_models`).
+    """
     if path is None:
         tokenizer = build_tiny_tokenizer(seed)
     else:
@@ -185,8 +195,10 @@ def load_tokenizer(path: str | None, seed: int):
         if tokenizer.eos_token is None:
             tokenizer.add_special_tokens({"eos_token": EOS_TOKEN})
         if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-            # PPOTrainer finds the end of a response by the first pad token: pad must not be EOS.
-            tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+            spare = [t for t in [tokenizer.unk_token, *tokenizer.all_special_tokens] if t and t != tokenizer.eos_token]
+            tokenizer.pad_token = spare[0] if spare else None
+            if tokenizer.pad_token is None:
+                tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
     tokenizer.padding_side = "left"  # prompts are left-padded for generate()
     return tokenizer
 
@@ -205,11 +217,27 @@ def model_config(tokenizer, hidden: int, layers: int, max_len: int, **extra):
 
 
 def build_models(tokenizer, args: argparse.Namespace, dtype: str = "fp32"):
-    """Random-init policy (causal LM), reward and value models (sequence classifiers)."""
+    """Policy (causal LM), reward and value models (sequence classifiers with a random score head).
+
+    Random-init of the `_shapes.py` shape, or all three from `--model`'s weights: the reward and
+    value models as `AutoModelForSequenceClassification` copies of that base, as PPOTrainer's
+    users run it.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    if args.model:
+        policy = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch_dtype)
+        reward, value = (
+            AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=1, dtype=torch_dtype)
+            for _ in range(2)
+        )
+        for model in (policy, reward, value):
+            if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+                model.resize_token_embeddings(len(tokenizer))
+            model.config.pad_token_id = tokenizer.pad_token_id  # the classifiers score the last non-pad token
+        return policy, reward, value
     max_len = args.prompt_len + args.response_len
     config = model_config(tokenizer, args.hidden, args.layers, max_len)
     policy = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
@@ -218,6 +246,27 @@ def build_models(tokenizer, args: argparse.Namespace, dtype: str = "fp32"):
     reward = AutoModelForSequenceClassification.from_config(scorer_config, dtype=torch_dtype)
     value = AutoModelForSequenceClassification.from_config(scorer_config, dtype=torch_dtype)
     return policy, reward, value
+
+
+def record_generated_widths(policy) -> list[int]:
+    """Wrap the policy class's `generate` to record how many new tokens each call produced.
+
+    PPOTrainer generates without `min_new_tokens`, so a pretrained model may stop a batch early
+    when every row sampled EOS; the width shows whether the peer did the same work as ours.
+    """
+    widths: list[int] = []
+    cls = type(policy)
+    original = cls.generate
+
+    def generate(self, *a, **kw):
+        out = original(self, *a, **kw)
+        sequences = out if hasattr(out, "shape") else out.sequences
+        prompt = kw.get("input_ids", a[0] if a else None)
+        widths.append(sequences.shape[1] - prompt.shape[1])
+        return out
+
+    cls.generate = generate
+    return widths
 
 
 def build_prompts(tokenizer, n: int, prompt_len: int, seed: int):
@@ -313,8 +362,10 @@ def build_trainer(args: argparse.Namespace, device: str, output_dir: str, dtype:
     from transformers import PrinterCallback, ProgressCallback
     from trl.experimental.ppo import PPOTrainer
 
-    tokenizer = load_tokenizer(args.tokenizer, args.seed)
+    tokenizer = load_tokenizer(args.tokenizer or args.model, args.seed)
     policy, reward, value = build_models(tokenizer, args, dtype)
+    widths = record_generated_widths(policy)
+    model_config_ = policy.config
     prompts = build_prompts(tokenizer, args.batch * (args.steps + args.warmup), args.prompt_len, args.seed)
     config, lora = ppo_config(args, device, output_dir)
     timer = make_step_timer()
@@ -333,7 +384,7 @@ def build_trainer(args: argparse.Namespace, device: str, output_dir: str, dtype:
     # Our timer logs one line a step; the default progress bar/printer would dump every metric.
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
-    return trainer, timer, len(tokenizer)
+    return trainer, timer, len(tokenizer), widths, model_config_
 
 
 def choose_device(flag: str) -> str:
@@ -366,7 +417,7 @@ def print_table(result: dict, step_times: list[float]) -> None:
         ("device", result["device"]),
         (
             "model",
-            f"qwen3_5_text {result['hidden']}/{result['layers']} hidden/layers, vocab {result['vocab']}",
+            f"{result['model']} {result['hidden']}/{result['layers']} hidden/layers, vocab {result['vocab']}",
         ),
         ("batch x prompt/response", f"{result['batch']} x {result['prompt_len']}/{result['response_len']}"),
         (
@@ -376,6 +427,7 @@ def print_table(result: dict, step_times: list[float]) -> None:
         ("dtype", result["dtype"]),
         ("timed steps (s)", " ".join(f"{t:.3f}" for t in step_times)),
         ("median s/step", f"{result['step_s']:.3f}"),
+        ("new tokens per generate (median)", f"{result['generated_len']}"),
         (f"peak memory ({result['mem_kind']})", f"{result['peak_mem_mib']:.0f} MiB"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -396,7 +448,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     set_seed(args.seed)
     with tempfile.TemporaryDirectory(prefix="peer_trl112_") as output_dir:
-        trainer, timer, vocab = build_trainer(args, device, output_dir, dtype)
+        trainer, timer, vocab, widths, config = build_trainer(args, device, output_dir, dtype)
         trainer.train()
     step_times = timer.durations[args.warmup :]
     if len(step_times) != args.steps:
@@ -408,7 +460,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "steps": len(step_times),
         "peak_mem_mib": round(mem, 1),
         "mem_kind": mem_kind,
-        **_shapes.shape_record(args),
+        **_shapes.shape_record(args, config),
+        "generated_len": statistics.median(widths[args.warmup :]) if len(widths) > args.warmup else None,
         "device": device,
         "dtype": dtype,
         "threads": torch.get_num_threads(),

@@ -2,12 +2,15 @@
 
 The model is a random-init ``qwen3_5_text`` of ``--hidden``/``--layers``, shaped by
 ``benchmarks/_shapes.py`` exactly as ``benchmarks/peer_trl112.py`` shapes the peer's, with the
-tokenizer our package ships. It is saved to a temporary directory and given to
-``eulerforge_trl.trainers.ppo.trainer.PPOTrainer`` as ``model_name``, with a LoRA of rank
+tokenizer our package ships, saved to a temporary directory; or, with ``--model``, a pretrained
+model (a local directory or a built-in name such as ``smollm2-135m-instruct``) with its own
+tokenizer. It is given to ``eulerforge_trl.trainers.ppo.trainer.PPOTrainer`` as ``model_name``,
+with a LoRA of rank
 ``--lora-r`` (alpha 2r), a random reward head (``training.reward_model.checkpoint_path: ""``) and
-prompts that tokenize to exactly ``--prompt-len`` tokens. A random model practically never samples
-EOS, so every response runs to ``--response-len`` tokens: the shape of a step is fixed (the
-measured mean response length is reported).
+prompts that tokenize to exactly ``--prompt-len`` tokens. ``generate`` stops early only when every
+row of the batch has sampled EOS, which neither a random model nor a pretrained one given random
+prompts practically does, so the batch runs to ``--response-len`` tokens: the shape of a step is
+fixed (the generated width and mean response length up to EOS are reported).
 
 What it measures, after ``--warmup`` untimed steps:
 
@@ -26,6 +29,7 @@ A table goes to stdout, then, as the last line, one JSON object (only that with 
 
     python benchmarks/ppo_step.py                       # tiny: 64/2 hidden/layers, 8 x 16+32 tokens
     python benchmarks/ppo_step.py --hidden 256 --layers 4 --batch 16 --response-len 64
+    python benchmarks/ppo_step.py --model smollm2-135m-instruct  # a real model, 576/30 hidden/layers
     python benchmarks/ppo_step.py --steps 2 --threads 1 # a quick look on a busy machine
 
 Timings need idle cores; on a shared 2-core machine prefer ``--threads 1``.
@@ -110,21 +114,48 @@ def build_model_dir(args: argparse.Namespace, out_dir: Path, tokenizer) -> int:
     return n_params
 
 
-def write_prompts(tokenizer, path: Path, n: int, prompt_len: int, seed: int) -> None:
-    """`n` prompts of random text that tokenizes to at least `prompt_len` tokens.
+def benchmark_tokenizer(args: argparse.Namespace):
+    """`--model`'s tokenizer (as the trainer loads it), else the tiny tokenizer our package ships."""
+    if args.model:
+        from eulerforge_trl.models.loading import load_tokenizer
 
-    The trainer keeps the last `data.max_prompt_length` (= prompt_len) tokens, so every prompt
-    is exactly `prompt_len` tokens long and the batch has no padding, as in the peer.
+        return load_tokenizer(args.model)
+    from eulerforge_trl.models.tiny import load_tiny_tokenizer
+
+    return load_tiny_tokenizer()
+
+
+def base_parameter_count(model) -> int:
+    """Parameters of the base model, LoRA weights left out (the same count for ours and the peer's policy)."""
+    return sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)
+
+
+def write_prompts(tokenizer, path: Path, n: int, prompt_len: int, seed: int) -> None:
+    """`n` prompts of random text that tokenizes to exactly `prompt_len` tokens.
+
+    Exactly, not at least: the policy keeps the last `data.max_prompt_length` (= prompt_len) tokens
+    but the reward reads the prompt's text, so a longer text would make our reward pass longer
+    than the peer's. A real tokenizer does not give back the ids its text was decoded from, so
+    texts are drawn until one re-tokenizes to `prompt_len` ids. The batch has no padding, as in
+    the peer.
     """
     rng = random.Random(seed)
     special = set(tokenizer.all_special_ids)
     allowed = [i for i in range(len(tokenizer)) if i not in special]
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
     with path.open("w", encoding="utf-8") as handle:
         for _ in range(n):
-            ids = [rng.choice(allowed) for _ in range(2 * prompt_len + 8)]
-            text = tokenizer.decode(ids)
-            while len(tokenizer(text)["input_ids"]) < prompt_len:
-                text += tokenizer.decode([rng.choice(allowed) for _ in range(prompt_len)])
+            for _attempt in range(1000):
+                text = tokenizer.decode(
+                    encode(tokenizer.decode([rng.choice(allowed) for _ in range(2 * prompt_len)]))[:prompt_len]
+                )
+                if len(encode(text)) == prompt_len:
+                    break
+            else:
+                raise RuntimeError(f"no random text re-tokenizes to {prompt_len} tokens with this tokenizer")
             handle.write(json.dumps({"prompt": text}) + "\n")
 
 
@@ -151,6 +182,8 @@ def make_preset(args: argparse.Namespace, model_dir: Path, prompts: Path, output
                     "max_gen_len": args.response_len,
                     "critic": args.critic,
                     "sample_every": 0,
+                    # the score scale is estimated once, inside the untimed warmup step: one batch is enough
+                    "score_norm_samples": args.batch,
                 },
             },
             "output_dir": str(output_dir),
@@ -296,7 +329,6 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     import torch
     from accelerate import Accelerator
 
-    from eulerforge_trl.models.tiny import load_tiny_tokenizer
     from eulerforge_trl.rundir import RunDir
     from eulerforge_trl.trainers.ppo.trainer import PPOTrainer
 
@@ -305,19 +337,23 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     now = make_clock(device)
-    tokenizer = load_tiny_tokenizer()
+    tokenizer = benchmark_tokenizer(args)
     with tempfile.TemporaryDirectory(prefix="ppo_step_") as tmp:
         tmp = Path(tmp)
-        n_params = build_model_dir(args, tmp / "model", tokenizer)
+        model_name = args.model or tmp / "model"
+        if not args.model:
+            build_model_dir(args, model_name, tokenizer)
         write_prompts(
             tokenizer, tmp / "prompts.jsonl", args.batch * (args.warmup + args.steps), args.prompt_len, args.seed
         )
-        preset = make_preset(args, tmp / "model", tmp / "prompts.jsonl", tmp / "run", dtype)
+        preset = make_preset(args, model_name, tmp / "prompts.jsonl", tmp / "run", dtype)
         torch.manual_seed(args.seed)
         trainer = PPOTrainer(preset, RunDir(tmp / "run"), accelerator=Accelerator(cpu=device == "cpu"))
         lengths = {len(ids) for ids in trainer.prompts}
         if lengths != {args.prompt_len}:
             raise RuntimeError(f"prompts tokenized to lengths {sorted(lengths)}, expected {args.prompt_len}")
+        n_params = base_parameter_count(trainer.model)
+        model_config = trainer.model.config
         short = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
         weights_dtype = short[trainer.model.get_input_embeddings().weight.dtype]  # what the preset gave
 
@@ -361,7 +397,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "device": device,
         "dtype": weights_dtype,
         "threads": torch.get_num_threads(),
-        **_shapes.shape_record(args),
+        **_shapes.shape_record(args, model_config),
         "critic": args.critic,
         "steps": args.steps,
         "warmup": args.warmup,
@@ -378,7 +414,7 @@ def print_table(res: dict) -> None:
         return name, f"{ours:.4f}", f"{floor:.4f}", f"{ours / floor:.2f}x"
 
     print(
-        f"{res['bench']} on {res['device']} ({res['dtype']}, {res['threads']} threads): qwen3_5_text "
+        f"{res['bench']} on {res['device']} ({res['dtype']}, {res['threads']} threads): {res['model']} "
         f"{res['hidden']}/{res['layers']} hidden/layers ({res['params'] / 1e6:.2f}M params, vocab {res['vocab']}), "
         f"batch {res['batch']} x {res['prompt_len']}+{res['response_len']} tokens, LoRA r {res['lora_r']}, "
         f"{res['ppo_epochs']} PPO epochs x {res['mini_batches']} minibatches, critic {res['critic']}"
