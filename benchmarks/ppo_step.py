@@ -161,6 +161,18 @@ def write_prompts(tokenizer, path: Path, n: int, prompt_len: int, seed: int) -> 
 
 def make_preset(args: argparse.Namespace, model_dir: Path, prompts: Path, output_dir: Path, dtype: str):
     from eulerforge_trl.config import load_preset
+    from eulerforge_trl.config.schema import PPOSection
+
+    ppo = {
+        "epochs": args.ppo_epochs,
+        "num_mini_batches": args.mini_batches,
+        "max_gen_len": args.response_len,
+        "critic": args.critic,
+        "sample_every": 0,
+    }
+    if hasattr(PPOSection, "score_norm_samples"):  # (ab.py runs this on older revisions too)
+        # the score scale is estimated once, inside the untimed warmup step: one batch is enough
+        ppo["score_norm_samples"] = args.batch
 
     return load_preset(
         None,
@@ -176,15 +188,7 @@ def make_preset(args: argparse.Namespace, model_dir: Path, prompts: Path, output
                 "precision": dtype,
                 "report_to": [],
                 "reward_model": {"checkpoint_path": ""},
-                "ppo": {
-                    "epochs": args.ppo_epochs,
-                    "num_mini_batches": args.mini_batches,
-                    "max_gen_len": args.response_len,
-                    "critic": args.critic,
-                    "sample_every": 0,
-                    # the score scale is estimated once, inside the untimed warmup step: one batch is enough
-                    "score_norm_samples": args.batch,
-                },
+                "ppo": ppo,
             },
             "output_dir": str(output_dir),
         },
