@@ -66,12 +66,14 @@ def main() -> int:
             "rev": getattr(args, label),
             "step_s": statistics.median(r["step_s"] for r in runs),
             "step_over_floor": statistics.median(r["step_over_floor"] for r in runs),
+            "generate_s": statistics.median(r["generate_s"] for r in runs),
             "update_s": statistics.median(r["update_s"] for r in runs),
             "peak_mem_mib": max(r["peak_mem_mib"] for r in runs),
         }
         print(
             f"{label:>6} {summary[label]['rev'][:10]:>10}  step {summary[label]['step_s']:.3f} s  "
-            f"update {summary[label]['update_s']:.3f} s  step/floor {summary[label]['step_over_floor']:.2f}  "
+            f"generate {summary[label]['generate_s']:.3f} s  update {summary[label]['update_s']:.3f} s  "
+            f"step/floor {summary[label]['step_over_floor']:.2f}  "
             f"peak {summary[label]['peak_mem_mib']:.0f} MiB"
         )
     ratio = summary["after"]["step_s"] / summary["before"]["step_s"]

@@ -1,22 +1,27 @@
-"""Our PPO step against the peer's (TRL 1.12 PPOTrainer), measured in one run with the same flags.
+"""Our PPO step against the peer's (TRL 1.12 PPOTrainer) and our GRPO step, measured in one run with the same flags.
 
 Runs ``benchmarks/ppo_step.py --json-only`` (with this Python, which must import
-``eulerforge_trl``: the repository's ``.venv``) and then ``benchmarks/peer_trl112.py`` (which
-re-executes itself in ``.venv-peer/``, creating it on first use), one after the other, never
-at once. Both get the same shape and run flags (``benchmarks/_shapes.py``: model size, batch,
-prompt/response lengths, LoRA rank, PPO epochs, minibatches, steps, warmup, seed, threads,
-device, dtype) and the tokenizer our package ships, so they build the same ``qwen3_5_text``
-model with the same vocabulary. ``--critic`` goes to ours only (the peer always trains a
-separate full value model).
+``eulerforge_trl``: the repository's ``.venv``), then ``benchmarks/peer_trl112.py`` (which
+re-executes itself in ``.venv-peer/``, creating it on first use), then ``benchmarks/grpo_step.py``,
+one after the other, never at once. All get the same shape and run flags
+(``benchmarks/_shapes.py``: model, batch, prompt/response lengths, LoRA rank, PPO epochs,
+minibatches, steps, warmup, seed, threads, device, dtype). Without ``--model`` every side builds
+the same random ``qwen3_5_text`` with the tokenizer our package ships; with ``--model`` (a local
+directory, or a built-in name that is resolved here to its cache directory) every side loads that
+model and its tokenizer. ``--critic`` goes to ours only (the peer always trains a separate full
+value model); ``--num-generations`` to GRPO only (``--batch`` completions a step on both of ours).
 
-Prints our phase table (ours vs the floor), a side-by-side table (ours vs peer), and, as the
-last line, one JSON object: ``ours_step_s``, ``peer_step_s``, ``ours_over_peer`` (step-time
-ratio), ``step_over_floor``, ``ours_peak_mem_mib``, ``peer_peak_mem_mib``, the shape, and both
-benchmarks' full results under ``ours`` and ``peer``::
+Prints our phase table (ours vs the floor), a side-by-side table (ours vs peer), GRPO vs PPO, and,
+as the last line, one JSON object: ``ours_step_s``, ``peer_step_s``, ``ours_over_peer``
+(step-time ratio), ``step_over_floor``, ``ours_peak_mem_mib``, ``peer_peak_mem_mib``,
+``ours_over_peer_mem``, ``phases`` and ``floor_phases`` (median s), ``grpo_step_s``,
+``grpo_over_ppo``, ``grpo_over_ppo_mem``, the shape, and the three benchmarks' full results under
+``ours``, ``peer`` and ``grpo``::
 
     .venv/bin/python benchmarks/compare.py                          # tiny default
     .venv/bin/python benchmarks/compare.py --steps 2 --threads 1    # a quick look
     .venv/bin/python benchmarks/compare.py --hidden 256 --layers 4 --batch 16 --response-len 64
+    .venv/bin/python benchmarks/compare.py --model smollm2-135m-instruct
 """
 
 from __future__ import annotations
@@ -50,6 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def bad_input(message: str) -> None:
+    """One line and exit status 2, as the library's CLI does for bad input."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def resolve_model(name: str | None) -> str | None:
     """A built-in model name (e.g. smollm2-135m-instruct) -> its directory, built on first use.
 
@@ -58,8 +69,17 @@ def resolve_model(name: str | None) -> str | None:
     if name is None:
         return None
     from eulerforge_trl.models import builtin
+    from eulerforge_trl.models.loading import ModelError
 
-    return str(builtin.ensure_model(name)) if builtin.is_builtin(name) else name
+    if builtin.is_builtin(name):
+        try:
+            return str(builtin.ensure_model(name))
+        except ModelError as err:
+            bad_input(f"--model {err}")
+    if not (Path(name) / "config.json").is_file():
+        known = ", ".join(sorted(builtin.REGISTRY))
+        bad_input(f"--model {name}: not a model directory (no config.json) nor a built-in name ({known})")
+    return name
 
 
 def run_json(name: str, cmd: list[str]) -> dict:
@@ -167,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         "peer_peak_mem_mib": peer["peak_mem_mib"] if peer else None,
         "ours_over_peer_mem": round(ours["peak_mem_mib"] / peer["peak_mem_mib"], 3) if peer else None,
         "mem_kind": ours["mem_kind"],
+        # our step's phases and the floor's (median s): where the time goes
+        "phases": {name: ours[f"{name}_s"] for name in (*ppo_step.PHASES.values(), "other")},
+        "floor_phases": {name: ours[f"floor_{name}_s"] for name in ("generate", "reward", "reference", "update")},
         **{k: ours[k] for k in ("device", "dtype", "threads", "vocab", *_shapes.SHAPE_FLAGS, "critic", "steps")},
         "model_name": model_name,
         "grpo_step_s": grpo["step_s"] if grpo else None,
