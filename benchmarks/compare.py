@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _shapes  # noqa: E402
 import ppo_step  # noqa: E402  (top level imports only the standard library and _shapes)
+
+# Our package sets THP_MEM_ALLOC_ENABLE when imported (resolve_model imports it here); the peer
+# runs as its users run it, with this variable only if the user set it.
+USER_THP = os.environ.get("THP_MEM_ALLOC_ENABLE")
 
 # Fields both results must agree on for the ratio to mean anything.
 SAME = ("device", "dtype", "threads", "vocab", "model", *_shapes.SHAPE_FLAGS, "steps", "generated_len")
@@ -82,10 +87,17 @@ def resolve_model(name: str | None) -> str | None:
     return name
 
 
-def run_json(name: str, cmd: list[str]) -> dict:
+def peer_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if USER_THP is None:
+        env.pop("THP_MEM_ALLOC_ENABLE", None)
+    return env
+
+
+def run_json(name: str, cmd: list[str], env: dict[str, str] | None = None) -> dict:
     """Run `cmd` (stderr passes through), return the JSON object on the last line of its stdout."""
     print(f"[compare] $ {' '.join(cmd)}", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     if proc.returncode != 0 or not lines:
         tail = "\n".join(lines[-20:])
@@ -162,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         # a pretrained model brings its tokenizer; the random one gets the tokenizer ours uses
         tokenizer = args.model or str(_shapes.TINY_TOKENIZER_DIR)
         peer_cmd = [sys.executable, str(HERE / "peer_trl112.py"), *flags, "--tokenizer", tokenizer]
-        peer = run_json("peer_trl112.py", peer_cmd)
+        peer = run_json("peer_trl112.py", peer_cmd, env=peer_env())
     grpo = None
     if not args.no_grpo:
         grpo_cmd = [sys.executable, str(HERE / "grpo_step.py"), "--json-only", *flags]

@@ -50,6 +50,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -247,6 +248,8 @@ def timed_mean(timer, args: argparse.Namespace, key: str) -> float | None:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
+    import eulerforge_trl  # noqa: F401  (first, as the CLI does: it sets torch's CPU allocator options)
+
     device = ppo_step.choose_device(args.device)
     dtype = _shapes.resolve_dtype(args.dtype, device)
     import torch
@@ -288,6 +291,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "num_iterations": preset.training.grpo.num_iterations,
         "device": device,
         "dtype": short[timer.weights_dtype],
+        "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"),  # torch's huge-page CPU allocations
         "threads": torch.get_num_threads(),
         **_shapes.shape_record(args, timer.model_config),
         "steps": args.steps,

@@ -464,6 +464,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "generated_len": statistics.median(widths[args.warmup :]) if len(widths) > args.warmup else None,
         "device": device,
         "dtype": dtype,
+        "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"),  # torch's huge-page CPU allocations
         "threads": torch.get_num_threads(),
         "vocab": vocab,
     }

@@ -328,6 +328,8 @@ def choose_device(flag: str) -> str:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
+    import eulerforge_trl  # noqa: F401  (first, as the CLI does: it sets torch's CPU allocator options)
+
     device = choose_device(args.device)
     dtype = _shapes.resolve_dtype(args.dtype, device)
     import torch
@@ -400,6 +402,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "step_times_s": [round(w, r) for w in walls],
         "device": device,
         "dtype": weights_dtype,
+        "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"),  # torch's huge-page CPU allocations
         "threads": torch.get_num_threads(),
         **_shapes.shape_record(args, model_config),
         "critic": args.critic,
