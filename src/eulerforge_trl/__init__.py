@@ -12,8 +12,8 @@ def _huge_pages_for_large_cpu_tensors() -> None:
 
     Why: torch returns large CPU tensors to the OS when they are freed, so every PPO pass
     page-faults its activations and logits in again, 4 KB at a time. On SmolLM2-135M (fp32, 2
-    cores) that was 2.7M page faults in a short benchmark; with huge pages 0.54M, and the PPO step
-    took 0.84x the time (benchmarks/RESULTS.md). torch reads THP_MEM_ALLOC_ENABLE once, when it
+    cores) a short PPO benchmark took 2.7M page faults, 0.54M with huge pages, and the PPO step
+    0.89x the time (benchmarks/RESULTS.md, `ab.py`). torch reads THP_MEM_ALLOC_ENABLE once, when it
     makes its first tensor, so this runs at package import, before any torch import of ours; a
     value the user set (0 turns it off) is left alone. Linux only; no effect where transparent
     huge pages are `never`, nor on GPU memory.
