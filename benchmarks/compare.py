@@ -74,17 +74,16 @@ def resolve_model(name: str | None) -> str | None:
     if name is None:
         return None
     from eulerforge_trl.models import builtin
-    from eulerforge_trl.models.loading import ModelError
+    from eulerforge_trl.models.loading import ModelError, local_source
 
-    if builtin.is_builtin(name):
-        try:
-            return str(builtin.ensure_model(name))
-        except ModelError as err:
-            bad_input(f"--model {err}")
-    if not (Path(name) / "config.json").is_file():
+    try:
+        path = local_source(name)
+    except ModelError as err:
+        bad_input(f"--model {err}")
+    if not (Path(path) / "config.json").is_file():
         known = ", ".join(sorted(builtin.REGISTRY))
         bad_input(f"--model {name}: not a model directory (no config.json) nor a built-in name ({known})")
-    return name
+    return path
 
 
 def peer_env() -> dict[str, str]:

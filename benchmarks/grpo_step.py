@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import statistics
 import sys
@@ -114,19 +113,6 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def prepare_model(args: argparse.Namespace, tmp: Path) -> tuple[str, object]:
-    """`model_name` for the preset and its tokenizer: `--model`, or ppo_step's random model saved under `tmp`."""
-    if args.model:
-        from eulerforge_trl.models.loading import load_tokenizer
-
-        return args.model, load_tokenizer(args.model)
-    from eulerforge_trl.models.tiny import load_tiny_tokenizer
-
-    tokenizer = load_tiny_tokenizer()
-    ppo_step.build_model_dir(args, tmp / "model", tokenizer)
-    return str(tmp / "model"), tokenizer
-
-
 def make_preset(args: argparse.Namespace, model_name: str, prompts: Path, output_dir: Path, dtype: str):
     from eulerforge_trl.config import load_preset
 
@@ -179,7 +165,7 @@ def step_timer(args: argparse.Namespace, device: str):
         def on_train_begin(self, targs, state, control, model=None, **kwargs):
             self.model_config = model.config
             self.weights_dtype = model.get_input_embeddings().weight.dtype
-            self.params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+            self.params = ppo_step.base_parameter_count(model)
 
         def on_step_begin(self, targs, state, control, **kwargs):
             self.start = now()
@@ -248,21 +234,14 @@ def timed_mean(timer, args: argparse.Namespace, key: str) -> float | None:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    import eulerforge_trl  # noqa: F401  (first, as the CLI does: it sets torch's CPU allocator options)
-
-    device = ppo_step.choose_device(args.device)
-    dtype = _shapes.resolve_dtype(args.dtype, device)
+    device, dtype = ppo_step.start(args)
     import torch
 
-    # checkpoint_path "" scores with a random RewardHead: meaningless rewards, the same cost.
-    logging.getLogger("eulerforge_trl.models.scorer").setLevel(logging.ERROR)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     prompts_per_step = args.batch // args.num_generations
     timer = step_timer(args, device)
     with tempfile.TemporaryDirectory(prefix="grpo_step_") as tmp:
         tmp = Path(tmp)
-        model_name, tokenizer = prepare_model(args, tmp)
+        model_name, tokenizer = ppo_step.prepare_model(args, tmp)
         n_prompts = prompts_per_step * (args.warmup + args.steps)
         ppo_step.write_prompts(tokenizer, tmp / "prompts.jsonl", n_prompts, args.prompt_len, args.seed)
         preset = make_preset(args, model_name, tmp / "prompts.jsonl", tmp / "run", dtype)

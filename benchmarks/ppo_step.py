@@ -327,28 +327,45 @@ def choose_device(flag: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_benchmark(args: argparse.Namespace) -> dict:
-    import eulerforge_trl  # noqa: F401  (first, as the CLI does: it sets torch's CPU allocator options)
+def start(args: argparse.Namespace) -> tuple[str, str]:
+    """What every benchmark of ours does first: (device, dtype of the frozen base).
+
+    The package is imported before torch, as the CLI does, since it sets torch's CPU allocator
+    options; threads are set as asked; the random reward head's warning is silenced
+    (checkpoint_path "" scores with a random RewardHead: meaningless rewards, the same cost).
+    """
+    import eulerforge_trl  # noqa: F401
 
     device = choose_device(args.device)
-    dtype = _shapes.resolve_dtype(args.dtype, device)
+    import torch
+
+    logging.getLogger("eulerforge_trl.models.scorer").setLevel(logging.ERROR)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return device, _shapes.resolve_dtype(args.dtype, device)
+
+
+def prepare_model(args: argparse.Namespace, tmp: Path) -> tuple[str, object]:
+    """`model_name` for the preset and its tokenizer: `--model`, or a random model saved under `tmp`."""
+    tokenizer = benchmark_tokenizer(args)
+    if args.model:
+        return args.model, tokenizer
+    build_model_dir(args, tmp / "model", tokenizer)
+    return str(tmp / "model"), tokenizer
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    device, dtype = start(args)
     import torch
     from accelerate import Accelerator
 
     from eulerforge_trl.rundir import RunDir
     from eulerforge_trl.trainers.ppo.trainer import PPOTrainer
 
-    # checkpoint_path "" scores with a random RewardHead: meaningless rewards, the same cost.
-    logging.getLogger("eulerforge_trl.models.scorer").setLevel(logging.ERROR)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     now = make_clock(device)
-    tokenizer = benchmark_tokenizer(args)
     with tempfile.TemporaryDirectory(prefix="ppo_step_") as tmp:
         tmp = Path(tmp)
-        model_name = args.model or tmp / "model"
-        if not args.model:
-            build_model_dir(args, model_name, tokenizer)
+        model_name, tokenizer = prepare_model(args, tmp)
         write_prompts(
             tokenizer, tmp / "prompts.jsonl", args.batch * (args.warmup + args.steps), args.prompt_len, args.seed
         )
