@@ -98,6 +98,8 @@ def _ppo_summary(records: list[dict]) -> str:
 
 # what the stages that optimise a reward read: the learned RM and the reward functions beside it
 REWARD_KEYS = ("training.reward_model", "training.reward_funcs", "training.reward_weights")
+# what the stages that sample responses read: the rollout engine
+SAMPLING_KEYS = ("generation",)
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
@@ -136,7 +138,7 @@ STAGES: dict[str, Stage] = {
                 "response_length",
             ),
             inputs={"model_name": "sft", "training.reward_model.checkpoint_path": "rm"},
-            reads=REWARD_KEYS,
+            reads=(*REWARD_KEYS, *SAMPLING_KEYS),
         ),
         Stage(
             name="grpo",
@@ -147,7 +149,7 @@ STAGES: dict[str, Stage] = {
             config_section="training.grpo",
             curves=("reward_mean", "kl_divergence", "entropy", "loss", "reward_std", "completions/mean_length"),
             inputs={"model_name": "sft", "training.reward_model.checkpoint_path": "rm"},
-            reads=REWARD_KEYS,
+            reads=(*REWARD_KEYS, *SAMPLING_KEYS),
         ),
         Stage(
             name="dpo",

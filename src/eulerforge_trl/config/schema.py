@@ -229,6 +229,38 @@ class DPOSection:
 
 
 @dataclass
+class GenerationSection:
+    """How PPO, GRPO and PPO's held-out evaluation sample responses (the rollout engine)."""
+
+    backend: Literal["hf", "vllm"] = setting(
+        "hf",
+        "hf = transformers' generate on the training model (the LoRA active); vllm = a vLLM engine in the "
+        "training process (colocated, no server) holding its own copy of the weights, the policy's merged "
+        "weights pushed to it after every optimizer step (pip install 'eulerforge-trl[vllm]', or "
+        "make install-vllm on a CPU). Responses are the engine's, log-probs always the trainer's",
+    )
+    compile: bool | None = setting(
+        None,
+        "hf only: decode with a static KV cache that transformers compiles (CUDA graphs on a GPU; one-off "
+        "compile of about a minute, then several times faster per token); null = on with CUDA, off elsewhere",
+    )
+    vllm_gpu_memory_utilization: float = setting(
+        0.3,
+        "vllm only: share of the GPU's memory the engine claims for weights and KV cache (TRL's name); on "
+        "vLLM's CPU build, the share of the machine's RAM",
+    )
+    vllm_dtype: Literal["auto", "fp32", "bf16", "fp16"] = setting(
+        "auto",
+        "vllm only: the engine's weights dtype; auto = the training weights' dtype (then vLLM's tokens are what "
+        "the trainer would sample); bf16 samples faster on a CPU at a small log-prob gap (logged as "
+        "generation/logprob_gap)",
+    )
+    vllm_enforce_eager: bool = setting(
+        False, "vllm only: no CUDA graphs / compilation in the engine (faster start-up, slower sampling)"
+    )
+
+
+@dataclass
 class TrainingSection:
     """Optimisation settings shared by every stage; `type` picks the stage."""
 
@@ -292,4 +324,7 @@ class Preset:
     lora: LoraSection | None = setting(None, "LoRA adapter; null (no lora: section) = full fine-tuning (SFT, DPO)")
     data: DataSection = setting(doc="training and held-out data", factory=DataSection)
     training: TrainingSection = setting(doc="the stage and its optimisation", factory=TrainingSection)
+    generation: GenerationSection = setting(
+        doc="the rollout engine of PPO and GRPO (hf or vllm)", factory=GenerationSection
+    )
     output_dir: str | None = setting(None, "where the stage writes; null = outputs/<preset name>; --output-dir wins")
