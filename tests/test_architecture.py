@@ -4,7 +4,7 @@ Layers, bottom to top (a module may import its own layer and the ones below, nev
 
     base      errors, runtime, stages, rundir       (no package imports above them)
     config    config/                               (the typed preset tree)
-    io        data/, models/                        (rows and models)
+    io        data/, models/, rewards/, generation/ (rows, models, reward functions, rollout engines)
     trainers  trainers/                             (one runner per stage)
     pipeline  pipeline/                             (run one stage / the whole pipeline)
     entry     cli, api, train, pipeline/__main__, the package __init__
@@ -37,6 +37,7 @@ LAYER_OF = {
     "data": "io",
     "models": "io",
     "rewards": "io",  # reward functions by name (TRL's signature): leaves like data/
+    "generation": "io",  # rollout engines (hf, vllm): sample a model, below the trainers that use them
     "trainers": "trainers",
     "pipeline": "pipeline",
     "evaluation": "pipeline",  # scores models on data, as the pipeline runs them; the CLI calls it

@@ -20,7 +20,11 @@ def _stage_sections() -> dict[str, tuple[str, ...]]:
     for name, stage in STAGES.items():
         wired = [key.rpartition(".")[0] for key in stage.inputs]
         for section in (stage.config_section, *stage.reads, *wired):
-            if section and section.startswith(("training.", "generation")) and name not in sections.setdefault(section, []):
+            if (
+                section
+                and section.startswith(("training.", "generation"))
+                and name not in sections.setdefault(section, [])
+            ):
                 sections[section].append(name)
     return {section: tuple(names) for section, names in sections.items()}
 

@@ -158,8 +158,10 @@ def _sample_batch(loaded: ModelSet, i: int, prompts: list, conversational: bool,
     """Sample model i on `prompts`; (texts, completion ids, lengths, per-sample KL to model 0)."""
     import torch
 
+    from ..config.schema import GenerationSection
     from ..data.render import prompt_ids, stop_token_ids
-    from ..trainers.ppo.rollout import response_forward, sample_responses
+    from ..generation import build_sampler, completion_ids, response_texts
+    from ..trainers.ppo.rollout import response_forward
 
     tokenizer = loaded.tokenizers[i]
     stops = stop_token_ids(tokenizer, conversational)
@@ -167,15 +169,16 @@ def _sample_batch(loaded: ModelSet, i: int, prompts: list, conversational: bool,
     padded = tokenizer.pad({"input_ids": [prompt_ids(tokenizer, p) for p in prompts]}, return_tensors="pt")
     with torch.no_grad():
         with loaded.active(i) as model:
-            roll = sample_responses(
+            sampler = build_sampler(
+                GenerationSection(),  # the hf engine on the model as loaded: several models, one pass each
                 model,
-                padded["input_ids"].to(device),
-                padded["attention_mask"].to(device),
+                tokenizer,
+                adapter=None,
                 max_new_tokens=max_new_tokens,
                 temperature=temperature,
                 stop_ids=stops,
-                pad_token_id=tokenizer.pad_token_id,
             )
+            roll = sampler.sample(padded["input_ids"].to(device), padded["attention_mask"].to(device))
             own = (
                 response_forward(model, roll.input_ids, roll.attention_mask, roll.n_prompt, temperature)[0]
                 if i
@@ -189,10 +192,7 @@ def _sample_batch(loaded: ModelSet, i: int, prompts: list, conversational: bool,
             kls = ((own - ref) * mask).sum(dim=1).tolist()
         elif i:
             kls = [None] * len(prompts)
-    answer = mask & ~torch.isin(roll.response_ids, torch.as_tensor(stops, device=mask.device))
-    texts = [tokenizer.decode(ids[keep], skip_special_tokens=True) for ids, keep in zip(roll.response_ids, answer)]
-    completion_ids = [ids[keep].tolist() for ids, keep in zip(roll.response_ids, mask)]
-    return texts, completion_ids, mask.sum(dim=1).tolist(), kls
+    return response_texts(tokenizer, roll, stops), completion_ids(roll), mask.sum(dim=1).tolist(), kls
 
 
 def _same_vocabulary(a, b) -> bool:

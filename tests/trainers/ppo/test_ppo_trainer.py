@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from eulerforge_trl.config import load_preset
+from eulerforge_trl.generation import mask_after_first_eos
 from eulerforge_trl.rundir import RunDir
-from eulerforge_trl.trainers.ppo.rollout import mask_after_first_eos, response_forward
+from eulerforge_trl.trainers.ppo.rollout import response_forward
 from eulerforge_trl.trainers.ppo.trainer import PPOTrainer
 
 

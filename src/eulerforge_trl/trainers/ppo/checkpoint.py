@@ -1,0 +1,69 @@
+"""PPO checkpoints: `checkpoints/checkpoint-<step>/ppo_state.pt`, written atomically, with every
+process's RNG state so that a resumed run samples what the uninterrupted one would have."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from ...rundir import RunDir, atomic_directory, trim_metrics
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "ppo_state.pt"
+
+
+class Checkpointer:
+    """Saves and loads the trainer's state (a dict the trainer builds and applies) for one run."""
+
+    def __init__(self, run: RunDir, accelerator, save_total_limit: int):
+        self.run, self.accelerator, self.save_total_limit = run, accelerator, save_total_limit
+
+    def save(self, step: int, state: dict) -> None:
+        """Write `state` + every process's RNG state as checkpoint-<step>; the oldest beyond the limit go."""
+        from accelerate.utils import gather_object
+
+        rng = _rng_state()
+        rng_states = gather_object([rng]) if self.accelerator.num_processes > 1 else [rng]
+        if self.accelerator.is_main_process:
+            target = self.run.checkpoint_dir(step)
+            with atomic_directory(target) as tmp:
+                torch.save({**state, "step": step, "rng": rng_states}, tmp / STATE_FILE)
+                (tmp / "trainer_state.json").write_text(json.dumps({"global_step": step}) + "\n")
+            self.run.prune_checkpoints(self.save_total_limit)
+        self.accelerator.wait_for_everyone()
+
+    def load(self, path: Path) -> dict:
+        """The saved state (on the CPU), this process's RNG restored, samples past the step trimmed."""
+        # on the CPU: the RNG states must stay there, and the rest is copied onto the parameters' device
+        state = torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
+        self._restore_rng(state["rng"], path)
+        if self.accelerator.is_main_process:
+            trim_metrics(self.run.samples, state["step"])
+            trim_metrics(self.run.eval_samples, state["step"])
+        return state
+
+    def _restore_rng(self, states: list[dict], path: Path) -> None:
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        if len(states) != world:
+            logger.warning(
+                "%s was saved by %d process(es), resuming on %d: sampling continues from fresh per-process seeds",
+                path,
+                len(states),
+                world,
+            )
+            return
+        mine = states[rank]
+        torch.set_rng_state(mine["torch"].cpu())
+        if mine["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([rng.cpu() for rng in mine["cuda"]])  # CPU ByteTensors only
+
+
+def _rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
