@@ -22,6 +22,11 @@ as the last line, one JSON object: ``ours_step_s``, ``peer_step_s``, ``ours_over
     .venv/bin/python benchmarks/compare.py --steps 2 --threads 1    # a quick look
     .venv/bin/python benchmarks/compare.py --hidden 256 --layers 4 --batch 16 --response-len 64
     .venv/bin/python benchmarks/compare.py --model smollm2-135m-instruct
+    .venv/bin/python benchmarks/compare.py --model smollm2-135m-instruct --generation vllm
+
+``--generation vllm`` runs ours with the vllm rollout engine (``make install-vllm``) and, right after,
+the same step with hf: ``vllm_over_hf`` is that ratio, measured in this run (GRPO gets the engine
+only on a GPU: TRL's colocated vLLM does not run on vLLM's CPU build).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     _shapes.add_shape_args(p)
     p.add_argument("--critic", choices=["adapter", "value_head"], default=None, help="ours only (default: ours')")
+    ppo_step.add_generation_args(p)
     p.add_argument("--no-peer", action="store_true", help="skip the peer (its fields come out null)")
     p.add_argument("--no-grpo", action="store_true", help="skip our GRPO step (its fields come out null)")
     p.add_argument(
@@ -58,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     _shapes.check_shape_args(p, args)
     return args
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def bad_input(message: str) -> None:
@@ -167,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     ours_cmd = [sys.executable, str(HERE / "ppo_step.py"), "--json-only", *flags]
     if args.critic:
         ours_cmd += ["--critic", args.critic]
-    ours = run_json("ppo_step.py", ours_cmd)
+    engine = ["--generation", args.generation, "--vllm-dtype", args.vllm_dtype]
+    ours = run_json("ppo_step.py", [*ours_cmd, *engine])
+    # with vllm, the same step with hf beside it: what the engine buys, measured in this run
+    hf = run_json("ppo_step.py (hf)", ours_cmd) if args.generation == "vllm" else None
     peer = None
     if not args.no_peer:
         # a pretrained model brings its tokenizer; the random one gets the tokenizer ours uses
@@ -177,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     grpo = None
     if not args.no_grpo:
         grpo_cmd = [sys.executable, str(HERE / "grpo_step.py"), "--json-only", *flags]
-        grpo = run_json("grpo_step.py", [*grpo_cmd, "--num-generations", str(args.num_generations)])
+        grpo_engine = engine if args.generation == "hf" or _has_cuda() else []  # TRL's vLLM needs a GPU
+        grpo = run_json("grpo_step.py", [*grpo_cmd, "--num-generations", str(args.num_generations), *grpo_engine])
     warnings = mismatches(ours, peer) if peer else []
     for w in warnings:
         print(f"[compare] warning: the runs differ in {w}", file=sys.stderr)
@@ -187,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     ppo_step.print_table(ours)
     print_side_by_side(ours, peer)
     print_grpo(ours, grpo)
+    if hf:
+        print(
+            f"vllm vs hf (ours): step {ours['step_s']:.3f} vs {hf['step_s']:.3f} s = {ours['step_s'] / hf['step_s']:.2f}x; "
+            f"generate {ours['generate_s']:.3f} vs {hf['generate_s']:.3f} s; weight sync {ours['weight_sync_s']:.3f} s"
+        )
     result = {
         "ours_step_s": ours["step_s"],
         "peer_step_s": peer["step_s"] if peer else None,
@@ -203,12 +224,18 @@ def main(argv: list[str] | None = None) -> int:
         "floor_phases": {name: ours[f"floor_{name}_s"] for name in ("generate", "reward", "reference", "update")},
         **{k: ours[k] for k in ("device", "dtype", "threads", "vocab", *_shapes.SHAPE_FLAGS, "critic", "steps")},
         "model_name": model_name,
+        "generation": args.generation,
+        "hf_step_s": hf["step_s"] if hf else None,
+        "vllm_over_hf": round(ours["step_s"] / hf["step_s"], 3) if hf else None,
+        "hf_generate_s": hf["generate_s"] if hf else None,
         "grpo_step_s": grpo["step_s"] if grpo else None,
+        "grpo_generation": grpo.get("generation") if grpo else None,
         "grpo_over_ppo": round(grpo["step_s"] / ours["step_s"], 3) if grpo else None,
         "grpo_peak_mem_mib": grpo["peak_mem_mib"] if grpo else None,
         "grpo_over_ppo_mem": round(grpo["peak_mem_mib"] / ours["peak_mem_mib"], 3) if grpo else None,
         "warnings": warnings,
         "ours": ours,
+        "ours_hf": hf,
         "peer": peer,
         "grpo": grpo,
     }

@@ -52,7 +52,7 @@ def first_update(args, before: bool) -> dict:
         torch.manual_seed(args.seed)
         trainer = PPOTrainer(preset, RunDir(Path(tmp)))
         trainer.ensure_score_scale()
-        mean, std = trainer.score_stats
+        mean, std = trainer.scale.stats
         if before:  # undo the fold: the head back to the reward head's raw units
             trainer.critic.rescale(-mean / std, 1.0 / std)
         torch.manual_seed(args.seed + 1)

@@ -91,6 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"completions per prompt (training.grpo.num_generations, default {GRPOSection.num_generations}); "
         "must divide --batch",
     )
+    ppo_step.add_generation_args(p)
     p.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = p.parse_args(argv)
     _shapes.check_shape_args(p, args)
@@ -140,6 +141,7 @@ def make_preset(args: argparse.Namespace, model_name: str, prompts: Path, output
                 },
             },
             "output_dir": str(output_dir),
+            **ppo_step.generation_preset(args),
         },
     )
 

@@ -60,6 +60,7 @@ PHASES = {
     "time_reference": "reference",
     "time_old_logprobs": "old_logprobs",
     "time_train": "update",
+    "time_weight_sync": "weight_sync",  # the policy's weights pushed into the vllm engine (0 with hf)
 }
 
 
@@ -74,10 +75,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=PPOSection.critic,
         help=f"training.ppo.critic (default: the preset default, {PPOSection.critic})",
     )
+    add_generation_args(p)
     p.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = p.parse_args(argv)
     _shapes.check_shape_args(p, args)
     return args
+
+
+def add_generation_args(p: argparse.ArgumentParser) -> None:
+    """--generation and --vllm-dtype: the preset's generation.backend and generation.vllm_dtype."""
+    p.add_argument("--generation", choices=["hf", "vllm"], default="hf", help="generation.backend (default hf)")
+    p.add_argument(
+        "--vllm-dtype",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="generation.vllm_dtype (auto = the training dtype)",
+    )
+
+
+def generation_preset(args: argparse.Namespace) -> dict:
+    """The preset's `generation:` section for --generation (absent on revisions that predate it: ab.py)."""
+    from eulerforge_trl.config.schema import Preset
+
+    if "generation" not in Preset.__dataclass_fields__:
+        return {}
+    # vLLM's CPU build: an explicit KV cache is sized by the engine itself; the RAM share stays small
+    return {"generation": {"backend": args.generation, "vllm_dtype": args.vllm_dtype}}
 
 
 def log(msg: str) -> None:
@@ -191,6 +214,7 @@ def make_preset(args: argparse.Namespace, model_dir: Path, prompts: Path, output
                 "ppo": ppo,
             },
             "output_dir": str(output_dir),
+            **generation_preset(args),
         },
     )
 
@@ -221,7 +245,7 @@ def time_train_steps(trainer, args: argparse.Namespace, now) -> tuple[list[float
         timed = i >= args.warmup
         log(
             f"{'step' if timed else 'warmup'} {i + 1}: {wall:.3f} s  "
-            + "  ".join(f"{name}={m[key]:.3f}" for key, name in PHASES.items())
+            + "  ".join(f"{name}={m.get(key, 0.0):.3f}" for key, name in PHASES.items())
         )
         if timed:
             walls.append(wall)
@@ -391,11 +415,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         floor_mem = peak_memory_mib(device)[0] if device == "cuda" else None
 
     def med(key: str) -> float:
-        return statistics.median(m[key] for m in metrics)
+        return statistics.median(m.get(key, 0.0) for m in metrics)
 
     step_s = statistics.median(walls)
     phases = {name: med(key) for key, name in PHASES.items()}
-    other = statistics.median(w - sum(m[k] for k in PHASES) for w, m in zip(walls, metrics))
+    other = statistics.median(w - sum(m.get(k, 0.0) for k in PHASES) for w, m in zip(walls, metrics))
     seq_tokens = args.batch * (args.prompt_len + args.response_len)
     scoring = phases["reward"] + phases["reference"] + phases["old_logprobs"]
     r = 4  # decimals of seconds in the JSON
@@ -425,6 +449,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         **_shapes.shape_record(args, model_config),
         "critic": args.critic,
+        "generation": args.generation,
+        "vllm_dtype": args.vllm_dtype if args.generation == "vllm" else None,
         "steps": args.steps,
         "warmup": args.warmup,
         "seed": args.seed,
@@ -443,7 +469,8 @@ def print_table(res: dict) -> None:
         f"{res['bench']} on {res['device']} ({res['dtype']}, {res['threads']} threads): {res['model']} "
         f"{res['hidden']}/{res['layers']} hidden/layers ({res['params'] / 1e6:.2f}M params, vocab {res['vocab']}), "
         f"batch {res['batch']} x {res['prompt_len']}+{res['response_len']} tokens, LoRA r {res['lora_r']}, "
-        f"{res['ppo_epochs']} PPO epochs x {res['mini_batches']} minibatches, critic {res['critic']}"
+        f"{res['ppo_epochs']} PPO epochs x {res['mini_batches']} minibatches, critic {res['critic']}, "
+        f"generation {res.get('generation', 'hf')}"
     )
     rows = [
         ("phase (median s)", "ours", "floor", "ours/floor"),
@@ -452,6 +479,7 @@ def print_table(res: dict) -> None:
         row("reference", res["reference_s"], res["floor_reference_s"]),
         row("old logprobs/values", res["old_logprobs_s"], None),
         row("update", res["update_s"], res["floor_update_s"]),
+        row("weight sync (vllm)", res.get("weight_sync_s", 0.0), None),
         row("other (GAE, logging)", res["other_s"], None),
         row("step", res["step_s"], res["floor_s"]),
     ]

@@ -38,6 +38,7 @@ from ..rewards.functions import call_reward_function
 from ..rewards.sources import FUNCS_KEY, RM_NAME, RewardFunction, RewardModelSource, RewardSources
 from ..rundir import RunDir, append_jsonl, atomic_directory, checkpoint_step, trim_metrics, write_final_marker
 from .common import common_trainer_args, logging_callbacks, sampling_policy, weights_dtype
+from .grpo_generation import grpo_generation_args
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def to_grpo_config(preset: Preset, run: RunDir, reward_weights: list[float]) -> 
         multi_objective_aggregation="sum_then_normalize",
         disable_dropout=True,  # the reference (adapters off) and the policy must see the same network
         sync_ref_model=False,  # not supported with PEFT
-        use_vllm=False,  # TRL's own generate() on the policy
+        **grpo_generation_args(preset),  # generation.backend: TRL's generate, or its colocated vLLM
         log_completions=False,  # samples.jsonl instead (see SampleRecorder)
         remove_unused_columns=False,  # extra data columns reach the reward functions
         shuffle_dataset=True,
@@ -198,6 +199,11 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     from accelerate import PartialState
     from datasets import Dataset
 
+    grpo_generation_args(preset)  # a generation: setting TRL cannot honour stops here, before any loading
+    if preset.generation.backend == "vllm":
+        from ..generation.vllm import require_vllm
+
+        require_vllm()
     state = PartialState()
     is_main = state.is_main_process
     tokenizer = load_tokenizer(preset.model_name)

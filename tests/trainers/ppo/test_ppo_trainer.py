@@ -203,7 +203,7 @@ def test_the_critic_starts_as_the_reward_head_in_normalised_units(tmp_path, crit
     trainer = PPOTrainer(tiny_ppo_preset(tmp_path, f"training.ppo.critic={critic}"), RunDir(tmp_path / "out"))
     (tmp_path / "out").mkdir(exist_ok=True)
     logged = trainer.ensure_score_scale()
-    mean, std = trainer.score_stats
+    mean, std = trainer.scale.stats
     assert logged == {"score_norm_mean": mean, "score_norm_std": std, "score_norm_samples": 8}
     hidden = torch.randn(5, trainer.critic.head.linear.in_features)
     with torch.no_grad():

@@ -158,7 +158,7 @@ def test_the_critic_starts_as_the_weighted_reward_head_shifted_by_the_rm_share(
 
     trainer.rewards.rm_share = spy
     trainer.ensure_score_scale()
-    _, std = trainer.score_stats
+    _, std = trainer.scale.stats
     with torch.no_grad():
         expected = (raw - torch.cat(shares).mean()) / std
         torch.testing.assert_close(trainer.critic.head(hidden), expected, atol=1e-5, rtol=1e-5)

@@ -33,6 +33,7 @@ from ...config.schema import Preset
 from ...data import render
 from ...data.jsonl import is_conversational, split_rows
 from ...generation import Rollout, build_sampler, response_texts
+from ...generation.vllm import require_vllm
 from ...models.loading import load_tokenizer, resolved_model_name
 from ...rewards.sources import RewardSources, columns_of
 from ...rundir import RunDir, append_jsonl, atomic_directory, read_metrics, write_final_marker
@@ -43,6 +44,7 @@ from .checkpoint import Checkpointer
 from .critic import POLICY, build_critic
 from .evaluation import HeldOutEvaluation
 from .gradients import average_gradients
+from .normalization import ScoreScale, sft_scores
 from .prompts import PromptSet
 from .rollout import Forward, response_forward
 from .targets import Targets, ppo_targets
@@ -59,6 +61,8 @@ class PPOTrainer:
 
     def __init__(self, preset: Preset, run: RunDir, accelerator: Accelerator | None = None):
         self.preset, self.run, self.cfg = preset, run, preset.training.ppo
+        if preset.generation.backend == "vllm":
+            require_vllm()  # one line naming the install command, before any model is loaded
         self.accelerator = accelerator or build_accelerator(preset, run)
         self.device = self.accelerator.device
         self.tokenizer = load_tokenizer(preset.model_name)
@@ -110,7 +114,7 @@ class PPOTrainer:
         self.checkpointer = Checkpointer(run, self.accelerator, preset.training.save_total_limit)
         self.log = MetricsLog(self.accelerator, run, preset)
         self.step = 0
-        self.score_stats: tuple[float, float] | None = None  # total reward (mean, std) under the SFT policy
+        self.scale = ScoreScale(self.cfg.normalize_scores, self.cfg.score_norm_samples)
 
     @property
     def prompt_rows(self) -> list[dict]:
@@ -179,7 +183,7 @@ class PPOTrainer:
     def targets(self, roll: Rollout, scores: torch.Tensor, ref_logprobs: torch.Tensor, old: Forward) -> Targets:
         """4-5. KL-shaped per-token rewards and GAE from the old pass (see `targets.ppo_targets`)."""
         return ppo_targets(
-            self._normalized(scores),
+            self.scale(scores),
             roll.contains_eos,
             roll.response_mask,
             old.logprobs,
@@ -317,47 +321,26 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------------------------ score scale
 
-    def _normalized(self, scores: torch.Tensor) -> torch.Tensor:
-        """Total rewards in units of the SFT policy's reward spread ("N implementation details", 2.4)."""
-        if not self.cfg.normalize_scores:
-            return scores
-        mean, std = self.score_stats
-        return (scores - mean) / std
-
     def ensure_score_scale(self) -> dict[str, float]:
-        """Before step 1: the total reward's mean/std under the SFT policy, and the critic on that scale.
-
-        Estimated once from `score_norm_samples` responses to training prompts over every process
-        (the policy adapter starts at zero, so the policy *is* the SFT model), then kept and
-        checkpointed for the whole run. Returns what to log, or {} when there was nothing to do.
-        """
-        if not self.cfg.normalize_scores or self.score_stats is not None:
+        """Before step 1: the total reward's scale under the SFT policy (`normalization.ScoreScale`), and
+        the critic on that scale. Returns what to log, or {} when there was nothing to do."""
+        if not self.scale.needed:
             return {}
-        scores, rm_share = self._sft_scores(self.cfg.score_norm_samples)
-        everyone = self.accelerator.gather(scores)
-        mean, std = everyone.mean().item(), everyone.std(unbiased=False).clamp(min=1e-6).item()
-        self.score_stats = (mean, std)
+
+        @torch.no_grad()
+        def sample_and_score(rows: list[int]):
+            roll = self.sample(*self.prompts.padded_rows(rows, self.device))
+            total, parts = self.score(roll, [self.prompt_rows[i] for i in rows])
+            return total, self.rewards.rm_share(parts)
+
+        batches = self.prompts.score_norm_batches(self.scale.samples, self.preset.training.batch_size)
+        scores, rm_share = sft_scores(batches, sample_and_score)
+        logged = self.scale.estimate(self.accelerator.gather(scores))
         if self.step == 0:  # a resumed run keeps its trained critic
             # the critic's head estimates the RM's weighted part of the total (or nothing: a zero head),
             # so it is shifted by that part's mean; the other sources' mean is what it has to learn
-            self.critic.rescale(self.accelerator.gather(rm_share).mean().item(), std)
-        logger.info(
-            "reward normalisation from %d samples of the SFT policy: mean %.4f, std %.4f", len(everyone), mean, std
-        )
-        return {"score_norm_mean": mean, "score_norm_std": std, "score_norm_samples": len(everyone)}
-
-    @torch.no_grad()
-    def _sft_scores(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """[>= count / processes] raw total rewards of this rank's share of `count` samples, and the
-        RM's weighted part of them (zeros without an RM)."""
-        scores, rm_share = [], []
-        for rows in self.prompts.score_norm_batches(count, self.preset.training.batch_size):
-            roll = self.sample(*self.prompts.padded_rows(rows, self.device))
-            total, parts = self.score(roll, [self.prompt_rows[i] for i in rows])
-            scores.append(total)
-            share = self.rewards.rm_share(parts)
-            rm_share.append(share if share is not None else torch.zeros_like(total))
-        return torch.cat(scores), torch.cat(rm_share)
+            self.critic.rescale(self.accelerator.gather(rm_share).mean().item(), self.scale.stats[1])
+        return logged
 
     # ------------------------------------------------------------------------------------ loop
 
@@ -429,7 +412,7 @@ class PPOTrainer:
         from peft import get_peft_model_state_dict
 
         state = {
-            "score_stats": self.score_stats,
+            "score_stats": self.scale.stats,
             "policy": get_peft_model_state_dict(self.model, adapter_name=POLICY),
             "critic": self.critic.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -447,7 +430,7 @@ class PPOTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
-        self.score_stats = state.get("score_stats")
+        self.scale.stats = state.get("score_stats")
         self.sampler.sync_weights()  # the engine samples the resumed policy, not the SFT model
 
     def save_final(self) -> None:

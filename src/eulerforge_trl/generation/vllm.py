@@ -1,0 +1,198 @@
+"""The `vllm` rollout engine: vLLM in the training process (colocated, no server), with its own copy
+of the weights, as TRL's GRPO runs it with `vllm_mode="colocate"`.
+
+The engine starts from the policy as it is (base + policy LoRA merged) and, after every optimizer
+step, gets the policy's merged weights again: base weight + LoRA delta computed out of place, so
+the base in the trainer, which is also the reference (adapters off), is never touched (merging and
+unmerging in bf16 would leave rounding in it). vLLM's own LoRA path is not used: its CPU kernels
+are slow (FACTS.md) and it is reported not to change Qwen3.5's generations (vllm-project/vllm#49354).
+
+The weights reach the engine through vLLM's in-place `reload_weights` (a worker method on GPUs and
+on the CPU build alike; the model's `load_weights`, TRL's way, fails on the CPU build, whose linear
+layers repack their weights after loading). vLLM returns token ids (and the log-prob of each
+sampled token, kept only to log the gap to the trainer's); every log-prob PPO trains on is the
+trainer's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from .rollout import Rollout, build_rollout
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "generation.backend=vllm needs vLLM: on a CPU machine `make install-vllm` (vLLM's CPU build), "
+    "on a GPU machine pip install 'eulerforge-trl[vllm]'; or set generation.backend=hf"
+)
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def require_vllm():
+    """The `vllm` module, or one line saying how to install it (exit 2)."""
+    try:
+        import vllm
+    except ImportError as err:
+        raise UserError(f"{INSTALL_HINT} ({err})") from None
+    return vllm
+
+
+class VLLMSampler:
+    """Samples with a colocated vLLM engine that follows the training model's `adapter` weights."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        adapter: str | None,
+        max_new_tokens: int,
+        temperature: float,
+        stop_ids,
+        pad_token_id: int,
+        seed: int,
+        max_model_len: int,
+        gpu_memory_utilization: float,
+        dtype: str,
+        enforce_eager: bool,
+        max_batch: int = 64,
+    ):
+        vllm = require_vllm()
+        self.model, self.adapter = model, adapter
+        self.stop_ids, self.pad_token_id = list(stop_ids), pad_token_id
+        self.tied = bool(getattr(_base_model(model).config, "tie_word_embeddings", False))
+        # the engine's process is this one: the weights are pushed in memory, and a script without a
+        # `__main__` guard still works (vLLM would otherwise spawn its engine core)
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        self.workdir = Path(tempfile.mkdtemp(prefix="eulerforge-vllm-"))
+        try:
+            _write_engine_model(model, tokenizer, self.workdir, self.merged_weights())
+            engine_dtype = DTYPES.get(dtype) or str(next(model.parameters()).dtype).removeprefix("torch.")
+            self.llm = vllm.LLM(
+                model=str(self.workdir),
+                tokenizer=str(self.workdir),
+                dtype=engine_dtype,
+                seed=seed,
+                max_model_len=max_model_len,
+                gpu_memory_utilization=gpu_memory_utilization,
+                enforce_eager=enforce_eager,
+                max_num_seqs=max_batch,
+                **_cpu_kv_cache(_base_model(model).config, engine_dtype, max_batch, max_model_len),
+                enable_prefix_caching=False,  # weights change every step: a cached prefix would be stale
+                logprobs_mode="processed_logprobs",  # after the temperature, as the trainer computes them
+            )
+        except Exception:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
+        self.params = vllm.SamplingParams(
+            n=1,
+            temperature=temperature,
+            top_p=1.0,
+            top_k=0,
+            max_tokens=max_new_tokens,
+            stop_token_ids=self.stop_ids,
+            ignore_eos=True,  # stop exactly where hf stops: at `stop_ids`, not at the config's own EOS
+            logprobs=0,  # the sampled token's log-prob only
+            detokenize=False,
+        )
+
+    @torch.no_grad()
+    def sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> Rollout:
+        """[B, P] left-padded prompts -> a `Rollout` on the prompts' device."""
+        prompts = [{"prompt_token_ids": ids[mask.bool()].tolist()} for ids, mask in zip(prompt_ids, prompt_mask)]
+        outputs = self.llm.generate(prompts, self.params, use_tqdm=False)
+        width = max(1, max(len(o.outputs[0].token_ids) for o in outputs))
+        response = torch.full((len(outputs), width), self.pad_token_id, dtype=torch.long)
+        logprobs = torch.zeros(len(outputs), width)
+        for row, output in enumerate(outputs):
+            completion = output.outputs[0]
+            ids = list(completion.token_ids)
+            response[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            for col, (token, entry) in enumerate(zip(ids, completion.logprobs or [])):
+                logprobs[row, col] = entry[token].logprob
+        device = prompt_ids.device
+        return build_rollout(
+            prompt_ids, prompt_mask, response.to(device), self.stop_ids, self.pad_token_id, logprobs.to(device)
+        )
+
+    @torch.no_grad()
+    def sync_weights(self) -> None:
+        """Push the policy's current merged weights into the engine (after each optimizer step)."""
+        weights = self.merged_weights()
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items())})
+        self.llm.reset_prefix_cache()
+
+    @torch.no_grad()
+    def merged_weights(self) -> dict[str, torch.Tensor]:
+        """The base model's weights under their transformers names, each LoRA layer's weight merged
+        with `adapter`'s delta (out of place: the training model is left as it is)."""
+        from peft.tuners.lora import LoraLayer
+
+        base = _base_model(self.model)
+        weights: dict[str, torch.Tensor] = {}
+        for name, tensor in base.state_dict().items():
+            if "lora_" in name or "modules_to_save" in name:
+                continue
+            weights[name.replace(".base_layer.", ".").replace(".original_module.", ".")] = tensor
+        for name, module in base.named_modules():
+            if isinstance(module, LoraLayer) and self.adapter in getattr(module, "lora_A", {}):
+                layer = module.get_base_layer()
+                weights[f"{name}.weight"] = layer.weight + module.get_delta_weight(self.adapter).to(layer.weight.dtype)
+        if self.tied:
+            weights.pop("lm_head.weight", None)
+        return weights
+
+    def close(self) -> None:
+        """Free the engine and its weights directory."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            del llm
+            import gc
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _cpu_kv_cache(config, dtype: str, max_batch: int, max_model_len: int) -> dict:
+    """On vLLM's CPU build: an explicit KV cache for `max_batch` full-length sequences (x2 for block
+    rounding, at least 64 MiB). Left to itself it claims `gpu_memory_utilization` of the machine's RAM
+    minus the whole process's size, which the training process (model, optimizer) easily exceeds."""
+    if torch.cuda.is_available():
+        return {}
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    per_token = (
+        2 * config.num_hidden_layers * kv_heads * head_dim * torch.empty(0, dtype=getattr(torch, dtype)).element_size()
+    )
+    return {"kv_cache_memory_bytes": max(64 << 20, 2 * per_token * max_batch * max_model_len)}
+
+
+def _base_model(model):
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _write_engine_model(model, tokenizer, directory: Path, weights: dict[str, torch.Tensor]) -> None:
+    """A model directory vLLM can start from: config, tokenizer and the current merged weights."""
+    from safetensors.torch import save_file
+
+    base = _base_model(model)
+    base.config.save_pretrained(directory)
+    if base.generation_config is not None:
+        base.generation_config.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(directory / "model.safetensors"))

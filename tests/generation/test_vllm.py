@@ -1,0 +1,212 @@
+"""The vllm rollout engine with the real engine (vLLM's CPU build here; `make install-vllm`).
+
+What must hold: the engine samples what the trainer's own weights would (greedy continuations
+equal, before and after weights are pushed), PPO with it learns, and a machine without vLLM gets
+one line naming the install command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from eulerforge_trl.config import load_preset
+from eulerforge_trl.rundir import RunDir, read_metrics
+from eulerforge_trl.train import main
+
+from .conftest import tiny_llama
+
+PLEASANT = """
+PLEASANT = ("happy", "bright", "kind", "calm", "warm", "gentle", "joyful", "sweet")
+
+
+def pleasant_count(prompts, completions, **kwargs):  # pleasant words per answer, over 3
+    return [sum(w.strip(".,").lower() in PLEASANT for w in c.split()) / 3.0 for c in completions]
+"""
+
+
+def _greedy(sampler, model, prompt_ids, prompt_mask, n: int) -> tuple[list, list]:
+    """n greedy tokens per prompt from the engine and from the training model (no stop token)."""
+    import vllm
+
+    params = vllm.SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True)
+    prompts = [{"prompt_token_ids": ids[m.bool()].tolist()} for ids, m in zip(prompt_ids, prompt_mask)]
+    engine = [list(o.outputs[0].token_ids) for o in sampler.llm.generate(prompts, params, use_tqdm=False)]
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=False, max_new_tokens=n, min_new_tokens=n
+        )
+    return engine, out[:, prompt_ids.shape[1] :].tolist()
+
+
+def test_engine_samples_the_policy_weights_after_every_push():
+    pytest.importorskip("vllm", reason="vLLM is not installed: make install-vllm")
+    from peft import LoraConfig, get_peft_model
+
+    from eulerforge_trl.config.schema import GenerationSection
+    from eulerforge_trl.generation import build_sampler
+    from eulerforge_trl.models.loading import load_tokenizer
+    from eulerforge_trl.trainers.ppo.rollout import response_forward
+
+    tokenizer = load_tokenizer("tiny-qwen3.5")
+    tokenizer.padding_side = "left"
+    model = get_peft_model(
+        tiny_llama(tokenizer), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0)
+    )
+    stop = tokenizer.eos_token_id
+    sampler = build_sampler(
+        GenerationSection(backend="vllm"),
+        model,
+        tokenizer,
+        adapter="default",
+        max_new_tokens=12,
+        temperature=1.0,
+        stop_ids=[stop],
+        max_prompt_length=32,
+    )
+    try:
+        batch = tokenizer.pad(
+            {"input_ids": [tokenizer(t)["input_ids"] for t in ("a happy cat", "the dog sat on", "x")]},
+            return_tensors="pt",
+        )
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        engine, trainer = _greedy(sampler, model, ids, mask, 10)
+        assert engine == trainer
+        with torch.no_grad():  # a trained adapter: the policy now differs from the base
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0.0, 0.5)
+        before_push, _ = _greedy(sampler, model, ids, mask, 10)
+        sampler.sync_weights()
+        engine, trainer = _greedy(sampler, model, ids, mask, 10)
+        assert engine == trainer and engine != before_push  # the push reached the engine
+        roll = sampler.sample(ids, mask)
+        assert roll.n_prompt == ids.shape[1] and torch.equal(roll.input_ids[:, : roll.n_prompt], ids)
+        ends = roll.response_mask.sum(dim=1) - 1  # the last real response token of each row
+        for row, end in enumerate(ends.tolist()):  # nothing after a stop token; a stop token only at the end
+            assert (roll.response_ids[row, :end] != stop).all()
+            assert bool(roll.contains_eos[row]) == (roll.response_ids[row, end].item() == stop)
+        own = response_forward(model, roll.input_ids, roll.attention_mask, roll.n_prompt, 1.0).logprobs
+        gap = ((own - roll.engine_logprobs).abs() * roll.response_mask).sum() / roll.response_mask.sum()
+        assert gap < 1e-3  # fp32 on both sides: the engine's log-probs are the trainer's
+    finally:
+        sampler.close()
+
+
+def test_without_vllm_the_backend_is_one_line_and_exit_2(tmp_path, tiny_argv, tiny_sft_final, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now fails as on a machine without it
+    argv = tiny_argv(
+        "tiny_ppo.yml",
+        tmp_path,
+        f"model_name={tiny_sft_final}",
+        "training.reward_model.checkpoint_path=",
+        "training.reward_funcs=[eulerforge_trl.data.examples:well_formed]",
+        "generation.backend=vllm",
+    )
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "make install-vllm" in err[0] and "generation.backend" in err[0]
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow  # a learning run with the real engine
+def test_ppo_with_vllm_learns_and_its_engine_follows_the_trainer(tmp_path, tiny_argv, tiny_llama_sft_final):
+    pytest.importorskip("vllm", reason="vLLM is not installed: make install-vllm")
+    from eulerforge_trl.trainers.ppo.trainer import PPOTrainer
+
+    functions = tmp_path / "rewards.py"
+    functions.write_text(PLEASANT, encoding="utf-8")
+    steps = 30
+    argv = tiny_argv(
+        "tiny_ppo.yml",
+        tmp_path / "run",
+        f"model_name={tiny_llama_sft_final}",
+        "training.reward_model.checkpoint_path=",
+        f"training.reward_funcs=[{functions}:pleasant_count]",
+        "generation.backend=vllm",
+        f"training.max_steps={steps}",
+        f"training.save_steps={steps}",
+        "training.lr=2e-3",
+    )
+    overrides = [argv[i + 1] for i, flag in enumerate(argv) if flag == "--set"]
+    preset = load_preset(argv[0], overrides, output_dir=str(tmp_path / "run"))
+    assert preset.generation.backend == "vllm"
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir(parents=True)
+    trainer = PPOTrainer(preset, run)
+    try:
+        trainer.train()
+        assert trainer.sampler.name == "vllm"
+        prompts = trainer.prompts
+        ids, mask = prompts.padded_rows(list(range(4)), trainer.device)
+        engine, own = _greedy(trainer.sampler, trainer.model, ids, mask, 12)
+        assert engine == own  # after 30 optimizer steps the engine samples the trained policy
+    finally:
+        trainer.sampler.close()
+    history = [r for r in read_metrics(run.metrics) if r["step"] > 0 and "reward_mean" in r]
+    assert len(history) == steps
+    k = steps // 5
+    first = sum(r["reward_mean"] for r in history[:k]) / k
+    last = sum(r["reward_mean"] for r in history[-k:]) / k
+    assert last > first + 0.1, f"reward_mean did not rise with vllm rollouts: {first:.2f} -> {last:.2f}"
+    assert all(r["generation/logprob_gap"] < 1e-3 for r in history), [r["generation/logprob_gap"] for r in history]
+    assert all(r["time_weight_sync"] > 0 for r in history)
+    json.dumps(history)  # metrics stay plain numbers
+
+
+def test_grpo_maps_generation_onto_trl(tmp_path, tiny_argv):
+    from eulerforge_trl.errors import PresetError
+    from eulerforge_trl.trainers.grpo_generation import grpo_generation_args
+
+    def preset(*overrides):
+        argv = tiny_argv("tiny_grpo.yml", tmp_path, *overrides)
+        return load_preset(argv[0], [argv[i + 1] for i, flag in enumerate(argv) if flag == "--set"])
+
+    assert grpo_generation_args(preset("generation.compile=true")) == {
+        "use_vllm": False,
+        "cache_implementation": "static",
+    }
+    assert grpo_generation_args(preset())["cache_implementation"] == ("static" if torch.cuda.is_available() else None)
+    with pytest.raises(PresetError, match="generation.vllm_dtype"):
+        grpo_generation_args(preset("generation.backend=vllm", "generation.vllm_dtype=bf16"))
+    if torch.cuda.is_available():
+        args = grpo_generation_args(preset("generation.backend=vllm", "generation.vllm_gpu_memory_utilization=0.5"))
+        assert args["use_vllm"] and args["vllm_mode"] == "colocate" and args["vllm_gpu_memory_utilization"] == 0.5
+    else:
+        with pytest.raises(PresetError, match="needs a GPU"):
+            grpo_generation_args(preset("generation.backend=vllm"))
+
+
+def test_hf_static_cache_keeps_the_rollout_layout(tmp_path):
+    """`generation.compile` (on by default on CUDA): prompts padded to a bucket for a static cache, the
+    extra columns gone again from the rollout; greedy tokens as without it."""
+    from eulerforge_trl.generation.hf import PROMPT_BUCKET, HFSampler
+    from eulerforge_trl.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer("tiny-qwen3.5")
+    tokenizer.padding_side = "left"
+    model = tiny_llama(tokenizer)
+    batch = tokenizer.pad(
+        {"input_ids": [tokenizer(t)["input_ids"] for t in ("a happy cat", "the dog sat on the mat")]},
+        return_tensors="pt",
+    )
+    rolls = []
+    for compile in (False, True):
+        sampler = HFSampler(
+            model,
+            max_new_tokens=8,
+            temperature=1e-4,
+            stop_ids=[tokenizer.eos_token_id],
+            pad_token_id=0,
+            compile=compile,
+        )
+        torch.manual_seed(0)
+        rolls.append(sampler.sample(batch["input_ids"], batch["attention_mask"]))
+    plain, static = rolls
+    assert batch["input_ids"].shape[1] % PROMPT_BUCKET  # the bucket really pads
+    assert static.n_prompt == plain.n_prompt == batch["input_ids"].shape[1]
+    assert torch.equal(static.input_ids, plain.input_ids) and torch.equal(static.response_mask, plain.response_mask)
