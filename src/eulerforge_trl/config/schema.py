@@ -344,6 +344,11 @@ class Preset:
         "the base: built-in tiny-qwen3.5 or smollm2-135m-instruct, a local directory (a stage's final/), "
         "or a hub id such as Qwen/Qwen3.5-0.8B-Base",
     )
+    attn_implementation: str | None = setting(
+        None,
+        "transformers' attention kernel for every model the stage loads: eager, sdpa, flash_attention_2 (needs the "
+        "flash-attn package and a GPU), flex_attention, ...; null = transformers' default (sdpa where it can)",
+    )
     lora: LoraSection | None = setting(None, "LoRA adapter; null (no lora: section) = full fine-tuning (SFT, DPO)")
     data: DataSection = setting(doc="training and held-out data", factory=DataSection)
     training: TrainingSection = setting(doc="the stage and its optimisation", factory=TrainingSection)

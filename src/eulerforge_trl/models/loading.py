@@ -10,12 +10,31 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from ..config.schema import TINY_MODEL_NAME
 from ..errors import ModelError
 
 logger = logging.getLogger(__name__)
+
+# the preset's `attn_implementation` while a stage runs (`attention_implementation`); None = transformers' choice
+_ATTENTION: ContextVar[str | None] = ContextVar("eulerforge_attn_implementation", default=None)
+
+
+@contextmanager
+def attention_implementation(name: str | None):
+    """Within the block, `load_causal_lm` loads with `attn_implementation=name` unless told otherwise.
+
+    `run_stage` wraps a stage's runner in it, so every model the stage loads (policy, reference,
+    RM) uses the preset's `attn_implementation` without each trainer passing it on.
+    """
+    token = _ATTENTION.set(name)
+    try:
+        yield
+    finally:
+        _ATTENTION.reset(token)
 
 
 def local_source(model_name: str) -> str:
@@ -70,13 +89,15 @@ def load_tokenizer(model_name: str):
     return tokenizer
 
 
-def load_causal_lm(model_name: str, dtype=None, tokenizer=None):
+def load_causal_lm(model_name: str, dtype=None, tokenizer=None, attn_implementation: str | None = None):
     """The causal LM for `model_name`; an adapter-only directory is merged into its base.
 
     Args:
         model_name: see the module docstring.
         dtype: torch dtype of the weights (default float32).
         tokenizer: when given, the model's pad/eos ids are aligned with it.
+        attn_implementation: transformers' attention kernel ("eager", "sdpa", "flash_attention_2",
+            ...); None = the enclosing `attention_implementation` block's, else transformers' default.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -84,12 +105,16 @@ def load_causal_lm(model_name: str, dtype=None, tokenizer=None):
     from . import tiny
 
     dtype = dtype or torch.float32
+    attn_implementation = attn_implementation or _ATTENTION.get()
+    attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if model_name == TINY_MODEL_NAME:
         model = tiny.build_tiny_model(dtype=dtype)
+        if attn_implementation:
+            _set_attention(model, model_name, attn_implementation)
     elif is_adapter_dir(model_name):
         from peft import PeftModel
 
-        base = load_causal_lm(_adapter_base(model_name), dtype=dtype)
+        base = load_causal_lm(_adapter_base(model_name), dtype=dtype, attn_implementation=attn_implementation)
         try:
             model = PeftModel.from_pretrained(base, model_name).merge_and_unload()
         except (OSError, ValueError, RuntimeError) as err:
@@ -98,9 +123,9 @@ def load_causal_lm(model_name: str, dtype=None, tokenizer=None):
         source = local_source(model_name)
         _check_locatable(source)
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-        except (OSError, ValueError) as err:
-            raise ModelError(_not_loadable(model_name, err)) from None
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **attention)
+        except (OSError, ValueError, ImportError) as err:
+            raise ModelError(_not_loadable(model_name, err, attn_implementation)) from None
     # adapters trained on this model record it as their base: make that name loadable from anywhere
     # (a built-in keeps its name, not its cache path)
     model.config._name_or_path = resolved_model_name(model_name)
@@ -178,9 +203,19 @@ def _adapter_base(adapter_dir: str) -> str:
     return base
 
 
-def _not_loadable(model_name: str, err) -> str:
+def _not_loadable(model_name: str, err, attn_implementation: str | None = None) -> str:
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if attn_implementation and attn_implementation in str(err):
+        return f"attn_implementation {attn_implementation} (model_name {model_name}): cannot load it ({reason})"
     return f"model_name {model_name}: cannot load it ({reason})"
+
+
+def _set_attention(model, model_name: str, attn_implementation: str) -> None:
+    """Switch a model built from its config (the built-in tiny one) to another attention kernel."""
+    try:
+        model.set_attn_implementation(attn_implementation)
+    except (ValueError, ImportError) as err:
+        raise ModelError(_not_loadable(model_name, err, attn_implementation)) from None
 
 
 def clean_generation_config(model, tokenizer) -> None:
