@@ -131,15 +131,20 @@ def test_unknown_file_type_and_missing_files(tmp_path):
             read_rows(missing, "sft")
 
 
-def test_a_hub_name_offline_with_an_empty_cache_says_what_to_do(tmp_path, monkeypatch):
-    """HF_HUB_OFFLINE=1 and an empty HF cache: one line, no network attempt, no traceback."""
+def _offline(monkeypatch, cache: Path) -> None:
+    """HF_HUB_OFFLINE=1 with `cache` as the datasets cache (both are read when the modules load)."""
     import datasets.config
     import huggingface_hub.constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+
+
+def test_a_hub_name_offline_with_an_empty_cache_says_what_to_do(tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE=1 and an empty HF cache: one line, no network attempt, no traceback."""
+    _offline(monkeypatch, tmp_path / "cache")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError) as info:
         read_rows("trl-lib/ultrafeedback_binarized", "preference", key="data.eval_path")
@@ -147,3 +152,22 @@ def test_a_hub_name_offline_with_an_empty_cache_says_what_to_do(tmp_path, monkey
     assert "\n" not in message
     assert message.startswith("data.eval_path: trl-lib/ultrafeedback_binarized is not a file or directory here")
     assert "save_to_disk('DIR')" in message and "set data.eval_path=DIR" in message
+
+
+def test_a_hub_name_offline_reads_the_hf_cache(tmp_path, monkeypatch):
+    """A hub dataset the cache holds loads with HF_HUB_OFFLINE=1. The cache entry is made here as
+    `load_dataset("someone/qa")` would have left it (datasets 5.2's layout: someone___qa/default/
+    0.0.0/<hash>/qa-train.arrow), from a local parquet file: there is no hub to fetch it from."""
+    import datasets
+
+    cache = tmp_path / "cache"
+    source = str(_write(tmp_path / "qa.parquet", QA))
+    builder = datasets.load_dataset_builder("parquet", data_files=source, cache_dir=str(tmp_path / "build"))
+    builder.download_and_prepare()
+    entry = cache / "someone___qa" / "default" / "0.0.0" / Path(builder.cache_dir).name
+    entry.mkdir(parents=True)
+    (entry / "dataset_info.json").write_bytes((Path(builder.cache_dir) / "dataset_info.json").read_bytes())
+    (entry / "qa-train.arrow").write_bytes((Path(builder.cache_dir) / "parquet-train.arrow").read_bytes())
+    _offline(monkeypatch, cache)
+    monkeypatch.chdir(tmp_path)
+    assert read_rows("someone/qa", "sft", columns={"question": "prompt", "answer": "response"}) == SFT
