@@ -94,6 +94,8 @@ def test_reward_function_columns_follow_their_rows_through_the_split(tmp_path):
     train, held_out = split_rows(data, seed=1, columns=True)
     assert len(train) == 6 and len(held_out) == 2
     assert all(row["columns"] == {"gold": row["prompt"][1:]} for row in train + held_out)
+    every = read_data(data, columns=True)
+    assert [row["columns"]["gold"] for row in every] == [str(i) for i in range(8)]
 
 
 # ----------------------------------------------------------------------------------- errors

@@ -63,9 +63,15 @@ def read_rows(
     return _read(path, split, subset, columns, split_key, task, key)[0]
 
 
-def read_data(data, key: str = "data.path") -> list[dict]:
-    """`read_rows` for a preset's `data` section: `data.path` (key "data.path") or `data.eval_path`."""
-    return _read(*_source_of(data, key), data.task, key)[0]
+def read_data(data, key: str = "data.path", columns: bool = False) -> list[dict]:
+    """`read_rows` for a preset's `data` section: `data.path` (key "data.path") or `data.eval_path`,
+    with its split, subset and column mapping.
+
+    Args:
+        columns: each row also carries the source's other columns as a dict under "columns"
+            (what `split_rows(columns=True)` gives), for reward functions.
+    """
+    return _rows_of(data, key, columns)
 
 
 def extra_columns(
