@@ -40,6 +40,7 @@ LAYER_OF = {
     "trainers": "trainers",
     "pipeline": "pipeline",
     "evaluation": "pipeline",  # scores models on data, as the pipeline runs them; the CLI calls it
+    "export": "pipeline",  # a stage's final/ -> a standalone transformers directory; the CLI calls it
     "pipeline.__main__": "entry",  # `python -m eulerforge_trl.pipeline`: an entry point that calls the CLI
     "cli": "entry",
     "api": "entry",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..config.schema import TINY_MODEL_NAME, Preset
 from ..config.shipped import is_shipped
+from ..config.steps import rows_per_step, training_rows
 from ..errors import PresetError
 from ..stages import STAGES
 
@@ -93,30 +94,6 @@ def _sibling_preset(source: str, stage: str, preset_path: Path | None) -> str:
         if name != preset_path.name and sibling.is_file():
             return sibling.name if is_shipped(sibling) else str(sibling)
     return f"YOUR_{source.upper()}_PRESET.yml"
-
-
-def rows_per_step(preset: Preset, processes: int) -> float:
-    """Rows of `data.path` one optimizer step consumes, over every process.
-
-    SFT, RM, DPO: batch_size x grad_accum x processes. PPO: batch_size prompts per process
-    (no accumulation). GRPO: batch_size counts completions, num_generations per prompt, and each
-    generated batch serves num_iterations steps.
-    """
-    t = preset.training
-    if t.type == "ppo":
-        return t.batch_size * processes
-    rows = t.batch_size * t.grad_accum * processes
-    if t.type == "grpo":
-        return rows / t.grpo.num_generations / t.grpo.num_iterations
-    return rows
-
-
-def training_rows(preset: Preset, rows: int) -> int:
-    """Rows of `data.path` left for training once `data.eval_split` is held out (GRPO holds none out)."""
-    data = preset.data
-    if preset.training.type == "grpo" or data.eval_path or data.eval_split <= 0:
-        return rows
-    return rows - max(1, int(rows * data.eval_split))
 
 
 def step_cap_note(preset: Preset, rows: int, processes: int = 1) -> str | None:
