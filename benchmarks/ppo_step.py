@@ -330,12 +330,14 @@ def choose_device(flag: str) -> str:
 def start(args: argparse.Namespace) -> tuple[str, str]:
     """What every benchmark of ours does first: (device, dtype of the frozen base).
 
-    The package is imported before torch, as the CLI does, since it sets torch's CPU allocator
-    options; threads are set as asked; the random reward head's warning is silenced
+    torch's huge-page CPU allocations are turned on before torch loads, as the CLI's entry points
+    do (`eulerforge_trl.enable_cpu_huge_pages`; a THP_MEM_ALLOC_ENABLE the user set is kept);
+    threads are set as asked; the random reward head's warning is silenced
     (checkpoint_path "" scores with a random RewardHead: meaningless rewards, the same cost).
     """
-    import eulerforge_trl  # noqa: F401
+    import eulerforge_trl
 
+    eulerforge_trl.enable_cpu_huge_pages()
     device = choose_device(args.device)
     import torch
 
