@@ -103,3 +103,50 @@ def test_implicit_prompt_with_nothing_shared(tmp_path):
     path = _jsonl(tmp_path / "p.jsonl", [{"chosen": [USER, ANSWER], "rejected": [USER2, ANSWER2]}])
     with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:1: 'chosen' and 'rejected' share no first turn"):
         read_rows(path, "preference")
+
+
+def test_rm_and_dpo_stages_train_on_implicit_prompt_pairs_from_a_hub_style_directory(tmp_path):
+    """`train.main` on TRL's implicit-prompt pairs (as trl-lib/ultrafeedback_binarized holds them),
+    saved with save_to_disk as a train/test DatasetDict, test split held out."""
+    from datasets import Dataset, DatasetDict
+
+    from eulerforge_trl.config import TINY_MODEL_NAME
+    from eulerforge_trl.models.loading import load_causal_lm, load_tokenizer
+    from eulerforge_trl.rundir import read_metrics
+    from eulerforge_trl.train import main
+
+    model_dir = tmp_path / "chat_model"
+    tokenizer = load_tokenizer(TINY_MODEL_NAME)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    load_causal_lm(TINY_MODEL_NAME, tokenizer=tokenizer).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    pairs = [
+        {
+            "chosen": [USER | {"content": f"Hi {i}?"}, ANSWER],
+            "rejected": [USER | {"content": f"Hi {i}?"}, ANSWER2],
+            "score_chosen": 8.0,
+        }
+        for i in range(6)
+    ]
+    DatasetDict({"train": Dataset.from_list(pairs[:4]), "test": Dataset.from_list(pairs[4:])}).save_to_disk(
+        tmp_path / "pairs"
+    )
+    for preset in ("tiny_rm.yml", "tiny_dpo.yml"):
+        out = tmp_path / preset
+        argv = [preset, "--output-dir", str(out), "--set", f"model_name={model_dir}"]
+        for item in (
+            f"data.path={tmp_path / 'pairs'}",
+            f"data.eval_path={tmp_path / 'pairs'}",
+            "data.eval_path_split=test",
+            "data.max_length=128",
+            "training.max_steps=2",
+            "training.batch_size=2",
+            "training.save_steps=2",
+            "training.report_to=[]",
+        ):
+            argv += ["--set", item]
+        assert main(argv) == 0, preset
+        assert any("eval_loss" in r for r in read_metrics(out / "metrics.jsonl")), preset
