@@ -9,6 +9,7 @@ single-turn rows are checked to get exactly the labels TRL's own prompt/completi
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +95,44 @@ def test_a_template_that_is_not_prefix_preserving_points_at_assistant_turns_last
     ids, mask = conversation_ids(tokenizer, CONVERSATION[:3])  # one answer: its start is where the renders differ
     (trained,) = _spans(tokenizer, ids, mask)[0]
     assert trained.endswith("] On the mat.\n") and "cat" not in trained  # " [" merges across the boundary
+
+
+def _trl_template(name: str) -> str:
+    """A chat template as TRL ships it (trl/chat_templates/<name>.jinja: the model's own, verbatim)."""
+    import trl
+
+    return (Path(trl.__file__).parent / "chat_templates" / f"{name}.jinja").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", ["qwen3_5_nothink", "qwen3", "phi3"])
+def test_templates_that_render_the_last_turn_differently_use_trls_training_version(base_tokenizer, name):
+    """Qwen3.5's template adds an empty think block to the last assistant turn only: the sft stage
+    then renders with TRL's prefix-preserving training template, whose generation markers give the mask."""
+    from eulerforge_trl.trainers.sft import _conversation_ids
+
+    tokenizer = _with_template(base_tokenizer, _trl_template(name))
+    with pytest.raises(DataError):
+        conversation_ids(tokenizer, CONVERSATION)
+    ((ids, mask),) = _conversation_ids(tokenizer, [CONVERSATION], "qwen")
+    trained, untrained = _spans(tokenizer, ids, mask)
+    assert len(trained) == 2 and "On the mat." in trained[0] and "In the garden." in trained[1]
+    assert not any(word in "".join(trained) for word in ("cat", "dog", "brief"))
+    assert "Where is the cat?" in untrained[0] and "And the dog?" in untrained[1]
+
+
+def test_generation_markers_give_the_mask(base_tokenizer):
+    tokenizer = _with_template(base_tokenizer, _trl_template("qwen3_5_nothink_training"))
+    ids, mask = conversation_ids(tokenizer, CONVERSATION)
+    trained, _ = _spans(tokenizer, ids, mask)
+    assert trained == [f"<think>\n\n</think>\n\n{a}<|im_end|>\n" for a in ("On the mat.", "In the garden.")]
+
+
+def test_a_template_trl_cannot_patch_is_one_line_naming_the_model(base_tokenizer):
+    from eulerforge_trl.trainers.sft import _conversation_ids
+
+    tokenizer = _with_template(base_tokenizer, NOT_PREFIX_PRESERVING)
+    with pytest.raises(DataError, match=r"^my-model: the chat template renders an earlier .*assistant_turns=last"):
+        _conversation_ids(tokenizer, [CONVERSATION], "my-model")
 
 
 # ---------------------------------------------------------------------------------- through TRL

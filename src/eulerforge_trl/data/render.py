@@ -11,8 +11,13 @@ One function per use, so that what a model learned on is exactly what it later r
 
 from __future__ import annotations
 
+import re
+
 from ..errors import DataError
 from .jsonl import is_conversational
+
+# `{% generation %}` ... `{% endgeneration %}` (with whitespace control) marks assistant text in a template
+_GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 def require_chat_template(tokenizer, rows: list[dict], model_name: str, key: str = "data.path") -> None:
@@ -79,29 +84,45 @@ def reward_batch(tokenizer, prompts: list, completions: list, device=None):
     return batch["input_ids"].to(device), batch["attention_mask"].to(device)
 
 
-def conversation_ids(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+def conversation_ids(tokenizer, messages: list[dict], chat_template: str | None = None) -> tuple[list[int], list[int]]:
     """Token ids of a whole conversation and its loss mask: 1 on every assistant turn, 0 elsewhere.
 
-    What TRL's `assistant_only_loss` computes from `{% generation %}` markers, for any chat template:
-    assistant turn i spans from the end of `messages[:i]` rendered with the generation prompt to the
-    end of `messages[:i+1]` rendered (its end-of-turn token included, so the model learns to stop).
-    The last turn's start is where its prompt and the whole rendering first differ, as TRL finds a
-    completion's start. Earlier turns need a template that renders them the same with or without
-    later turns ("prefix-preserving"); one that does not (Qwen3 drops earlier reasoning) is a
-    DataError that points at `data.assistant_turns=last`.
+    A template with `{% generation %}` markers gives the mask itself (TRL's `assistant_only_loss`).
+    Any other template: assistant turn i spans from the end of `messages[:i]` rendered with the
+    generation prompt to the end of `messages[:i+1]` rendered (its end-of-turn token included, so
+    the model learns to stop). The last turn's start is where its prompt and the whole rendering
+    first differ, as TRL finds a completion's start. Earlier turns need a template that renders
+    them the same with or without later turns ("prefix-preserving"); one that does not (Qwen3,
+    Qwen3.5, Phi-3: the last assistant turn is rendered differently) is a DataError: pass a
+    prefix-preserving `chat_template` instead (TRL's `get_training_chat_template` has them).
+
+    Args:
+        chat_template: renders instead of the tokenizer's own template.
 
     Returns:
         (input_ids [T], mask [T]): the ids `apply_chat_template(messages, tokenize=True)` gives.
     """
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    template = chat_template or tokenizer.chat_template
+    if isinstance(template, str) and _GENERATION_MARKER.search(template):
+        out = tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        return list(out["input_ids"]), list(out["assistant_masks"])
+
+    def text(part: list[dict], generation_prompt: bool = False) -> str:
+        return tokenizer.apply_chat_template(
+            part, chat_template=template, tokenize=False, add_generation_prompt=generation_prompt
+        )
+
+    full = text(messages)
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     spans = []
     for i in turns:
-        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
+        before = text(messages[:i], generation_prompt=True) if i else ""
         if i == turns[-1]:
             spans.append((_common_prefix_length(before, full), len(full)))
             continue
-        through = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        through = text(messages[: i + 1])
         if not (full.startswith(before) and full.startswith(through)):
             raise DataError(
                 "the chat template renders an earlier assistant turn differently once later turns follow, so "

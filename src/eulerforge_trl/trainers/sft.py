@@ -3,7 +3,9 @@
 Conversations (`data.assistant_turns: all`, the default) are tokenised here, every assistant turn
 masked in (`render.conversation_ids`), and reach TRL as `input_ids` + `assistant_masks`: TRL's own
 `assistant_only_loss` needs `{% generation %}` markers, which most templates (SmolLM2's among them)
-lack and TRL patches in for a fixed list of model families only. Plain-text rows and `assistant_turns: last` go to TRL as prompt/completion.
+lack and TRL patches in for a fixed list of model families only. A template that renders the last
+turn unlike earlier ones (Qwen3.5's) is swapped for TRL's training version of it. Plain-text rows
+and `assistant_turns: last` go to TRL as prompt/completion.
 
 `final/` holds the SFT adapter merged into the base (or the fully fine-tuned model): PPO's
 reference is "the policy with adapters disabled", which is the SFT model only if SFT is merged.
@@ -45,16 +47,32 @@ def sft_datasets(preset: Preset, tokenizer):
 
     def build(rows: list[dict], key: str) -> Dataset:
         if preset.data.assistant_turns == "all" and is_conversational(rows[0]["prompt"]):
-            try:
-                pairs = [render.conversation_ids(tokenizer, r["prompt"] + r["response"]) for r in rows]
-            except DataError as err:
-                raise DataError(f"{preset.model_name}: {err}") from None
+            pairs = _conversation_ids(tokenizer, [r["prompt"] + r["response"] for r in rows], preset.model_name)
             _check_answers_fit([m for _, m in pairs], preset.data.max_length, key)
             return Dataset.from_dict({"input_ids": [i for i, _ in pairs], "assistant_masks": [m for _, m in pairs]})
         return Dataset.from_list(to_trainer_columns(rows, "sft"))
 
     eval_key = "data.eval_path" if preset.data.eval_path else "data.eval_split"
     return build(train, "data.path"), build(evaluation, eval_key) if evaluation else None
+
+
+def _conversation_ids(tokenizer, conversations: list[list[dict]], model_name: str) -> list[tuple[list, list]]:
+    """`render.conversation_ids` of each conversation. A template that renders earlier turns unlike the
+    last (Qwen3, Qwen3.5, Phi-3, ...) is swapped for TRL's prefix-preserving training version of it, as
+    TRL's `assistant_only_loss` does; the tokenizer saved in final/ keeps its own."""
+    try:
+        return [render.conversation_ids(tokenizer, messages) for messages in conversations]
+    except DataError as err:
+        from trl.chat_template_utils import get_training_chat_template
+
+        try:
+            template = get_training_chat_template(tokenizer)
+        except ValueError:  # not a template TRL knows how to patch
+            template = None
+        if template is None:
+            raise DataError(f"{model_name}: {err}") from None
+    logger.info("%s: multi-turn rows rendered with TRL's training version of the chat template", model_name)
+    return [render.conversation_ids(tokenizer, messages, chat_template=template) for messages in conversations]
 
 
 def _check_answers_fit(masks: list[list[int]], max_length: int, key: str) -> None:
