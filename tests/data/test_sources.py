@@ -173,3 +173,21 @@ def test_a_hub_name_offline_reads_the_hf_cache(tmp_path, monkeypatch):
     _offline(monkeypatch, cache)
     monkeypatch.chdir(tmp_path)
     assert read_rows("someone/qa", "sft", columns={"question": "prompt", "answer": "response"}) == SFT
+
+
+def test_a_dataset_directory_with_subsets(tmp_path):
+    """A hub-style dataset folder (a clone of a hub repo): data.subset picks a configuration its
+    README declares, as `load_dataset(folder, subset)` does."""
+    folder = tmp_path / "qa_repo"
+    folder.mkdir()
+    _jsonl(folder / "easy.jsonl", SFT[:2])
+    _jsonl(folder / "hard.jsonl", SFT[2:5])
+    (folder / "README.md").write_text(
+        "---\nconfigs:\n- config_name: easy\n  data_files: easy.jsonl\n  default: true\n"
+        "- config_name: hard\n  data_files: hard.jsonl\n---\n",
+        encoding="utf-8",
+    )
+    assert read_rows(folder, "sft") == SFT[:2]
+    assert read_rows(folder, "sft", subset="hard") == SFT[2:5]
+    with pytest.raises(DataError, match=r"^data.subset \(medium\): .*qa_repo: .*'medium' not found. Available"):
+        read_rows(folder, "sft", subset="medium")

@@ -188,7 +188,7 @@ def _from_datasets(
         if "split" in message.lower():
             raise DataError(f"{split_key}: {name}: {message}") from None
         if "config" in message.lower():
-            raise DataError(f"{key}: {name}: {message} (set data.subset)") from None
+            raise DataError(f"data.subset ({subset}): {name}: {message}") from None
         raise DataError(f"{key}: {name}: {message}") from None
     except (OSError, datasets.exceptions.DatasetsError) as err:
         raise DataError(f"{key}: {name}: cannot read it ({_first_line(err)})") from None
