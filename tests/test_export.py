@@ -81,6 +81,7 @@ def tiny_ppo_final(tmp_path_factory, tiny_argv, tiny_sft_final, tiny_rm_final):
     return out / "final"
 
 
+@pytest.mark.slow  # a 2-step PPO run and a fresh interpreter: ~45 s on 2 cores
 def test_ppo_export_generates_as_the_adapter_model_without_eulerforge(tmp_path, tiny_ppo_final, tiny_sft_final):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -55,11 +55,14 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 def pipeline_chains_text() -> str:
     """Every stage sequence a pipeline preset may hold and where each stage writes (`--help`'s epilog)."""
-    lines = ["stages: a pipeline preset lists one of these chains (each stage takes the final/ of the one before):"]
+    from .config.shipped import shipped_presets
+
+    lines = ["stages: a pipeline preset lists one of these chains (each stage takes earlier stages' final/):"]
     for chain in pipeline_chains():
         lines.append(f"  {', '.join(chain)}")
     dirs = ", ".join(f"{name} -> OUTPUT_DIR/{stage.pipeline_dir}" for name, stage in STAGES.items())
-    lines += ["", f"where each stage writes: {dirs}", "shipped pipelines: `eulerforge presets` (stage: pipeline)"]
+    shipped = ", ".join(p.name for p in shipped_presets() if p.kind == "pipeline")
+    lines += ["", f"where each stage writes: {dirs}", f"shipped pipeline presets: {shipped}"]
     return "\n".join(lines)
 
 
@@ -123,7 +126,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("final_dir", metavar="RUN/final", help="a stage's final/ directory (sft, dpo, ppo, grpo or rm)")
     parser.add_argument(
-        "--output", required=True, metavar="DIR", help="the standalone model directory to write (replaced if it exists)"
+        "--output", required=True, metavar="DIR", help="the standalone model directory to write: a new or empty one"
     )
 
 
