@@ -43,8 +43,8 @@ sys.path.insert(0, str(HERE))
 import _shapes  # noqa: E402
 import ppo_step  # noqa: E402  (top level imports only the standard library and _shapes)
 
-# Our package sets THP_MEM_ALLOC_ENABLE when imported (resolve_model imports it here); the peer
-# runs as its users run it, with this variable only if the user set it.
+# Our benchmarks turn THP_MEM_ALLOC_ENABLE on as our CLI does (ppo_step.start); the peer runs as its
+# users run it, with this variable only if the user set it.
 USER_THP = os.environ.get("THP_MEM_ALLOC_ENABLE")
 
 # Fields both results must agree on for the ratio to mean anything.

@@ -41,16 +41,13 @@ LAYER_OF = {
     "trainers": "trainers",
     "pipeline": "pipeline",
     "evaluation": "pipeline",  # scores models on data, as the pipeline runs them; the CLI calls it
+    "export": "pipeline",  # a stage's final/ -> a standalone transformers directory; the CLI calls it
     "pipeline.__main__": "entry",  # `python -m eulerforge_trl.pipeline`: an entry point that calls the CLI
     "cli": "entry",
     "api": "entry",
     "train": "entry",
     "": "entry",  # eulerforge_trl/__init__.py only: lazy exports of the public API
 }
-
-# (importer, imported) edges that break the layer order today, each with why it stays for now.
-KNOWN_LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {}
-
 
 # ------------------------------------------------------------------------------ the stage table
 
@@ -202,19 +199,11 @@ def test_no_module_imports_from_a_layer_above_it():
     for module, edges in _imports(modules).items():
         for target, line in edges:
             if LAYERS.index(_layer(target)) > LAYERS.index(_layer(module)):
-                if (module, target) not in KNOWN_LAYER_EXCEPTIONS:
-                    bad.append(
-                        f"{modules[module].relative_to(ROOT.parent)}:{line}: {module} ({_layer(module)}) "
-                        f"imports {target} ({_layer(target)})"
-                    )
+                bad.append(
+                    f"{modules[module].relative_to(ROOT.parent)}:{line}: {module} ({_layer(module)}) "
+                    f"imports {target} ({_layer(target)})"
+                )
     assert not bad, "imports that go up the layers " + " -> ".join(LAYERS) + ":\n" + "\n".join(bad)
-
-
-def test_known_layer_exceptions_still_exist():
-    """An exception that no longer happens is removed from the list, so the list stays true."""
-    graph = _imports(_modules())
-    stale = [edge for edge in KNOWN_LAYER_EXCEPTIONS if edge[1] not in {t for t, _ in graph.get(edge[0], [])}]
-    assert not stale, f"remove these from KNOWN_LAYER_EXCEPTIONS: {stale}"
 
 
 def test_import_graph_has_no_cycle():

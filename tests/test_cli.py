@@ -128,7 +128,10 @@ def test_unknown_lr_scheduler_lists_the_valid_names(run, tiny_argv, tmp_path, ca
 def test_preference_file_where_every_chosen_equals_rejected_is_exit_2(tiny_argv, tmp_path, capsys):
     rows = [{"prompt": f"Q{i}", "chosen": " same", "rejected": " same"} for i in range(4)]
     data = _write(tmp_path / "pairs.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    argv = tiny_argv("tiny_rm.yml", tmp_path / "out", f"data.path={data}", "data.eval_path=null")
+    # model_name set: the preset's own (outputs/tiny/01_sft/final) is missing here and would be reported first
+    argv = tiny_argv(
+        "tiny_rm.yml", tmp_path / "out", f"data.path={data}", "data.eval_path=null", "model_name=tiny-qwen3.5"
+    )
     message = _user_error(capsys, train.main(argv))
     assert str(data) in message and "chosen equals rejected" in message
 

@@ -1,8 +1,10 @@
 """The command line, all of it: every argv is parsed here, and user errors become exit codes here.
 
 Entry points: the `eulerforge` console script (`eulerforge train --preset P ...`,
-`eulerforge pipeline P ...`) is `main`; `python -m eulerforge_trl.train P ...` (also under
-`accelerate launch -m`) is `train_main`; `python -m eulerforge_trl.pipeline P ...` is `pipeline_main`.
+`eulerforge pipeline P ...`, `eulerforge export RUN/final --output DIR`) is `main`;
+`python -m eulerforge_trl.train P ...` (also under `accelerate launch -m`) is `train_main`;
+`python -m eulerforge_trl.pipeline P ...` is `pipeline_main`. Each entry point turns on torch's
+huge-page CPU allocations first (`eulerforge_trl.enable_cpu_huge_pages`), before torch loads.
 User mistakes print one `error: ...` line and exit 2; anything else is our bug and keeps its traceback.
 """
 
@@ -11,8 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import __version__, enable_cpu_huge_pages
 from .errors import UserError
-from .stages import STAGES
+from .stages import STAGES, pipeline_chains
 
 
 def add_stage_arguments(parser: argparse.ArgumentParser, preset_flag: bool) -> None:
@@ -35,11 +38,10 @@ def add_stage_arguments(parser: argparse.ArgumentParser, preset_flag: bool) -> N
 
 
 def run_train_command(args: argparse.Namespace) -> int:
-    from .config import load_preset
     from .pipeline.stages import run_stage
 
-    preset = load_preset(args.preset, args.overrides, args.output_dir)
-    result = run_stage(preset, resume=not args.no_resume)
+    # the path, not a loaded Preset: a missing earlier stage's message names that stage's preset beside it
+    result = run_stage(args.preset, args.overrides, args.output_dir, resume=not args.no_resume)
     print(f"{result.stage} finished: {result.final_dir}")
     return 0
 
@@ -49,6 +51,19 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE")
     parser.add_argument("--output-dir", default="outputs/pipeline")
     parser.add_argument("--no-resume", action="store_true", help="retrain every stage from scratch")
+
+
+def pipeline_chains_text() -> str:
+    """Every stage sequence a pipeline preset may hold and where each stage writes (`--help`'s epilog)."""
+    from .config.shipped import shipped_presets
+
+    lines = ["stages: a pipeline preset lists one of these chains (each stage takes earlier stages' final/):"]
+    for chain in pipeline_chains():
+        lines.append(f"  {', '.join(chain)}")
+    dirs = ", ".join(f"{name} -> OUTPUT_DIR/{stage.pipeline_dir}" for name, stage in STAGES.items())
+    shipped = ", ".join(p.name for p in shipped_presets() if p.kind == "pipeline")
+    lines += ["", f"where each stage writes: {dirs}", f"shipped pipeline presets: {shipped}"]
+    return "\n".join(lines)
 
 
 def run_pipeline_command(args: argparse.Namespace) -> int:
@@ -108,6 +123,21 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("final_dir", metavar="RUN/final", help="a stage's final/ directory (sft, dpo, ppo, grpo or rm)")
+    parser.add_argument(
+        "--output", required=True, metavar="DIR", help="the standalone model directory to write: a new or empty one"
+    )
+
+
+def run_export_command(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    result = export_model(args.final_dir, args.output)
+    print(f"exported {result.stage} final/ {args.final_dir} as {result.model_class}: {result.output_dir}")
+    return 0
+
+
 def run_evaluate_command(args: argparse.Namespace) -> int:
     from .evaluation.run import run_evaluate_command as run
 
@@ -128,11 +158,18 @@ def guarded(command, args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eulerforge", description="SFT -> RM -> PPO (or DPO) on LoRA adapters.")
+    parser.add_argument("--version", action="version", version=f"eulerforge-trl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train one stage from a preset (training.type picks it)")
     add_stage_arguments(train, preset_flag=True)
     train.set_defaults(handler=run_train_command)
-    pipeline = commands.add_parser("pipeline", help="run SFT -> RM -> PPO from a pipeline preset")
+    pipeline = commands.add_parser(
+        "pipeline",
+        help="run SFT -> RM -> PPO (or GRPO, DPO) from a pipeline preset",
+        description="Run every stage of a pipeline preset in order; a rerun skips finished stages.",
+        epilog=pipeline_chains_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_pipeline_arguments(pipeline)
     pipeline.set_defaults(handler=run_pipeline_command)
     evaluate = commands.add_parser(
@@ -144,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_evaluate_arguments(evaluate)
     evaluate.set_defaults(handler=run_evaluate_command)
+    export = commands.add_parser(
+        "export",
+        help="merge a stage's final/ into a standalone model directory (transformers, vLLM; no eulerforge needed)",
+        description="Write a directory that AutoModelForCausalLM.from_pretrained loads (sft, dpo, ppo, grpo: the "
+        "LoRA merged into its base; tokenizer, chat template and generation config included), or for an rm "
+        "final/ one that AutoModelForSequenceClassification loads (num_labels=1, the RewardHead as its score).",
+    )
+    add_export_arguments(export)
+    export.set_defaults(handler=run_export_command)
     presets = commands.add_parser("presets", help="list the shipped presets, or explain a preset key")
     presets.add_argument(
         "--explain",
@@ -168,12 +214,14 @@ def run_presets_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    enable_cpu_huge_pages(warn=False)  # before anything imports torch
     args = build_parser().parse_args(argv)
     return guarded(args.handler, args)
 
 
 def train_main(argv: list[str] | None = None) -> int:
     """`python -m eulerforge_trl.train PRESET [--set key=value ...] [--output-dir DIR] [--no-resume]`."""
+    enable_cpu_huge_pages(warn=False)  # before anything imports torch
     names = list(STAGES)
     parser = argparse.ArgumentParser(
         prog="python -m eulerforge_trl.train",
@@ -185,9 +233,15 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def pipeline_main(argv: list[str] | None = None) -> int:
     """`python -m eulerforge_trl.pipeline PIPELINE [--set STAGE.key=value ...] [--output-dir DIR] [--no-resume]`."""
+    enable_cpu_huge_pages(warn=False)  # before anything imports torch (pipeline.full imports omegaconf, not torch)
     from .pipeline import full
 
-    parser = argparse.ArgumentParser(prog="python -m eulerforge_trl.pipeline", description=full.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m eulerforge_trl.pipeline",
+        description=full.__doc__.splitlines()[0],
+        epilog=pipeline_chains_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_pipeline_arguments(parser)
     return guarded(run_pipeline_command, parser.parse_args(argv))
 

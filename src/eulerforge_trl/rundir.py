@@ -84,11 +84,6 @@ class RunDir:
             for old in self.checkpoints_newest_first()[keep:]:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def last_checkpoint(self) -> Path | None:
-        """The newest `checkpoint-<step>` directory, if any (whether it loads or not)."""
-        found = self.checkpoints_newest_first()
-        return found[0] if found else None
-
     def last_loadable_checkpoint(self) -> Path | None:
         """The newest checkpoint whose files all load; each broken one is skipped with a warning.
 

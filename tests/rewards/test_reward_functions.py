@@ -88,8 +88,8 @@ def test_call_errors_name_the_function(rules):
     ):
         call_reward_function(raises, "--judge f", ["p"], ["c"])
     with pytest.raises(UserError, match="returned 1 values for 2 completions"):
-        call_reward_function(lambda p, c: [1.0], "f", ["p", "q"], ["a", "b"])
+        call_reward_function(lambda prompts, completions: [1.0], "f", ["p", "q"], ["a", "b"])
     with pytest.raises(UserError, match="returned float, expected a list of 1 numbers"):
-        call_reward_function(lambda p, c: 1.0, "f", ["p"], ["a"])
+        call_reward_function(lambda prompts, completions: 1.0, "f", ["p"], ["a"])
     with pytest.raises(UserError, match="value 1 is str 'x', not a number"):
-        call_reward_function(lambda p, c: [1.0, "x"], "f", ["p", "q"], ["a", "b"])
+        call_reward_function(lambda prompts, completions: [1.0, "x"], "f", ["p", "q"], ["a", "b"])

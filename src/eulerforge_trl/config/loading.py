@@ -109,11 +109,75 @@ def _leaf_keys(tree, prefix: str = "") -> set[str]:
     return keys
 
 
+# names from TRL / transformers' TrainingArguments and TRL's ModelConfig -> ours (`did you mean`)
+KNOWN_NAMES = {
+    "learning_rate": "training.lr",
+    "per_device_train_batch_size": "training.batch_size",
+    "per_device_eval_batch_size": "training.batch_size",
+    "train_batch_size": "training.batch_size",
+    "gradient_accumulation_steps": "training.grad_accum",
+    "num_train_epochs": "training.epochs",
+    "bf16": "training.precision=bf16",
+    "fp16": "training.precision=fp16",
+    "tf32": "training.precision",
+    "torch_dtype": "training.precision",
+    "dtype": "training.precision",
+    "lr_scheduler_type": "training.lr_scheduler",
+    "warmup_steps": "training.warmup_ratio (a fraction of the steps, not a count)",
+    "eval_steps": "training.save_steps (evaluation runs at every checkpoint)",
+    "max_seq_length": "data.max_length",
+    "max_length": "data.max_length",
+    "max_prompt_length": "data.max_prompt_length",
+    "model_name_or_path": "model_name",
+    "lora_r": "lora.r",
+    "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout",
+    "lora_target_modules": "lora.target_modules",
+    "use_peft": "lora (a lora: section)",
+    "dataset_name": "data.path",
+    "train_file": "data.path",
+    "validation_file": "data.eval_path",
+}
+
+
+def schema_keys(section: type = Preset, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema (sections and leaves)."""
+    import dataclasses
+    import typing
+
+    keys = []
+    hints = typing.get_type_hints(section)
+    for f in dataclasses.fields(section):
+        key = f"{prefix}{f.name}"
+        keys.append(key)
+        nested = [t for t in (hints[f.name], *typing.get_args(hints[f.name])) if dataclasses.is_dataclass(t)]
+        if nested:
+            keys += schema_keys(nested[0], key + ".")
+    return keys
+
+
+def did_you_mean(key: str) -> str | None:
+    """The key a user most likely meant by an unknown `key`: ours for a TRL / transformers name
+    (`training.learning_rate` -> `training.lr`), or the same name in another section
+    (`training.kl_coef` -> `training.ppo.kl_coef`); None when neither applies."""
+    name = key.rpartition(".")[2]
+    if name in KNOWN_NAMES:
+        return f"{KNOWN_NAMES[name]}? ({name} is the TRL / transformers name)"
+    elsewhere = [k for k in schema_keys() if k.rpartition(".")[2] == name and k != key]
+    if elsewhere:
+        return " or ".join(elsewhere) + "?"
+    return None
+
+
 def _omegaconf_message(err: OmegaConfBaseException, source: str, yaml_text: str | None) -> str:
     key = getattr(err, "full_key", None) or "?"
     reason = str(err).splitlines()[0]
     if "Key '" in reason and "not in" in reason:
-        reason = "unknown key" + (reason[reason.index(". Did you mean") :] if "Did you mean" in reason else "")
+        ours = did_you_mean(key)
+        if ours:
+            reason = f"unknown key; did you mean {ours}"
+        else:
+            reason = "unknown key" + (reason[reason.index(". Did you mean") :] if "Did you mean" in reason else "")
     line = _line_of_key(yaml_text, key) if yaml_text else None
     where = f"{source}:{line}" if line else source
     return f"{where}: {key}: {reason}"

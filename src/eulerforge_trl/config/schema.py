@@ -41,17 +41,37 @@ class LoraSection:
 
 @dataclass
 class DataSection:
-    """Where the rows come from and what shape they have (JSONL, one object per line)."""
+    """Where the rows come from and what shape they have: a file, a save_to_disk directory or a hub dataset."""
 
     path: str = setting(
         "",
-        "training JSONL; a relative path is taken from the working directory, and for a shipped preset "
-        "one missing there is read from the package's own copy (examples/data/...)",
+        "training data: a .jsonl, .json, .parquet or .csv file, a datasets save_to_disk directory, or a hub "
+        "dataset name (owner/name; offline it is read from the HF cache). A relative path is taken from the "
+        "working directory, and for a shipped preset one missing there is read from the package's own copy "
+        "(examples/data/...)",
+    )
+    split: str = setting(
+        "train",
+        "the split of path, as datasets spells it: train, test, train[:1000], train[:10%]; a single file has "
+        "one split, train",
+    )
+    subset: str | None = setting(None, "the hub dataset's configuration (load_dataset's name); null = its default")
+    columns: dict[str, str] = setting(
+        doc="the source's column names -> the task's, e.g. {question: prompt, answer: response} "
+        "(--set data.columns.question=prompt); ShareGPT conversations and Alpaca instruction/input/output "
+        "rows are recognised without it",
+        factory=dict,
     )
     task: Literal["sft", "preference", "prompt_only"] = setting(
         "sft",
         "row shape, one per stage: sft {prompt, response} (SFT); preference {prompt, chosen, rejected} "
         "(RM, DPO); prompt_only {prompt} (PPO, GRPO); or TRL's conversational forms of each",
+    )
+    assistant_turns: Literal["all", "last"] = setting(
+        "all",
+        "SFT on conversations: which assistant turns carry the loss. all = every assistant message of a "
+        "multi-turn conversation (TRL's assistant-only loss); last = only the final answer (the rest is prompt). "
+        "Plain-text rows always train the response",
     )
     max_length: int = setting(
         512, "tokens of prompt + response; longer rows are cut at the end (SFT, DPO) or dropped (RM)"
@@ -59,8 +79,11 @@ class DataSection:
     max_prompt_length: int = setting(256, "PPO only: prompts are cut to their last N tokens")
     eval_path: str | None = setting(
         None,
-        "held-out JSONL of the same task, resolved like path (PPO: prompts sampled before and after training); "
-        "null = use eval_split",
+        "held-out data of the same task, any source path takes, read with the same subset and columns "
+        "(PPO: prompts sampled before and after training); null = use eval_split",
+    )
+    eval_path_split: str | None = setting(
+        None, "the split of eval_path (e.g. test when eval_path names the same hub dataset); null = split"
     )
     eval_split: float = setting(
         0.0, "without eval_path, hold out this fraction of path (0 = no evaluation); 0.02-0.1 is typical"
@@ -320,6 +343,11 @@ class Preset:
         TINY_MODEL_NAME,
         "the base: built-in tiny-qwen3.5 or smollm2-135m-instruct, a local directory (a stage's final/), "
         "or a hub id such as Qwen/Qwen3.5-0.8B-Base",
+    )
+    attn_implementation: str | None = setting(
+        None,
+        "transformers' attention kernel for every model the stage loads: eager, sdpa, flash_attention_2 (needs the "
+        "flash-attn package and a GPU), flex_attention, ...; null = transformers' default (sdpa where it can)",
     )
     lora: LoraSection | None = setting(None, "LoRA adapter; null (no lora: section) = full fine-tuning (SFT, DPO)")
     data: DataSection = setting(doc="training and held-out data", factory=DataSection)

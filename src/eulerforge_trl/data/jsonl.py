@@ -1,4 +1,8 @@
-"""JSONL rows -> the columns each trainer expects, with file:line errors for bad input.
+"""Rows of any source -> the columns each trainer expects, with file:line errors for bad JSONL input.
+
+Where rows come from (JSONL, JSON, parquet, CSV, a `save_to_disk` directory, a hub name) is
+`sources.py`; `data.columns` then renames the source's columns to ours, and `formats.py` turns
+ShareGPT, Alpaca and implicit-prompt preference rows into the shapes below.
 
 Two shapes of row are accepted for every task, as TRL accepts them:
 - raw text: `{"prompt": "...", "response": "..."}` (SFT; TRL's `completion` is read as `response`),
@@ -11,11 +15,12 @@ used, the response ignored), so PPO can reuse the SFT data.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from ..errors import DataError
+from .formats import recognise
+from .sources import Records, load_records
 
 logger = logging.getLogger(__name__)
 
@@ -33,62 +38,125 @@ def is_conversational(value) -> bool:
     return isinstance(value, list)
 
 
-def read_rows(path: str | Path, task: str, key: str = "data.path") -> list[dict]:
-    """Read and check every line of a JSONL file for `task`; rows come back with the task's fields only.
+def read_rows(
+    path: str | Path,
+    task: str,
+    key: str = "data.path",
+    *,
+    split: str = "train",
+    subset: str | None = None,
+    columns: dict[str, str] | None = None,
+    split_key: str = "data.split",
+) -> list[dict]:
+    """Read and check every row of a source for `task`; rows come back with the task's fields only.
+
+    Args:
+        path: a JSONL/JSON/parquet/CSV file, a `save_to_disk` directory or a hub dataset name
+            (see `eulerforge_trl.data.sources`).
+        split, subset: the `datasets` split spec and configuration (hub datasets, `DatasetDict`s).
+        columns: `data.columns`, the source's column names -> ours (`{"question": "prompt"}`).
 
     Raises:
-        DataError: `file:line: what is wrong`, naming the preset key for a missing file.
+        DataError: `file:line: what is wrong` (JSONL) or `source row i: ...`, naming the preset key
+            for a missing source and `data.columns` for a missing column.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{key}: file not found: {path}")
+    return _read(path, split, subset, columns, split_key, task, key)[0]
+
+
+def read_data(data, key: str = "data.path", columns: bool = False) -> list[dict]:
+    """`read_rows` for a preset's `data` section: `data.path` (key "data.path") or `data.eval_path`,
+    with its split, subset and column mapping.
+
+    Args:
+        columns: each row also carries the source's other columns as a dict under "columns"
+            (what `split_rows(columns=True)` gives), for reward functions.
+    """
+    return _rows_of(data, key, columns)
+
+
+def extra_columns(
+    path: str | Path,
+    task: str,
+    *,
+    split: str = "train",
+    subset: str | None = None,
+    columns: dict[str, str] | None = None,
+) -> dict[str, list]:
+    """The columns of a source besides the task's own fields, one value per row (None where absent).
+
+    TRL passes them to reward functions as keyword arguments (a `solution` column, say). Names are
+    after `columns` renamed them; rows are those `read_rows` returns for the same arguments.
+    """
+    return _read(path, split, subset, columns, "data.split", task, "data.path")[1]
+
+
+def _source_of(data, key: str) -> tuple:
+    """(source, split, subset, columns, split_key) of `data.path` or `data.eval_path`."""
+    columns = dict(data.columns or {})
+    if key == "data.eval_path":
+        split = data.eval_path_split or data.split
+        split_key = "data.eval_path_split" if data.eval_path_split else "data.split"
+        return data.eval_path, split, data.subset, columns, split_key
+    return data.path, data.split, data.subset, columns, "data.split"
+
+
+def _read(path, source_split, subset, columns, split_key, task, key) -> tuple[list[dict], dict[str, list]]:
+    split = source_split
+    records = load_records(path, split=split, subset=subset, key=key, split_key=split_key)
+    columns = dict(columns or {})
+    _check_mapped_columns(records, columns)
     rows: list[dict] = []
+    extras: list[dict] = []
     shape_of_first = None
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            where = f"{path}:{number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{where}: not UTF-8 text (byte {err.start + 1} of the line)") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            row = _task_fields(row, task, where)
-            shape = is_conversational(row["prompt"])
-            if shape_of_first is None:
-                shape_of_first = shape
-            elif shape != shape_of_first:
-                kinds = ("plain text", "message lists")
-                raise DataError(
-                    f"{where}: this row holds {kinds[shape]} but the rows before it hold {kinds[shape_of_first]}; "
-                    "use one format per file"
-                )
-            rows.append(row)
+    for raw, where in zip(records.rows, records.where):
+        renamed = {columns.get(name, name): value for name, value in raw.items()}
+        try:
+            row, extra = _task_fields(recognise(renamed, task, where), task, where)
+        except _MissingField as err:
+            if records.line_numbers:  # JSONL: the line that lacks it
+                raise
+            raise DataError(_missing_column_message(records, err.field, task, columns, key)) from None
+        shape = is_conversational(row["prompt"])
+        if shape_of_first is None:
+            shape_of_first = shape
+        elif shape != shape_of_first:
+            kinds = ("plain text", "message lists")
+            raise DataError(
+                f"{where}: this row holds {kinds[shape]} but the rows before it hold {kinds[shape_of_first]}; "
+                "use one format per file"
+            )
+        rows.append(row)
+        extras.append(extra)
     if not rows:
-        raise DataError(f"{key}: {path} holds no rows")
-    _warn_about_degenerate_rows(rows, task, path, key)
-    return rows
+        raise DataError(f"{key}: {records.name} holds no rows")
+    _warn_about_degenerate_rows(rows, task, records.name, key)
+    names = dict.fromkeys(name for extra in extras for name in extra)  # first-seen order
+    return rows, {name: [extra.get(name) for extra in extras] for name in names}
 
 
-def extra_columns(path: str | Path, task: str) -> dict[str, list]:
-    """The columns of a JSONL file besides the task's own fields, one value per row (None where absent).
+def _check_mapped_columns(records: Records, columns: dict[str, str]) -> None:
+    missing = [name for name in columns if name not in records.columns]
+    if missing:
+        have = ", ".join(records.columns) or "none"
+        raise DataError(
+            f"data.columns maps '{missing[0]}' but {records.name} has no column of that name (its columns: {have})"
+        )
 
-    TRL passes them to reward functions as keyword arguments (a `solution` column, say). Rows are
-    the non-blank lines, as `read_rows` counts them; call it after `read_rows` has checked the file.
-    """
-    own = {"messages", *REQUIRED_FIELDS[task], *(a for f in REQUIRED_FIELDS[task] for a in _ALIASES.get(f, ()))}
-    # split on "\n" only, as `read_rows` reads lines: str.splitlines would also split inside a JSON
-    # string holding a raw U+2028 or \x1c, and the columns would then no longer line up with the rows
-    text = Path(path).read_text(encoding="utf-8")
-    rows = [json.loads(line) for line in text.split("\n") if line.strip()]
-    names = dict.fromkeys(k for row in rows for k in row if k not in own)  # first-seen order
-    return {name: [row.get(name) for row in rows] for name in names}
+
+def _missing_column_message(records: Records, field: str, task: str, columns: dict, key: str) -> str:
+    have = ", ".join(records.columns) or "none"
+    needs = ", ".join(REQUIRED_FIELDS[task])
+    return (
+        f"{key}: {records.name} has no column '{field}' (task {task} needs {needs}, or messages, ShareGPT "
+        f"conversations or Alpaca instruction/output; its columns: {have}): map yours with data.columns, "
+        f"e.g. --set data.columns.<your_column>={field}"
+    )
+
+
+class _MissingField(DataError):
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
 
 
 def _warn_about_degenerate_rows(rows: list[dict], task: str, path: Path, key: str) -> None:
@@ -110,9 +178,11 @@ def _text_of(value) -> str:
     return "".join(m["content"] for m in value) if is_conversational(value) else value
 
 
-def _task_fields(row: dict, task: str, where: str) -> dict:
-    """The task's fields of one row, each a string or (all of them) a message list."""
+def _task_fields(row: dict, task: str, where: str) -> tuple[dict, dict]:
+    """(the task's fields of one row, each a string or (all of them) a message list; its other columns)."""
     fields = REQUIRED_FIELDS[task]
+    own = {"messages", *fields, *(a for f in fields for a in _ALIASES.get(f, ()))}
+    extra = {name: value for name, value in row.items() if name not in own}
     if "messages" in row and not any(f in row for f in fields if f != "prompt"):
         row = _split_messages(row["messages"], task, where)
     out = {}
@@ -120,9 +190,13 @@ def _task_fields(row: dict, task: str, where: str) -> dict:
         name = next((n for n in (field, *_ALIASES.get(field, ())) if n in row), None)
         if name is None:
             needs = ", ".join(fields)
-            extra = " (or prompt, completion; or messages)" if task == "sft" else ""
-            extra = " (or messages; an SFT file works too)" if task == "prompt_only" else extra
-            raise DataError(f"{where}: missing field '{field}' (task {task} needs {needs}{extra})")
+            also = " (or prompt, completion; or messages)" if task == "sft" else ""
+            also = " (or messages; an SFT file works too)" if task == "prompt_only" else also
+            raise _MissingField(
+                f"{where}: missing field '{field}' (task {task} needs {needs}{also}; "
+                "ShareGPT and Alpaca rows work too, other names map with data.columns)",
+                field,
+            )
         value = row[name]
         if isinstance(value, list):
             _check_messages(value, name, where)
@@ -134,7 +208,7 @@ def _task_fields(row: dict, task: str, where: str) -> dict:
     kinds = {is_conversational(v) for v in out.values()}
     if len(kinds) > 1:
         raise DataError(f"{where}: mixes plain-text and message-list fields; use one or the other in a row")
-    return out
+    return out, extra
 
 
 def _split_messages(messages, task: str, where: str) -> dict:
@@ -172,19 +246,16 @@ def to_trainer_columns(rows: list[dict], task: str) -> list[dict]:
 def split_rows(data, seed: int, columns: bool = False) -> tuple[list[dict], list[dict] | None]:
     """The training and (optional) evaluation rows for a preset's `data` section.
 
-    Evaluation rows come from `data.eval_path` when set, else a `data.eval_split` fraction of
-    the training file (shuffled with the run's seed), else there are none.
+    Evaluation rows come from `data.eval_path` when set (its split `data.eval_path_split`), else a
+    `data.eval_split` fraction of the training rows (shuffled with the run's seed), else there are none.
 
     Args:
-        columns: each row also carries its file's other columns (`extra_columns`) as a dict under
+        columns: each row also carries its source's other columns (`extra_columns`) as a dict under
             "columns", so they stay with their row through the split (PPO's reward functions).
     """
-    train = read_rows(data.path, data.task)
-    if columns:
-        train = _with_columns(train, data.path, data.task)
+    train = _rows_of(data, "data.path", columns)
     if data.eval_path:
-        held_out = read_rows(data.eval_path, data.task, key="data.eval_path")
-        return train, _with_columns(held_out, data.eval_path, data.task) if columns else held_out
+        return train, _rows_of(data, "data.eval_path", columns)
     if data.eval_split <= 0:
         return train, None
     import random
@@ -197,8 +268,10 @@ def split_rows(data, seed: int, columns: bool = False) -> tuple[list[dict], list
     return [train[i] for i in order[n_eval:]], [train[i] for i in order[:n_eval]]
 
 
-def _with_columns(rows: list[dict], path, task: str) -> list[dict]:
-    extra = extra_columns(path, task)
+def _rows_of(data, key: str, columns: bool) -> list[dict]:
+    rows, extra = _read(*_source_of(data, key), data.task, key)
+    if not columns:
+        return rows
     return [{**row, "columns": {name: values[i] for name, values in extra.items()}} for i, row in enumerate(rows)]
 
 

@@ -3,6 +3,7 @@
 One function per use, so that what a model learned on is exactly what it later reads:
 - `prompt_ids`: a prompt as the policy continues it (chat template + generation prompt for message
   lists; the text itself otherwise), as TRL's SFT and DPO render prompts;
+- `conversation_ids`: a whole conversation and the mask of its assistant turns (multi-turn SFT);
 - `reward_ids`: prompt + completion as the RM reads it, as TRL's `RewardTrainer` renders it (the
   whole conversation through the chat template; plain text with EOS appended). The RM stage
   tokenizes its pairs with it and PPO scores its samples with it.
@@ -10,8 +11,13 @@ One function per use, so that what a model learned on is exactly what it later r
 
 from __future__ import annotations
 
+import re
+
 from ..errors import DataError
 from .jsonl import is_conversational
+
+# `{% generation %}` ... `{% endgeneration %}` (with whitespace control) marks assistant text in a template
+_GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 def require_chat_template(tokenizer, rows: list[dict], model_name: str, key: str = "data.path") -> None:
@@ -78,6 +84,74 @@ def reward_batch(tokenizer, prompts: list, completions: list, device=None):
     return batch["input_ids"].to(device), batch["attention_mask"].to(device)
 
 
+def conversation_ids(tokenizer, messages: list[dict], chat_template: str | None = None) -> tuple[list[int], list[int]]:
+    """Token ids of a whole conversation and its loss mask: 1 on every assistant turn, 0 elsewhere.
+
+    A template with `{% generation %}` markers gives the mask itself (TRL's `assistant_only_loss`).
+    Any other template: assistant turn i spans from the end of `messages[:i]` rendered with the
+    generation prompt to the end of `messages[:i+1]` rendered (its end-of-turn token included, so
+    the model learns to stop). The last turn's start is where its prompt and the whole rendering
+    first differ, as TRL finds a completion's start. Earlier turns need a template that renders
+    them the same with or without later turns ("prefix-preserving"); one that does not (Qwen3,
+    Qwen3.5, Phi-3: the last assistant turn is rendered differently) is a DataError: pass a
+    prefix-preserving `chat_template` instead (TRL's `get_training_chat_template` has them).
+
+    Args:
+        chat_template: renders instead of the tokenizer's own template.
+
+    Returns:
+        (input_ids [T], mask [T]): the ids `apply_chat_template(messages, tokenize=True)` gives.
+    """
+    template = chat_template or tokenizer.chat_template
+    if isinstance(template, str) and _GENERATION_MARKER.search(template):
+        out = tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        return list(out["input_ids"]), list(out["assistant_masks"])
+
+    def text(part: list[dict], generation_prompt: bool = False) -> str:
+        return tokenizer.apply_chat_template(
+            part, chat_template=template, tokenize=False, add_generation_prompt=generation_prompt
+        )
+
+    full = text(messages)
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    spans = []
+    for i in turns:
+        before = text(messages[:i], generation_prompt=True) if i else ""
+        if i == turns[-1]:
+            spans.append((_common_prefix_length(before, full), len(full)))
+            continue
+        through = text(messages[: i + 1])
+        if not (full.startswith(before) and full.startswith(through)):
+            raise DataError(
+                "the chat template renders an earlier assistant turn differently once later turns follow, so "
+                "its tokens cannot be located for the loss; set data.assistant_turns=last to train the final "
+                "answer only"
+            )
+        spans.append((len(before), len(through)))
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        starts = [start for start, _ in encoded["offset_mapping"]]
+        ids = list(encoded["input_ids"])
+        mask = [int(any(a <= s < b for a, b in spans)) for s in starts]
+        return ids, mask
+    # no character offsets: count the tokens of each boundary's prefix (exact unless tokens merge across it)
+    ids = list(tokenizer(full, add_special_tokens=False)["input_ids"])
+    mask = [0] * len(ids)
+    for a, b in spans:
+        first, stop = (len(tokenizer(full[:pos], add_special_tokens=False)["input_ids"]) for pos in (a, b))
+        mask[first:stop] = [1] * (stop - first)
+    return ids, mask
+
+
+def _common_prefix_length(a: str, b: str) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def prompt_text(prompt) -> str:
     """A prompt as one readable string, for logs and errors."""
     if is_conversational(prompt):
@@ -87,6 +161,7 @@ def prompt_text(prompt) -> str:
 
 __all__ = [
     "as_completion",
+    "conversation_ids",
     "stop_token_ids",
     "prompt_ids",
     "prompt_text",

@@ -1,7 +1,9 @@
 """Forward helpers on a causal LM's decoder stack: final hidden states, read at the last real token.
 
 RM training, RM scoring and PPO's value pass all go through `final_hidden` and `gather_last_hidden`,
-so the reward is read at the same token (and with the same position ids) everywhere.
+so the reward is read at the same token (and with the same position ids) everywhere. PPO's logprobs
+come from `last_logits`: the model's own forward, so its head transforms (Gemma's
+`final_logit_softcapping`, Cohere's `logit_scale`, Granite's `logits_scaling`, ...) apply.
 """
 
 from __future__ import annotations
@@ -53,3 +55,50 @@ def final_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
         use_cache=False,
     )
     return out.last_hidden_state
+
+
+def last_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int):
+    """The model's own logits for the last `keep` positions, and the final hidden states they came from.
+
+    The causal LM's forward with `logits_to_keep` computes the vocabulary projection on those
+    positions only, and applies whatever the architecture does after its LM head: Gemma 2/3 cap
+    the logits (`final_logit_softcapping`), Cohere multiplies by `logit_scale`, Granite divides by
+    `logits_scaling` (HyperCLOVA X multiplies by a key of the same name). `lm_head(hidden)` alone
+    drops all of that, and logprobs, KL and entropy would then belong to another distribution than
+    the one `generate` samples from. The hidden states are what the LM head received (read by a
+    hook on it), the same as `final_hidden`'s on those positions: a value head reads them.
+
+    Args:
+        model: a causal LM (or a peft model around one), with whatever adapter is active.
+        input_ids, attention_mask: [B, T], left or right padded (position ids follow the mask).
+        keep: how many of the last positions to return (1 <= keep <= T).
+
+    Returns:
+        logits: [B, keep, V] as the model computes them (its dtype).
+        hidden: [B, keep, H] the final (normed) hidden states the LM head read.
+    """
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ModelError(f"{type(model).__name__} has no output embeddings (LM head)")
+    seen: list[torch.Tensor] = []
+
+    def record(_module, args, kwargs, _output):
+        seen.append(args[0] if args else next(iter(kwargs.values())))
+
+    handle = head.register_forward_hook(record, with_kwargs=True)
+    try:
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+            logits_to_keep=keep,
+        )
+    finally:
+        handle.remove()
+    if len(seen) != 1 or seen[0].shape[1] != keep or out.logits.shape[1] != keep:
+        raise ModelError(
+            f"{type(model).__name__}: its forward did not apply its LM head once to the last {keep} positions "
+            "(logits_to_keep unsupported?)"
+        )
+    return out.logits, seen[0]

@@ -10,12 +10,32 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from ..config.schema import TINY_MODEL_NAME
 from ..errors import ModelError
 
 logger = logging.getLogger(__name__)
+
+# the preset's `attn_implementation` while a stage runs (`attention_implementation`); None = transformers' choice
+_ATTENTION: ContextVar[str | None] = ContextVar("eulerforge_attn_implementation", default=None)
+
+
+@contextmanager
+def attention_implementation(name: str | None):
+    """Within the block, `load_causal_lm` loads with `attn_implementation=name` unless told otherwise.
+
+    `run_stage` wraps a stage's runner in it, so every model the stage loads (policy, reference,
+    RM) uses the preset's `attn_implementation` without each trainer passing it on.
+    """
+    token = _ATTENTION.set(name)
+    try:
+        yield
+    finally:
+        _ATTENTION.reset(token)
 
 
 def local_source(model_name: str) -> str:
@@ -52,7 +72,7 @@ def load_tokenizer(model_name: str):
         tokenizer = tiny.load_tiny_tokenizer()
     else:
         source = (
-            _adapter_base(model_name) if is_adapter_dir(model_name) and not _has_tokenizer(model_name) else model_name
+            adapter_base(model_name) if is_adapter_dir(model_name) and not _has_tokenizer(model_name) else model_name
         )
         if source == TINY_MODEL_NAME:
             return load_tokenizer(source)
@@ -70,13 +90,15 @@ def load_tokenizer(model_name: str):
     return tokenizer
 
 
-def load_causal_lm(model_name: str, dtype=None, tokenizer=None):
+def load_causal_lm(model_name: str, dtype=None, tokenizer=None, attn_implementation: str | None = None):
     """The causal LM for `model_name`; an adapter-only directory is merged into its base.
 
     Args:
         model_name: see the module docstring.
         dtype: torch dtype of the weights (default float32).
         tokenizer: when given, the model's pad/eos ids are aligned with it.
+        attn_implementation: transformers' attention kernel ("eager", "sdpa", "flash_attention_2",
+            ...); None = the enclosing `attention_implementation` block's, else transformers' default.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -84,12 +106,16 @@ def load_causal_lm(model_name: str, dtype=None, tokenizer=None):
     from . import tiny
 
     dtype = dtype or torch.float32
+    attn_implementation = attn_implementation or _ATTENTION.get()
+    attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if model_name == TINY_MODEL_NAME:
         model = tiny.build_tiny_model(dtype=dtype)
+        if attn_implementation:
+            _set_attention(model, model_name, attn_implementation)
     elif is_adapter_dir(model_name):
         from peft import PeftModel
 
-        base = load_causal_lm(_adapter_base(model_name), dtype=dtype)
+        base = load_causal_lm(adapter_base(model_name), dtype=dtype, attn_implementation=attn_implementation)
         try:
             model = PeftModel.from_pretrained(base, model_name).merge_and_unload()
         except (OSError, ValueError, RuntimeError) as err:
@@ -98,12 +124,13 @@ def load_causal_lm(model_name: str, dtype=None, tokenizer=None):
         source = local_source(model_name)
         _check_locatable(source)
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-        except (OSError, ValueError) as err:
-            raise ModelError(_not_loadable(model_name, err)) from None
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **attention)
+        except (OSError, ValueError, ImportError) as err:
+            raise ModelError(_not_loadable(model_name, err, attn_implementation)) from None
     # adapters trained on this model record it as their base: make that name loadable from anywhere
-    # (a built-in keeps its name, not its cache path)
-    model.config._name_or_path = resolved_model_name(model_name)
+    # (a built-in keeps its name, not its cache path). peft reads the model's own `name_or_path`,
+    # which from_pretrained set to the name as given (relative) and a from-config model leaves "".
+    model.config._name_or_path = model.name_or_path = resolved_model_name(model_name)
     if tokenizer is not None:
         _align_special_tokens(model, tokenizer)
     return model
@@ -118,7 +145,7 @@ def architecture_of(model_name: str) -> dict:
     if model_name == TINY_MODEL_NAME:
         config = tiny.tiny_config(len(tiny.load_tiny_tokenizer()))
     elif is_adapter_dir(model_name):
-        return architecture_of(_adapter_base(model_name))
+        return architecture_of(adapter_base(model_name))
     else:
         try:
             config = AutoConfig.from_pretrained(local_source(model_name))
@@ -170,17 +197,76 @@ def _has_tokenizer(path: str) -> bool:
     return any((Path(path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
 
 
-def _adapter_base(adapter_dir: str) -> str:
+def adapter_base(adapter_dir: str) -> str:
+    """The base an adapter directory names (`base_model_name_or_path`); when that local path is gone
+    (the outputs folder moved), the same base found relative to the adapter's `final/`
+    (`base_relative` in its final marker, see `pin_adapter_base`). Read bases through this."""
     config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
     base = config.get("base_model_name_or_path")
     if not base:
         raise ModelError(f"model_name {adapter_dir}: adapter_config.json names no base_model_name_or_path")
+    if Path(base).is_absolute() and not Path(base).exists():
+        relative = _final_marker(Path(adapter_dir)).get("base_relative")
+        if relative and (Path(adapter_dir) / relative).is_dir():
+            return str((Path(adapter_dir) / relative).resolve())
     return base
 
 
-def _not_loadable(model_name: str, err) -> str:
+def pin_adapter_base(directory: Path, final_dir: Path) -> dict:
+    """Make the adapters written into `directory` load from any working directory.
+
+    Every `adapter_config.json` under `directory` (the temporary folder that becomes `final_dir`)
+    that names a local base by a relative path is rewritten to name it absolute: peft records the
+    path as the stage was given it (`outputs/tiny/01_sft/final`), which exists only from the
+    directory the stage ran in. Call it after `save_pretrained`, before `write_final_marker`.
+
+    Returns:
+        What the final marker records beside it: `{"base_relative": <the base relative to
+        final_dir>}` for a local base, so a whole outputs folder can move and its adapters still find
+        their base (`adapter_base` falls back to it); {} when no adapter names a local base.
+
+    Example:
+        >>> with atomic_directory(run.final) as tmp:
+        ...     model.save_pretrained(tmp)
+        ...     write_final_marker(tmp, stage="ppo", **pin_adapter_base(tmp, run.final))
+    """
+    info: dict = {}
+    for config_file in sorted(Path(directory).rglob("adapter_config.json")):
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        base = config.get("base_model_name_or_path")
+        if not base or not Path(base).is_dir():
+            continue  # a built-in name, a hub id, nothing: nothing relative to a directory
+        absolute = str(Path(base).resolve())
+        if base != absolute:
+            config["base_model_name_or_path"] = absolute
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if config_file.parent == Path(directory):
+            info["base_relative"] = os.path.relpath(absolute, Path(final_dir).resolve())
+    return info
+
+
+def _final_marker(directory: Path) -> dict:
+    from ..rundir import FINAL_MARKER
+
+    try:
+        return json.loads((directory / FINAL_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _not_loadable(model_name: str, err, attn_implementation: str | None = None) -> str:
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if attn_implementation and attn_implementation in str(err):
+        return f"attn_implementation {attn_implementation} (model_name {model_name}): cannot load it ({reason})"
     return f"model_name {model_name}: cannot load it ({reason})"
+
+
+def _set_attention(model, model_name: str, attn_implementation: str) -> None:
+    """Switch a model built from its config (the built-in tiny one) to another attention kernel."""
+    try:
+        model.set_attn_implementation(attn_implementation)
+    except (ValueError, ImportError) as err:
+        raise ModelError(_not_loadable(model_name, err, attn_implementation)) from None
 
 
 def clean_generation_config(model, tokenizer) -> None:

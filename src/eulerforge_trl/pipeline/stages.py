@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Preset, load_preset, preset_to_yaml
+from ..config.shipped import resolve_preset_path
 from ..rundir import RunDir, atomic_write_text, checkpoint_step, read_metrics, trim_metrics
 from ..runtime import process_state
 from ..stages import STAGES
+from .inputs import check_earlier_stages, step_cap_note
 from .plots import plot_training_curves
 
 logger = logging.getLogger(__name__)
@@ -50,13 +52,17 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
         >>> result.final_dir
         PosixPath('outputs/sft/final')
     """
+    # a Preset object goes through load_preset too: its cross-key rules run whoever built it
+    preset_path = resolve_preset_path(preset) if isinstance(preset, (str, Path)) else None
+    preset = load_preset(preset, overrides, output_dir)
+    check_earlier_stages(preset, preset_path)  # before torch loads: a missing sft/rm final/ says so at once
     from transformers import set_seed
 
-    # a Preset object goes through load_preset too: its cross-key rules run whoever built it
-    preset = load_preset(preset, overrides, output_dir)
+    from ..models.loading import attention_implementation
+
     stage = preset.training.type
     run = RunDir(Path(preset.output_dir))
-    check_inputs(preset)  # before anything in the output directory is touched
+    training_rows = check_inputs(preset)  # before anything in the output directory is touched
     state = process_state()
     resume_from = run.last_loadable_checkpoint() if resume else None
     if state.is_main_process:
@@ -65,28 +71,33 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
         trim_metrics(run.metrics, checkpoint_step(resume_from) if resume_from else 0)
         if resume_from:
             logger.warning("resuming %s from %s", stage, resume_from)
+        note = step_cap_note(preset, training_rows, state.num_processes)
+        if note:
+            logger.warning("%s", note)
     state.wait_for_everyone()
     set_seed(preset.training.seed)
     runner = STAGES[stage].load_runner()  # imported now: torch/transformers/TRL load only when a stage runs
-    metrics = runner(preset, run, str(resume_from) if resume_from else None)
+    with attention_implementation(preset.attn_implementation):  # every model the runner loads
+        metrics = runner(preset, run, str(resume_from) if resume_from else None)
     if state.is_main_process:
         plot_training_curves(run.metrics, run.plot, stage)
     return StageResult(stage=stage, output_dir=run.root, final_dir=run.final, metrics=metrics)
 
 
-def check_inputs(preset: Preset) -> None:
+def check_inputs(preset: Preset) -> int:
     """Fail on bad data files, model paths, RM checkpoints, reward functions and output paths before
-    any file is written."""
+    any file is written. Returns the number of rows in `data.path`."""
     _check_output_dir(Path(preset.output_dir))
-    from ..data.jsonl import is_conversational, read_rows
+    from ..data.jsonl import is_conversational, read_data
     from ..data.render import require_chat_template
     from ..models.fingerprint import check_same_shapes
     from ..models.loading import architecture_of, check_model_name, load_tokenizer
     from ..models.reward_files import read_reward_meta
 
-    files = {"data.path": read_rows(preset.data.path, preset.data.task)}
+    # read as the stage reads them (data.split, data.subset, data.columns)
+    files = {"data.path": read_data(preset.data)}
     if preset.data.eval_path:
-        files["data.eval_path"] = read_rows(preset.data.eval_path, preset.data.task, key="data.eval_path")
+        files["data.eval_path"] = read_data(preset.data, key="data.eval_path")
     check_model_name(preset.model_name)
     if any(is_conversational(rows[0]["prompt"]) for rows in files.values()):
         tokenizer = load_tokenizer(preset.model_name)
@@ -104,6 +115,7 @@ def check_inputs(preset: Preset) -> None:
         from ..rewards.sources import load_functions
 
         load_functions(list(preset.training.reward_funcs), preset.training.reward_weights)  # each one imports
+    return len(files["data.path"])
 
 
 def _check_output_dir(out: Path) -> None:

@@ -1,15 +1,24 @@
-"""Python reward functions named on the command line or in a preset, with TRL's signature.
+"""Python reward functions named on the command line or in a preset, called exactly as TRL calls them.
 
-A reward function is `fn(prompts, completions, **kwargs) -> list[float]`, as TRL's GRPOTrainer
-calls it: one number per completion; prompts and completions are strings for plain-text data and
-message lists for conversational data (a completion is then `[{"role": "assistant", "content": ...}]`);
-the other columns of the data file come as keyword arguments, one value per completion. `None`
-means "not applicable to this completion" (TRL's convention) and becomes NaN.
+TRL's GRPOTrainer (1.16, `_calculate_rewards`) calls a reward function with keywords only:
+
+    fn(prompts=..., completions=..., completion_ids=..., **columns,
+       trainer_state=..., log_extra=..., log_metric=...) -> list[float | None]
+
+one number per completion. Prompts and completions are strings for plain-text data and message
+lists for conversational data (a completion is then `[{"role": "assistant", "content": ...}]`);
+`completion_ids` are the sampled token ids of each completion (its stop token included); the other
+columns of the data file come one value per completion; `trainer_state` is the trainer's
+`TrainerState` (None where no training runs, as in `evaluate --judge`); `log_extra(column, values)`
+and `log_metric(name, value)` let a function log. So TRL's own functions (`trl.rewards.
+think_format_reward(completions, **kwargs)`, `accuracy_reward(completions, solution, ...)`) and
+a user's `fn(prompts, completions, **kwargs)` work alike. `None` means "not applicable to this
+completion" (TRL's convention) and becomes NaN.
 
 `load_reward_function` finds one by its spec, `package.module:function` or
 `path/to/file.py:function`; `call_reward_function` calls it and turns whatever goes wrong
-(it raises, returns the wrong number of values or something that is not a number) into a
-`UserError` naming the spec, so a user's bug is one line, not our traceback.
+(it cannot take those keywords, raises, returns the wrong number of values or something that is
+not a number) into a `UserError` naming the spec, so a user's bug is one line, not our traceback.
 """
 
 from __future__ import annotations
@@ -58,27 +67,57 @@ def load_reward_function(spec: str, key: str = "--judge") -> Callable[..., Seque
     return fn
 
 
-def call_reward_function(fn: Callable, name: str, prompts: list, completions: list, **kwargs: Any) -> list[float]:
-    """Call `fn(prompts, completions, **kwargs)` and check it returned one number per completion.
+def call_reward_function(
+    fn: Callable,
+    name: str,
+    prompts: list,
+    completions: list,
+    *,
+    completion_ids: list[list[int]] | None = None,
+    trainer_state: Any = None,
+    log_extra: Callable[[str, list], None] | None = None,
+    log_metric: Callable[[str, float], None] | None = None,
+    **columns: Any,
+) -> list[float]:
+    """Call `fn` with TRL's keywords and check it returned one number per completion.
 
-    Keyword arguments the function does not declare are left out unless it takes `**kwargs`, so a
-    plain `fn(prompts, completions)` works too. `None` values become NaN.
+    Keywords the function does not declare are left out unless it takes `**kwargs` (TRL would pass
+    them and fail), so a plain `fn(prompts, completions)` works too. `None` values become NaN.
+
+    Example:
+        >>> call_reward_function(trl.rewards.think_format_reward, "f", ["p"], ["<think>x</think>y"])
+        [1.0]
 
     Args:
         fn: from `load_reward_function`.
         name: how errors name it, e.g. "--judge my_rules.py:fn".
         prompts, completions: one entry per completion (a prompt repeats for several samples).
-        kwargs: further per-completion columns (extra data columns, `completion_ids`, ...).
+        completion_ids: the sampled token ids of each completion, up to and including its stop token.
+        trainer_state: the trainer's `transformers.TrainerState` (None outside training).
+        log_extra, log_metric: where the function's `log_extra(column, values)` and
+            `log_metric(name, value)` go; None: nowhere (the function may still call them).
+        columns: the data file's other columns, one value per completion.
 
     Returns:
         One float per completion.
 
     Raises:
-        UserError: `fn` raised, returned the wrong number of values, or a value that is not a number.
+        UserError: `fn` cannot be called with these keywords, raised, returned the wrong number of
+            values, or a value that is not a number.
     """
     n = len(completions)
+    arguments = {
+        "prompts": prompts,
+        "completions": completions,
+        "completion_ids": completion_ids,
+        **columns,
+        "trainer_state": trainer_state,
+        "log_extra": log_extra or _drop,
+        "log_metric": log_metric or _drop,
+    }
+    arguments = _accepted_kwargs(fn, arguments, name)
     try:
-        values = fn(prompts, completions, **_accepted_kwargs(fn, kwargs))
+        values = fn(**arguments)
     except Exception as err:  # noqa: BLE001 - the user's code: any failure is theirs, reported in one line
         raise UserError(f"{name}: raised {_describe(err)}") from None
     if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__") or not hasattr(values, "__iter__"):
@@ -86,6 +125,10 @@ def call_reward_function(fn: Callable, name: str, prompts: list, completions: li
     if len(values) != n:
         raise UserError(f"{name}: returned {len(values)} values for {n} completions (one number per completion)")
     return [_as_float(value, i, name) for i, value in enumerate(values)]
+
+
+def _drop(*_args: Any) -> None:
+    """`log_extra` / `log_metric` where nothing collects what a function logs."""
 
 
 def _import_file(path: Path, where: str):
@@ -120,15 +163,24 @@ def _import_module(target: str, where: str):
         raise UserError(f"{where}: importing {target} raised {_describe(err)}") from None
 
 
-def _accepted_kwargs(fn: Callable, kwargs: dict) -> dict:
+def _accepted_kwargs(fn: Callable, kwargs: dict, name: str) -> dict:
+    """The keywords `fn` takes (all of them with `**kwargs`); a UserError when it cannot be called with them."""
     try:
-        parameters = inspect.signature(fn).parameters.values()
+        signature = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin or C function: pass everything, as TRL does
         return kwargs
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return kwargs
-    named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return {k: v for k, v in kwargs.items() if k in named and k not in ("prompts", "completions")}
+    parameters = signature.parameters.values()
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        kwargs = {k: v for k, v in kwargs.items() if k in named}
+    try:
+        signature.bind(**kwargs)
+    except TypeError as err:
+        raise UserError(
+            f"{name}: cannot be called as TRL calls reward functions, with the keywords "
+            f"prompts, completions, completion_ids, the data columns, trainer_state, log_extra, log_metric ({err})"
+        ) from None
+    return kwargs
 
 
 def _as_float(value, index: int, name: str) -> float:

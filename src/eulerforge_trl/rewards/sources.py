@@ -13,9 +13,12 @@ Which RM takes part (`RewardSources.from_preset`):
 - neither: a random RewardHead on the policy's base, with a loud warning (debugging only).
 
 The RM reads each (prompt, response) re-rendered from text by `data.render.reward_batch` with its
-own tokenizer, exactly as it was trained. Functions get TRL's arguments: the prompts as in the
-data file, the completions as text (an assistant message list for conversational prompts), and
-the data file's other columns as keyword arguments (`columns_of`).
+own tokenizer, exactly as it was trained. Functions are called as TRL's GRPOTrainer calls them
+(`rewards.functions.call_reward_function`): the prompts as in the data file, the completions as
+text (an assistant message list for conversational prompts), the sampled `completion_ids`, the
+data file's other columns (`columns_of`), `trainer_state`, and `log_extra` / `log_metric`; what
+functions log with `log_metric` is kept until `pop_logged_metrics` (TRL averages it per logging
+step the same way); `log_extra` columns are dropped (PPO has no completions table).
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class RewardSources:
 
     def __init__(self, rm: RewardModelSource | None, functions: list[RewardFunction], device, batch_size: int = 16):
         self.rm, self.functions, self.device, self.batch_size = rm, functions, device, batch_size
+        self.logged_metrics: dict[str, list[float]] = {}  # what functions passed to log_metric, until popped
 
     @classmethod
     def from_preset(cls, preset, model, tokenizer, device, adapter_name: str, dtype=None) -> RewardSources:
@@ -149,7 +153,12 @@ class RewardSources:
         return ([f"reward/{RM_NAME}"] if self.rm else []) + [f"reward/{f.name}" for f in self.functions]
 
     def score(
-        self, prompts: list, completions: list[str], columns: dict[str, list] | None = None
+        self,
+        prompts: list,
+        completions: list[str],
+        columns: dict[str, list] | None = None,
+        completion_ids: list[list[int]] | None = None,
+        trainer_state=None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The weighted total and each source's raw values for B (prompt, completion) pairs.
 
@@ -157,6 +166,10 @@ class RewardSources:
             prompts: B prompts as the data file holds them (text or message lists).
             completions: B responses as text (what the policy wrote, up to its stop token).
             columns: further per-row columns for the functions, each a list of B values.
+            completion_ids: B lists of the sampled token ids, up to and including the stop token
+                (TRL's `completion_ids`); None only where no function needs them.
+            trainer_state: handed to the functions as `trainer_state` (TRL passes its `TrainerState`:
+                `global_step`, `max_steps`, ...), None outside training.
 
         Returns:
             total: [B] float32, `sum(weight * value)` over the sources; a function's None (NaN)
@@ -175,12 +188,30 @@ class RewardSources:
             # TRL's convention: a conversation's completion is the assistant's message list
             as_given = [as_completion(p, c) for p, c in zip(prompts, completions)]
             for f in self.functions:
-                values = call_reward_function(f.fn, f"{FUNCS_KEY} {f.spec}", list(prompts), as_given, **(columns or {}))
+                values = call_reward_function(
+                    f.fn,
+                    f"{FUNCS_KEY} {f.spec}",
+                    list(prompts),
+                    as_given,
+                    completion_ids=completion_ids,
+                    trainer_state=trainer_state,
+                    log_metric=self._log_metric,
+                    **(columns or {}),
+                )
                 parts[f"reward/{f.name}"] = torch.tensor(values, dtype=torch.float32, device=self.device)
                 weights.append(f.weight)
         stacked = torch.stack(list(parts.values()), dim=1)  # [B, sources]
         weight = torch.tensor(weights, dtype=torch.float32, device=self.device)
         return (stacked * weight).nansum(dim=1), parts
+
+    def _log_metric(self, name: str, value: float) -> None:
+        self.logged_metrics.setdefault(name, []).append(float(value))
+
+    def pop_logged_metrics(self) -> dict[str, float]:
+        """{name: mean} of what the functions logged with `log_metric` since the last call (TRL logs
+        them under their own names, averaged over a logging step), and forget them."""
+        logged, self.logged_metrics = self.logged_metrics, {}
+        return {name: sum(values) / len(values) for name, values in logged.items() if values}
 
     def rm_share(self, parts: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """[B] the RM's weighted part of the total, None without an RM."""

@@ -22,13 +22,12 @@ from ..rundir import RunDir
 from .common import common_trainer_args, logging_callbacks, lora_config, train_and_save_merged, weights_dtype
 
 
-def to_dpo_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> DPOConfig:
+def to_dpo_config(preset: Preset, run: RunDir, has_eval: bool) -> DPOConfig:
     """The `DPOConfig` for a preset, every field we rely on set explicitly.
 
     TRL 1.16's `DPOConfig` has no `eos_token` and deprecates `pad_token`: the trainer appends
     `tokenizer.eos_token` to plain-text chosen/rejected and pads with `tokenizer.pad_token` (EOS for
-    most real tokenizers: harmless, its collator masks padding by length). `tokenizer` is taken for
-    symmetry with the other adapters.
+    most real tokenizers: harmless, its collator masks padding by length): no tokenizer field to map.
     """
     dpo = preset.training.dpo
     return DPOConfig(
@@ -73,7 +72,7 @@ def run_dpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     trainer = DPOTrainer(
         model=model,
         ref_model=ref_model,
-        args=to_dpo_config(preset, run, eval_rows is not None, tokenizer),
+        args=to_dpo_config(preset, run, eval_rows is not None),
         train_dataset=train_rows,
         eval_dataset=eval_rows,
         processing_class=tokenizer,

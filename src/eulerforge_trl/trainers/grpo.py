@@ -33,7 +33,7 @@ from trl.trainer.utils import disable_dropout_in_model
 from ..config.schema import Preset
 from ..data import render
 from ..data.jsonl import extra_columns, is_conversational, read_rows
-from ..models.loading import load_tokenizer, resolved_model_name
+from ..models.loading import load_tokenizer, pin_adapter_base, resolved_model_name
 from ..rewards.functions import call_reward_function
 from ..rewards.sources import FUNCS_KEY, RM_NAME, RewardFunction, RewardModelSource, RewardSources
 from ..rundir import RunDir, append_jsonl, atomic_directory, checkpoint_step, trim_metrics, write_final_marker
@@ -247,7 +247,11 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
             if run.preset.is_file():
                 shutil.copy(run.preset, tmp / "preset.yml")
             write_final_marker(
-                tmp, stage="grpo", base=resolved_model_name(preset.model_name), steps=trainer.state.global_step
+                tmp,
+                stage="grpo",
+                base=resolved_model_name(preset.model_name),
+                steps=trainer.state.global_step,
+                **pin_adapter_base(tmp, run.final),  # loads from any working directory
             )
     trainer.accelerator.wait_for_everyone()
     last = next((h for h in reversed(trainer.state.log_history) if "reward_mean" in h), {})

@@ -19,7 +19,7 @@ from ..data.render import reward_ids
 from ..errors import ModelError
 from ..models.backbone import final_hidden, gather_last_hidden
 from ..models.fingerprint import base_identity
-from ..models.loading import load_causal_lm, load_tokenizer, resolved_model_name
+from ..models.loading import load_causal_lm, load_tokenizer, pin_adapter_base, resolved_model_name
 from ..models.reward_files import save_reward_files
 from ..models.reward_head import RewardHead
 from ..models.scorer import load_reward_model, score
@@ -118,7 +118,7 @@ def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
             peft_model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             save_reward_files(tmp, RewardHead.from_linear(score_layer).float(), identity)
-            write_final_marker(tmp, stage="rm", base=preset.model_name)
+            write_final_marker(tmp, stage="rm", base=base_name, **pin_adapter_base(tmp, run.final))
         if eval_rows is not None:
             metrics.update(evaluate_checkpoint(run, eval_rows, trainer.state.global_step))
     trainer.accelerator.wait_for_everyone()

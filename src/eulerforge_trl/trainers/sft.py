@@ -1,18 +1,31 @@
 """SFT stage: TRL `SFTTrainer` on {prompt, response} rows, loss on the response only.
 
+Conversations (`data.assistant_turns: all`, the default) are tokenised here, every assistant turn
+masked in (`render.conversation_ids`), and reach TRL as `input_ids` + `assistant_masks`: TRL's own
+`assistant_only_loss` needs `{% generation %}` markers, which most templates (SmolLM2's among them)
+lack and TRL patches in for a fixed list of model families only. A template that renders the last
+turn unlike earlier ones (Qwen3.5's) is swapped for TRL's training version of it. Plain-text rows
+and `assistant_turns: last` go to TRL as prompt/completion.
+
 `final/` holds the SFT adapter merged into the base (or the fully fine-tuned model): PPO's
 reference is "the policy with adapters disabled", which is the SFT model only if SFT is merged.
 """
 
 from __future__ import annotations
 
+import logging
+
 from trl import SFTConfig, SFTTrainer
 
 from ..config.schema import Preset
-from ..data.jsonl import load_splits
+from ..data import render
+from ..data.jsonl import is_conversational, split_rows, to_trainer_columns
+from ..errors import DataError
 from ..models.loading import load_causal_lm, load_tokenizer
 from ..rundir import RunDir
 from .common import common_trainer_args, logging_callbacks, lora_config, train_and_save_merged, weights_dtype
+
+logger = logging.getLogger(__name__)
 
 
 def to_sft_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> SFTConfig:
@@ -26,10 +39,65 @@ def to_sft_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> SFT
     )
 
 
+def sft_datasets(preset: Preset, tokenizer):
+    """(train, eval or None) `datasets.Dataset`s as `SFTTrainer` takes them (see the module doc)."""
+    from datasets import Dataset
+
+    train, evaluation = split_rows(preset.data, preset.training.seed)
+
+    def build(rows: list[dict], key: str) -> Dataset:
+        if preset.data.assistant_turns == "all" and is_conversational(rows[0]["prompt"]):
+            pairs = _conversation_ids(tokenizer, [r["prompt"] + r["response"] for r in rows], preset.model_name)
+            _check_answers_fit([m for _, m in pairs], preset.data.max_length, key)
+            return Dataset.from_dict({"input_ids": [i for i, _ in pairs], "assistant_masks": [m for _, m in pairs]})
+        return Dataset.from_list(to_trainer_columns(rows, "sft"))
+
+    eval_key = "data.eval_path" if preset.data.eval_path else "data.eval_split"
+    return build(train, "data.path"), build(evaluation, eval_key) if evaluation else None
+
+
+def _conversation_ids(tokenizer, conversations: list[list[dict]], model_name: str) -> list[tuple[list, list]]:
+    """`render.conversation_ids` of each conversation. A template that renders earlier turns unlike the
+    last (Qwen3, Qwen3.5, Phi-3, ...) is swapped for TRL's prefix-preserving training version of it, as
+    TRL's `assistant_only_loss` does; the tokenizer saved in final/ keeps its own."""
+    try:
+        return [render.conversation_ids(tokenizer, messages) for messages in conversations]
+    except DataError as err:
+        from trl.chat_template_utils import get_training_chat_template
+
+        try:
+            template = get_training_chat_template(tokenizer)
+        except ValueError:  # not a template TRL knows how to patch
+            template = None
+        if template is None:
+            raise DataError(f"{model_name}: {err}") from None
+    logger.info("%s: multi-turn rows rendered with TRL's training version of the chat template", model_name)
+    return [render.conversation_ids(tokenizer, messages, chat_template=template) for messages in conversations]
+
+
+def _check_answers_fit(masks: list[list[int]], max_length: int, key: str) -> None:
+    """TRL cuts rows to max_length and drops those left without a trained token: say so, in one line
+    when no row is left (TRL would fail later with `num_samples=0`)."""
+    cut = sum(1 not in mask[:max_length] for mask in masks)
+    if cut == len(masks):
+        raise DataError(
+            f"{key}: in every row the first assistant turn starts after data.max_length ({max_length}) tokens: "
+            "raise data.max_length"
+        )
+    if cut:
+        logger.warning(
+            "%s: %d of %d rows have no assistant token within data.max_length (%d) and are left out",
+            key,
+            cut,
+            len(masks),
+            max_length,
+        )
+
+
 def run_sft(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     """Train, evaluate and write `final/`; returns the final metrics."""
     tokenizer = load_tokenizer(preset.model_name)
-    train_rows, eval_rows = load_splits(preset.data, preset.training.seed)
+    train_rows, eval_rows = sft_datasets(preset, tokenizer)
     model = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
     trainer = SFTTrainer(
         model=model,

@@ -3,7 +3,11 @@
 `value_head` (the default): a linear head on the policy's own final hidden states. Its values come
 out of the policy's forward pass (no extra pass), and its gradient also reaches the policy adapter.
 `adapter`: its own LoRA adapter (the RM's, when there is one) + head, on the shared base; every
-use is a separate pass with that adapter active.
+use is a separate pass with that adapter active, and its backward too: activation checkpointing
+recomputes each layer during backward with whichever adapter is active *then*, so the value loss's
+forward and backward both run inside `critic.active()` (with the policy's adapter active in
+backward, the critic's gradients came from the policy's LoRA weights, or with unequal ranks the
+recomputation failed outright).
 
 Both heads start as a copy of the reward head (times training.reward_model.weight), so the critic
 starts knowing what the RM knows. The RM speaks raw score units while PPO's returns are in
@@ -19,7 +23,9 @@ trained on. The `adapter` critic then gets a fresh LoRA adapter (B = 0: the poli
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -56,6 +62,11 @@ class ValueHeadCritic:
 
     def values(self, rollout_ids, attention_mask, n_prompt) -> torch.Tensor:
         raise NotImplementedError("value_head values come from the policy's forward (in_policy_pass)")
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Nothing to switch: the head reads the policy's own pass (see `AdapterCritic.active`)."""
+        yield
 
     @torch.no_grad()
     def rescale(self, mean: float, std: float) -> None:
@@ -95,13 +106,33 @@ class AdapterCritic(ValueHeadCritic):
         return adapter + super().parameters()
 
     def values(self, rollout_ids, attention_mask, n_prompt) -> torch.Tensor:
-        """[B, R] values with the critic adapter active (gradients flow when enabled); the policy's after."""
+        """[B, R] values with the critic adapter active; the policy's adapter is active again after.
+
+        Without gradients that is all. With gradients, call it *and* backward inside `active()`:
+        a backward after the switch back recomputes checkpointed layers with the policy's adapter.
+        """
+        with self.active():
+            return value_forward(self.model, rollout_ids, attention_mask, n_prompt, self.head)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """The critic adapter active for the block, the policy's after (re-entrant: an inner use
+        keeps it active). Run the critic's forward and its backward inside one block.
+
+        Example:
+            >>> with critic.active():
+            ...     values = critic.values(ids, mask, n_prompt)
+            ...     (vf_coef * value_loss(values, ...)).backward()
+        """
+        if self.model.active_adapter == CRITIC:
+            yield
+            return
         self.model.set_adapter(CRITIC)
         try:
-            return value_forward(self.model, rollout_ids, attention_mask, n_prompt, self.head)
+            yield
         finally:
             self.model.set_adapter(POLICY)
-            # peft's set_adapter freezes every other adapter; the backward still to come must reach this one
+            # peft's set_adapter freezes every other adapter: the critic's own update must still reach it
             for param in self.parameters():
                 param.requires_grad_(True)
 

@@ -18,7 +18,6 @@ class Targets:
     """Everything the PPO epochs compare against, all [B, R] over response tokens, 0 on padding."""
 
     logprobs: torch.Tensor  # log pi_old(token), temperature-scaled
-    ref_logprobs: torch.Tensor  # log pi_ref(token)
     values: torch.Tensor  # V_old(state before each token)
     kl: torch.Tensor  # per-token KL estimate to the reference
     advantages: torch.Tensor  # whitened GAE advantages
@@ -54,7 +53,6 @@ def ppo_targets(
     advantages, returns = losses.compute_gae(rewards, values, mask, cfg.gamma, cfg.lam)
     return Targets(
         logprobs=logprobs,
-        ref_logprobs=ref_logprobs,
         values=values,
         kl=kl,
         advantages=losses.masked_whiten(advantages, mask),
