@@ -87,6 +87,11 @@ def preset_problems(p: Preset) -> list[str]:
             ppo.num_mini_batches >= 1 and t.batch_size % ppo.num_mini_batches == 0,
             f"training.ppo.num_mini_batches ({ppo.num_mini_batches}) must divide training.batch_size ({t.batch_size})",
         )
+        need(
+            t.grad_accum == 1,
+            f"training.grad_accum ({t.grad_accum}): PPO takes one optimizer step per minibatch and accumulates "
+            "nothing; leave it at 1 and set training.ppo.num_mini_batches (fewer, larger minibatches) instead",
+        )
     if t.type == "grpo":
         grpo = t.grpo
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # set by `accelerate launch` / torchrun

@@ -300,15 +300,15 @@ class TrainingSection:
         "rows per device per step (PPO: prompts per rollout batch per process; GRPO: completions per step "
         "and process, batch_size / training.grpo.num_generations prompts)",
     )
-    grad_accum: int = setting(1, "batches accumulated per optimizer step (SFT, RM, DPO; not used by PPO)")
+    grad_accum: int = setting(1, "batches accumulated per optimizer step (SFT, RM, DPO, GRPO); PPO: must be 1")
     seed: int = setting(42, "seeds the data split, the shuffling, the initialisation and the sampling")
     warmup_ratio: float = setting(0.0, "fraction of the steps over which the learning rate ramps up from 0")
-    weight_decay: float = setting(0.0, "AdamW weight decay (SFT, RM, DPO)")
+    weight_decay: float = setting(0.0, "AdamW weight decay (every stage)")
     lr_scheduler: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
     ] = setting("linear", "transformers learning-rate schedule (warmup from warmup_ratio)")
     max_grad_norm: float = setting(1.0, "gradients are clipped to this global norm")
-    logging_steps: int = setting(10, "write metrics every N steps (PPO: every step)")
+    logging_steps: int = setting(10, "write metrics every N steps (PPO: also step 1 and the last)")
     save_steps: int = setting(100, "checkpoint (and evaluate) every N steps; a rerun resumes from the last one")
     save_total_limit: int = setting(2, "checkpoints kept; older ones are deleted")
     gradient_checkpointing: bool = setting(

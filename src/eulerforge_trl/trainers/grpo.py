@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable
 
@@ -33,16 +32,17 @@ from trl.trainer.utils import disable_dropout_in_model
 from ..config.schema import Preset
 from ..data import render
 from ..data.jsonl import extra_columns, is_conversational, read_rows
-from ..models.loading import load_tokenizer, pin_adapter_base, resolved_model_name
+from ..models.loading import load_tokenizer
 from ..rewards.functions import call_reward_function
 from ..rewards.sources import FUNCS_KEY, RM_NAME, RewardFunction, RewardModelSource, RewardSources
-from ..rundir import RunDir, append_jsonl, atomic_directory, checkpoint_step, trim_metrics, write_final_marker
+from ..rundir import RunDir, append_jsonl, checkpoint_step, trim_metrics
 from .common import common_trainer_args, logging_callbacks, sampling_policy, weights_dtype
 from .grpo_generation import grpo_generation_args
+from .policy_final import POLICY, save_policy_final
 
 logger = logging.getLogger(__name__)
 
-POLICY, REWARD = "default", "reward"
+REWARD = "reward"
 
 
 def to_grpo_config(preset: Preset, run: RunDir, reward_weights: list[float]) -> GRPOConfig:
@@ -240,19 +240,7 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         trim_metrics(run.samples, checkpoint_step(resume_from) or 0)
     result = trainer.train(resume_from_checkpoint=resume_from)
     if trainer.is_world_process_zero():
-        with atomic_directory(run.final) as tmp:
-            model.save_pretrained(tmp, selected_adapters=[POLICY])
-            tokenizer.padding_side = "right"
-            tokenizer.save_pretrained(tmp)
-            if run.preset.is_file():
-                shutil.copy(run.preset, tmp / "preset.yml")
-            write_final_marker(
-                tmp,
-                stage="grpo",
-                base=resolved_model_name(preset.model_name),
-                steps=trainer.state.global_step,
-                **pin_adapter_base(tmp, run.final),  # loads from any working directory
-            )
+        save_policy_final(run, model, tokenizer, preset, stage="grpo", steps=trainer.state.global_step)
     trainer.accelerator.wait_for_everyone()
     last = next((h for h in reversed(trainer.state.log_history) if "reward_mean" in h), {})
     return {**dict(result.metrics), **{k: v for k, v in last.items() if isinstance(v, (int, float))}}

@@ -10,7 +10,7 @@ import torch
 
 from eulerforge_trl.config import load_preset
 from eulerforge_trl.generation import mask_after_first_eos
-from eulerforge_trl.rundir import RunDir
+from eulerforge_trl.rundir import RunDir, read_metrics
 from eulerforge_trl.trainers.ppo.rollout import response_forward
 from eulerforge_trl.trainers.ppo.trainer import PPOTrainer
 
@@ -225,7 +225,7 @@ def test_score_scale_comes_from_score_norm_samples_before_step_1_and_is_checkpoi
     assert state["score_stats"] == pytest.approx((first["score_norm_mean"], first["score_norm_std"]))
     resumed = PPOTrainer(preset, run)
     resumed.load_checkpoint(run.checkpoints / "checkpoint-1")
-    assert resumed.ensure_score_scale() == {} and resumed.score_stats == state["score_stats"]
+    assert resumed.ensure_score_scale() == {} and resumed.scale.stats == state["score_stats"]
 
 
 @pytest.mark.parametrize("critic", ["value_head", "adapter"])
@@ -279,3 +279,17 @@ def test_an_unknown_logger_is_a_preset_error(tmp_path):
 
     with pytest.raises(PresetError, match="training.report_to: unknown logger 'nosuch'"):
         PPOTrainer(tiny_ppo_preset(tmp_path, "training.report_to=[nosuch]"), RunDir(tmp_path / "out"))
+
+
+def test_weight_decay_and_logging_steps_are_honoured_and_grad_accum_refused(tmp_path):
+    from eulerforge_trl.errors import PresetError
+
+    preset = tiny_ppo_preset(tmp_path, "training.weight_decay=0.1", "training.max_steps=5", "training.logging_steps=2")
+    RunDir(tmp_path / "out").root.mkdir(parents=True)
+    trainer = PPOTrainer(preset, RunDir(tmp_path / "out"))
+    assert {g["weight_decay"] for g in trainer.optimizer.param_groups} == {0.1}  # not torch's default 0.01
+    trainer.train()
+    logged = [r["step"] for r in read_metrics(tmp_path / "out" / "metrics.jsonl") if "reward_mean" in r]
+    assert logged == [1, 2, 4, 5]  # every 2nd step, the first and the last
+    with pytest.raises(PresetError, match="training.grad_accum"):
+        tiny_ppo_preset(tmp_path, "training.grad_accum=2")

@@ -52,3 +52,37 @@ def test_a_small_but_real_spread_is_kept():
 def test_too_few_samples(scores):
     scale = score_scale(scores)
     assert scale.std == 1.0 and scale.warning
+
+
+def test_the_trainer_falls_back_to_std_1_on_a_reward_that_never_varies(tmp_path, caplog):
+    """A reward function that scores every SFT sample 0: the trainer normalises by std 1, says so."""
+    import logging
+
+    from eulerforge_trl.config import load_preset
+    from eulerforge_trl.rundir import RunDir
+    from eulerforge_trl.trainers.ppo.trainer import PPOTrainer
+
+    (tmp_path / "rewards.py").write_text(
+        "def never(prompts, completions, **kw):\n    return [0.0] * len(completions)\n"
+    )
+    (tmp_path / "prompts.jsonl").write_text("".join(f'{{"prompt": "Tell me about cat {i}."}}\n' for i in range(8)))
+    preset = load_preset(
+        "tiny_ppo.yml",
+        [
+            "model_name=tiny-qwen3.5",
+            "training.reward_model.checkpoint_path=",
+            f"training.reward_funcs=[{tmp_path / 'rewards.py'}:never]",
+            f"data.path={tmp_path / 'prompts.jsonl'}",
+            "training.batch_size=4",
+            "training.report_to=[]",
+            "training.ppo.max_gen_len=4",
+            "training.ppo.score_norm_samples=8",
+        ],
+        output_dir=str(tmp_path / "out"),
+    )
+    RunDir(tmp_path / "out").root.mkdir(parents=True)
+    trainer = PPOTrainer(preset, RunDir(tmp_path / "out"))
+    with caplog.at_level(logging.WARNING):
+        logged = trainer.ensure_score_scale()
+    assert logged["score_norm_std"] == 1.0 and trainer.scale.stats == (0.0, 1.0)
+    assert any("normalising by std 1" in r.getMessage() for r in caplog.records)

@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 
 from ...models.reward_head import RewardHead
+from ..policy_final import POLICY
 from .rollout import value_forward
 
-POLICY = "default"  # peft writes the "default" adapter at the top of a directory: final/ loads as a model
 CRITIC = "critic"
 VALUE_HEAD_FILE = "value_head.pt"
 CRITIC_ADAPTER_DIR = "critic_adapter"

@@ -10,9 +10,14 @@ the scale falls back to 1 (raw units, still centred on the SFT mean) and says so
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
+
+import torch
+
+logger = logging.getLogger(__name__)
 
 # a spread below this share of the scores' magnitude (at least 1) is no spread: float noise, a constant reward
 RELATIVE_FLOOR = 1e-4
@@ -62,3 +67,49 @@ def score_scale(scores: Sequence[float]) -> ScoreScale:
 
 
 __all__ = ["RELATIVE_FLOOR", "ScoreScale", "score_scale"]
+
+
+class ScoreNormalizer:
+    """Total rewards normalised by the SFT policy's (mean, std) (`score_scale`), estimated once before
+    step 1 from `score_norm_samples` responses over every process, then kept and checkpointed."""
+
+    def __init__(self, enabled: bool, samples: int):
+        self.enabled, self.samples = enabled, samples
+        self.stats: tuple[float, float] | None = None
+
+    @property
+    def needed(self) -> bool:
+        return self.enabled and self.stats is None
+
+    def __call__(self, scores: torch.Tensor) -> torch.Tensor:
+        """[B] raw total rewards -> normalised ones (unchanged when normalisation is off)."""
+        if not self.enabled:
+            return scores
+        mean, std = self.stats
+        return (scores - mean) / std
+
+    def estimate(self, scores: torch.Tensor) -> dict[str, float]:
+        """Set the scale from every process's [N] SFT-policy scores; returns what to log."""
+        mean, std, warning = score_scale(scores.tolist())
+        self.stats = (mean, std)
+        if warning:
+            logger.warning(warning)
+        logger.info(
+            "reward normalisation from %d samples of the SFT policy: mean %.4f, std %.4f", len(scores), mean, std
+        )
+        return {"score_norm_mean": mean, "score_norm_std": std, "score_norm_samples": len(scores)}
+
+
+def sft_scores(
+    batches: list[list[int]], sample_and_score: Callable[[list[int]], tuple[torch.Tensor, torch.Tensor | None]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N] raw total rewards of this rank's batches and the RM's weighted part of them (zeros without an RM).
+
+    `sample_and_score(rows)` samples the rows' prompts and returns (total, rm_share or None).
+    """
+    scores, rm_share = [], []
+    for rows in batches:
+        total, share = sample_and_score(rows)
+        scores.append(total)
+        rm_share.append(share if share is not None else torch.zeros_like(total))
+    return torch.cat(scores), torch.cat(rm_share)

@@ -19,10 +19,8 @@ this file, one module each.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import shutil
 from pathlib import Path
 
 import torch
@@ -32,21 +30,23 @@ from trl.trainer.utils import disable_dropout_in_model
 from ...config.schema import Preset
 from ...data import render
 from ...data.jsonl import is_conversational, split_rows
-from ...generation import Rollout, build_sampler, response_texts
+from ...generation import Rollout, build_sampler, completion_ids, response_texts
 from ...generation.vllm import require_vllm
-from ...models.loading import load_tokenizer, resolved_model_name
+from ...models.loading import load_tokenizer
 from ...rewards.sources import RewardSources, columns_of
-from ...rundir import RunDir, append_jsonl, atomic_directory, read_metrics, write_final_marker
+from ...rundir import RunDir, read_metrics
 from ...runtime import write_rank_digest
 from ..common import sampling_policy, use_bf16, weights_dtype
+from ..policy_final import save_policy_final
 from . import losses
 from .checkpoint import Checkpointer
 from .critic import POLICY, build_critic
 from .evaluation import HeldOutEvaluation
 from .gradients import average_gradients
-from .normalization import ScoreScale, sft_scores
+from .metrics import step_numbers, write_samples
 from .prompts import PromptSet
 from .rollout import Forward, response_forward
+from .score_scale import ScoreNormalizer, sft_scores
 from .targets import Targets, ppo_targets
 from .timing import PhaseTimer
 from .tracking import MetricsLog, build_accelerator
@@ -96,7 +96,12 @@ class PPOTrainer:
         self.model.set_adapter(POLICY)
         self.policy_params = [p for n, p in self.model.named_parameters() if "lora_" in n and f".{POLICY}." in n]
         self.critic_params = self.critic.parameters()
-        self.optimizer = torch.optim.AdamW(self.policy_params + self.critic_params, lr=preset.training.lr, eps=1e-5)
+        self.optimizer = torch.optim.AdamW(
+            self.policy_params + self.critic_params,
+            lr=preset.training.lr,
+            eps=1e-5,
+            weight_decay=preset.training.weight_decay,  # torch's own default (0.01) is not ours (0)
+        )
         self.total_steps = self._total_steps()
         self.scheduler = self._scheduler()
         self.sampler = build_sampler(
@@ -115,7 +120,7 @@ class PPOTrainer:
         self.checkpointer = Checkpointer(run, self.accelerator, preset.training.save_total_limit)
         self.log = MetricsLog(self.accelerator, run, preset)
         self.step = 0
-        self.scale = ScoreScale(self.cfg.normalize_scores, self.cfg.score_norm_samples)
+        self.scale = ScoreNormalizer(self.cfg.normalize_scores, self.cfg.score_norm_samples)
 
     @property
     def prompt_rows(self) -> list[dict]:
@@ -157,7 +162,9 @@ class PPOTrainer:
         Reward functions get the texts and the rows' other columns (`RewardSources.score`).
         """
         prompts = [r["prompt"] for r in rows]
-        return self.rewards.score(prompts, self.response_texts(roll), columns_of(rows))
+        return self.rewards.score(
+            prompts, self.response_texts(roll), columns_of(rows), completion_ids=completion_ids(roll)
+        )
 
     @torch.no_grad()
     def reference_logprobs(self, roll: Rollout) -> torch.Tensor:
@@ -224,16 +231,16 @@ class PPOTrainer:
         )
         entropy_mean = losses.masked_mean(forward.entropy, mask)
         loss = pg_loss - cfg.entropy_coef * entropy_mean
-        if self.critic.in_policy_pass:
-            values = forward.values
-        else:  # free the policy's graph before the critic's own pass
-            loss.backward()
+        if not self.critic.in_policy_pass:
+            loss.backward()  # free the policy's graph before the critic's own pass
             loss = 0.0
-            values = self.critic.values(*self._sequences(roll, idx))
-        vf_loss, vf_stats = losses.value_loss(
-            values, targets.values[idx], targets.returns[idx], mask, cfg.clip_range_value
-        )
-        (loss + cfg.vf_coef * vf_loss).backward()
+        # the critic's adapter stays active through its backward: checkpointed layers are recomputed there
+        with self.critic.active():
+            values = forward.values if self.critic.in_policy_pass else self.critic.values(*self._sequences(roll, idx))
+            vf_loss, vf_stats = losses.value_loss(
+                values, targets.values[idx], targets.returns[idx], mask, cfg.clip_range_value
+            )
+            (loss + cfg.vf_coef * vf_loss).backward()
         if self.accelerator.num_processes > 1:
             average_gradients(self.policy_params + self.critic_params, self.accelerator.num_processes)
         # clipped apart: a critic far from its targets must not shrink the policy's step
@@ -295,35 +302,19 @@ class PPOTrainer:
         return self._step_metrics(roll, targets, scores, parts, update_stats, timer)  # 7
 
     def _step_metrics(self, roll, targets, scores, parts, update_stats, timer: PhaseTimer) -> dict:
-        """7. The step's numbers, averaged over processes. `reward_mean` is the raw total, `reward/<name>`
-        each source's raw (unweighted) mean."""
-        mask = roll.response_mask
-        local = {
-            "reward_mean": scores.mean(),
-            "reward_std": scores.std(unbiased=False),
-            **{name: values.nanmean() for name, values in parts.items()},
-            "kl_divergence": targets.kl.sum(dim=1).mean(),
-            "response_length": mask.sum(dim=1).float().mean(),
-            "no_eos_fraction": (~roll.contains_eos).float().mean(),
-            "advantage_mean": losses.masked_mean(targets.advantages, mask),
-            "value_mean": losses.masked_mean(targets.values, mask),
-            **update_stats,
-        }
-        if roll.engine_logprobs is not None:
-            # how far the engine's sampling distribution is from the trainer's (dtype, kernels): 0 = same
-            gap = (roll.engine_logprobs - targets.logprobs).abs()
-            local["generation/logprob_gap"] = losses.masked_mean(gap, mask)
+        """7. The step's numbers (`metrics.step_numbers`) averaged over processes, the learning rate, timings."""
+        local = step_numbers(roll, targets, scores, parts, update_stats)
         keys = list(local)
         reduced = self.accelerator.reduce(torch.stack([local[k].float() for k in keys]).to(self.device), "mean")
         metrics = {"step": self.step, **{k: v.item() for k, v in zip(keys, reduced)}}
         metrics["learning_rate"] = self.scheduler.get_last_lr()[0]
-        metrics.update(timer.metrics(generated_tokens=mask.sum().item() * self.accelerator.num_processes))
-        return metrics
+        generated = roll.response_mask.sum().item() * self.accelerator.num_processes
+        return {**metrics, **timer.metrics(generated_tokens=generated)}
 
     # ------------------------------------------------------------------------------------ score scale
 
     def ensure_score_scale(self) -> dict[str, float]:
-        """Before step 1: the total reward's scale under the SFT policy (`normalization.ScoreScale`), and
+        """Before step 1: the total reward's scale under the SFT policy (`score_scale.ScoreNormalizer`), and
         the critic on that scale. Returns what to log, or {} when there was nothing to do."""
         if not self.scale.needed:
             return {}
@@ -372,7 +363,8 @@ class PPOTrainer:
                 self.log({"step": 0, **before, **(self.evaluate() if self.held_out else {})})
             while self.step < self.total_steps:
                 metrics = self.train_step()
-                self.log(metrics)
+                if self.step % self.preset.training.logging_steps == 0 or self.step in (1, self.total_steps):
+                    self.log(metrics)
                 bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl_divergence']:.3f}")
                 bar.update(1)
                 if self.cfg.sample_every and (self.step % self.cfg.sample_every == 0 or self.step == 1) and main:
@@ -391,20 +383,9 @@ class PPOTrainer:
         return metrics
 
     def _write_samples(self) -> None:
-        """`samples.jsonl`: the prompt as written in the data file, the response as text, its raw RM score."""
         roll, _targets, scores, rows = self._last
-        n = min(self.cfg.num_samples, len(roll))
-        texts = self.response_texts(roll)
-        records = [
-            {
-                "step": self.step,
-                "prompt": self.prompt_rows[rows[i]]["prompt"],
-                "response": texts[i],
-                "reward": scores[i].item(),
-            }
-            for i in range(n)
-        ]
-        append_jsonl(self.run.samples, records, ensure_ascii=False)
+        prompts = [self.prompt_rows[i]["prompt"] for i in rows]
+        write_samples(self.run.samples, self.step, prompts, self.response_texts(roll), scores, self.cfg.num_samples)
 
     # ------------------------------------------------------------------------------------ state
 
@@ -437,18 +418,16 @@ class PPOTrainer:
     def save_final(self) -> None:
         """`final/`: the policy adapter (loadable as model_name), the critic, preset, tokenizer."""
         if self.accelerator.is_main_process:
-            with atomic_directory(self.run.final) as tmp:
-                self.model.save_pretrained(tmp, selected_adapters=[POLICY])
-                self.tokenizer.padding_side = "right"
-                self.tokenizer.save_pretrained(tmp)
-                self.critic.save(tmp)
-                if self.run.preset.is_file():
-                    shutil.copy(self.run.preset, tmp / "preset.yml")
-                if self.cfg.save_merged:
-                    merged = copy.deepcopy(self.model).merge_and_unload(adapter_names=[POLICY])
-                    merged.save_pretrained(tmp / "merged")
-                    self.tokenizer.save_pretrained(tmp / "merged")
-                write_final_marker(tmp, stage="ppo", base=resolved_model_name(self.preset.model_name), steps=self.step)
+            save_policy_final(
+                self.run,
+                self.model,
+                self.tokenizer,
+                self.preset,
+                stage="ppo",
+                steps=self.step,
+                merged=self.cfg.save_merged,
+                extra=self.critic.save,
+            )
         self.accelerator.wait_for_everyone()
 
 
