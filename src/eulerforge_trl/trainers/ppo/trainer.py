@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from transformers import TrainerState
 from trl.trainer.utils import disable_dropout_in_model
 
 from ...config.schema import Preset
@@ -163,7 +164,11 @@ class PPOTrainer:
         """
         prompts = [r["prompt"] for r in rows]
         return self.rewards.score(
-            prompts, self.response_texts(roll), columns_of(rows), completion_ids=completion_ids(roll)
+            prompts,
+            self.response_texts(roll),
+            columns_of(rows),
+            completion_ids=completion_ids(roll),
+            trainer_state=TrainerState(global_step=self.step, max_steps=self.total_steps),  # as TRL hands it
         )
 
     @torch.no_grad()
@@ -309,7 +314,8 @@ class PPOTrainer:
         metrics = {"step": self.step, **{k: v.item() for k, v in zip(keys, reduced)}}
         metrics["learning_rate"] = self.scheduler.get_last_lr()[0]
         generated = roll.response_mask.sum().item() * self.accelerator.num_processes
-        return {**metrics, **timer.metrics(generated_tokens=generated)}
+        # what reward functions logged with log_metric, under their own names as TRL logs them
+        return {**metrics, **timer.metrics(generated_tokens=generated), **self.rewards.pop_logged_metrics()}
 
     # ------------------------------------------------------------------------------------ score scale
 
