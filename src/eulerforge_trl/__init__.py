@@ -57,7 +57,7 @@ _EXPORTS = {
     "Preset": "eulerforge_trl.config",
     "train_stage": "eulerforge_trl.api",
     **{f"train_{name}": "eulerforge_trl.api" for name in STAGES},
-    "run_stage": "eulerforge_trl.pipeline.stages",
+    "run_stage": "eulerforge_trl.pipeline.run_stage",
     "run_pipeline": "eulerforge_trl.pipeline.full",
     "evaluate_models": "eulerforge_trl.evaluation",
     "load_reward_model": "eulerforge_trl.models.scorer",
@@ -74,3 +74,7 @@ def __getattr__(name):
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'eulerforge_trl' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

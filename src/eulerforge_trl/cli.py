@@ -38,7 +38,7 @@ def add_stage_arguments(parser: argparse.ArgumentParser, preset_flag: bool) -> N
 
 
 def run_train_command(args: argparse.Namespace) -> int:
-    from .pipeline.stages import run_stage
+    from .pipeline.run_stage import run_stage
 
     # the path, not a loaded Preset: a missing earlier stage's message names that stage's preset beside it
     result = run_stage(args.preset, args.overrides, args.output_dir, resume=not args.no_resume)

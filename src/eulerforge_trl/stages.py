@@ -41,6 +41,7 @@ class Stage:
     reads: tuple[str, ...] = ()
     # it trains a LoRA adapter on a base other stages share: a preset without `lora:` is refused
     needs_lora: bool = False
+    doc: str = ""  # one line on what it trains: the first line of `train_<name>`'s docstring
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs)))
@@ -114,6 +115,7 @@ STAGES: dict[str, Stage] = {
             pipeline_dir="01_sft",
             summary=_first_last_loss,
             curves=("loss", "eval_loss", "mean_token_accuracy", "learning_rate"),
+            doc="Supervised fine-tuning on {prompt, response} rows; `final/` is the merged SFT model.",
         ),
         Stage(
             name="rm",
@@ -124,6 +126,7 @@ STAGES: dict[str, Stage] = {
             curves=("loss", "accuracy", "margin", "eval_accuracy", "eval_margin"),
             inputs={"model_name": "sft"},
             needs_lora=True,
+            doc="Reward model: a LoRA adapter + RewardHead on the SFT model, trained on preference rows.",
         ),
         Stage(
             name="ppo",
@@ -144,6 +147,7 @@ STAGES: dict[str, Stage] = {
             inputs={"model_name": "sft", "training.reward_model.checkpoint_path": "rm"},
             reads=(*REWARD_KEYS, *SAMPLING_KEYS),
             needs_lora=True,
+            doc="PPO on the shared base: policy LoRA, reference = adapters off, RM adapter + head beside it.",
         ),
         Stage(
             name="grpo",
@@ -156,6 +160,7 @@ STAGES: dict[str, Stage] = {
             inputs={"model_name": "sft", "training.reward_model.checkpoint_path": "rm"},
             reads=(*REWARD_KEYS, *SAMPLING_KEYS),
             needs_lora=True,
+            doc="GRPO on the shared base: completions scored in groups per prompt, no critic (TRL's GRPOTrainer).",
         ),
         Stage(
             name="dpo",
@@ -166,6 +171,7 @@ STAGES: dict[str, Stage] = {
             config_section="training.dpo",
             curves=("loss", "rewards/margins", "rewards/accuracies", "eval_rewards/margins"),
             inputs={"model_name": "sft"},
+            doc="DPO on preference rows, reference = the model with adapters disabled.",
         ),
     )
 }
