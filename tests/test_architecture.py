@@ -7,7 +7,7 @@ Layers, bottom to top (a module may import its own layer and the ones below, nev
     io        data/, models/, rewards/, generation/ (rows, models, reward functions, rollout engines)
     trainers  trainers/                             (one runner per stage)
     pipeline  pipeline/                             (run one stage / the whole pipeline)
-    entry     cli, api, train, pipeline/__main__, the package __init__
+    entry     cli, api, train, the package __init__  (`python -m eulerforge_trl.pipeline` is pipeline's own)
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ LAYER_OF = {
     "pipeline": "pipeline",
     "evaluation": "pipeline",  # scores models on data, as the pipeline runs them; the CLI calls it
     "export": "pipeline",  # a stage's final/ -> a standalone transformers directory; the CLI calls it
-    "pipeline.__main__": "entry",  # `python -m eulerforge_trl.pipeline`: an entry point that calls the CLI
     "cli": "entry",
     "api": "entry",
     "train": "entry",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from eulerforge_trl import cli
-from eulerforge_trl.evaluation.run import METRICS
+from eulerforge_trl.evaluation.report import COLUMNS as METRICS
 
 N_PROMPTS, N_SAMPLES = 5, 2
 

@@ -1,7 +1,9 @@
 """The notebook API: the same functions the CLI calls, one per stage plus the whole pipeline.
 
 `train_stage(name, ...)` trains any stage of the table (`eulerforge_trl.stages.STAGES`);
-`train_<name>` is the same for one stage (a stage added to the table gets one without an edit here).
+`train_<name>` (`train_sft`, `train_rm`, `train_ppo`, `train_grpo`, `train_dpo`) is the same for one
+stage. They are made here from the table, one per record, so a stage added there gets its function
+(in `__all__` and `dir()`) without an edit here.
 
 Example:
     >>> from eulerforge_trl import load_preset, train_sft, train_rm, train_ppo
@@ -14,12 +16,26 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import Preset, load_preset
 from .errors import PresetError
-from .pipeline.stages import StageResult, run_stage
-from .stages import STAGES
+from .pipeline.run_stage import StageResult, run_stage
+from .stages import STAGES, Stage
+
+__all__ = ["StageResult", "train_stage", *(f"train_{name}" for name in STAGES)]
+
+_ARGS = """
+    Args:
+        preset: a preset path (or shipped preset name) or a `Preset`; its `training.type` must be {name}.
+        overrides: `["key=value", ...]` or a dict applied on top.
+        output_dir: overrides the preset's `output_dir`.
+        resume: continue from the newest checkpoint in `<output_dir>/checkpoints`.
+
+    Returns:
+        Where the stage wrote (`output_dir`, `final_dir`) and its metrics (`metrics`, `history`).
+"""
 
 
 def train_stage(
@@ -28,7 +44,7 @@ def train_stage(
     """Train `stage` from a preset whose `training.type` must be that stage.
 
     Args:
-        stage: a name in `STAGES` ("sft", "rm", "ppo", "dpo").
+        stage: a name in `STAGES` ("sft", "rm", "ppo", "grpo", "dpo").
         preset: a preset path (or shipped preset name) or a `Preset`.
         overrides: `["key=value", ...]` or a dict applied on top.
         output_dir: overrides the preset's `output_dir`.
@@ -47,35 +63,16 @@ def train_stage(
     return run_stage(loaded, resume=resume)
 
 
-def train_sft(preset, overrides=None, output_dir=None, resume: bool = True) -> StageResult:
-    """Supervised fine-tuning; returns where `final/` (the merged SFT model) is and the metrics."""
-    return train_stage("sft", preset, overrides, output_dir, resume)
+def _stage_function(stage: Stage) -> Callable[..., StageResult]:
+    """`train_<stage>`: `train_stage` with the stage filled in, documented from its record."""
+
+    def train(preset: Preset | str | Path, overrides=None, output_dir=None, resume: bool = True) -> StageResult:
+        return train_stage(stage.name, preset, overrides, output_dir, resume)
+
+    train.__name__ = train.__qualname__ = f"train_{stage.name}"
+    train.__module__ = __name__
+    train.__doc__ = (stage.doc or f"Train the {stage.name} stage.") + "\n" + _ARGS.format(name=stage.name)
+    return train
 
 
-def train_rm(preset, overrides=None, output_dir=None, resume: bool = True) -> StageResult:
-    """Reward model (LoRA adapter + RewardHead on the SFT model)."""
-    return train_stage("rm", preset, overrides, output_dir, resume)
-
-
-def train_ppo(preset, overrides=None, output_dir=None, resume: bool = True) -> StageResult:
-    """PPO on the shared base (policy LoRA, reference = adapters off, RM adapter + head)."""
-    return train_stage("ppo", preset, overrides, output_dir, resume)
-
-
-def train_dpo(preset, overrides=None, output_dir=None, resume: bool = True) -> StageResult:
-    """DPO on preference rows, reference = the model with adapters disabled."""
-    return train_stage("dpo", preset, overrides, output_dir, resume)
-
-
-def __getattr__(name: str):
-    """`train_<stage>` for a stage of the table that has no function of its own above."""
-    stage = name.removeprefix("train_")
-    if name.startswith("train_") and stage in STAGES:
-
-        def train(preset, overrides=None, output_dir=None, resume: bool = True) -> StageResult:
-            return train_stage(stage, preset, overrides, output_dir, resume)
-
-        train.__name__ = train.__qualname__ = name
-        train.__doc__ = f"Train the {stage} stage (see `train_stage`)."
-        return train
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+globals().update({f"train_{name}": _stage_function(stage) for name, stage in STAGES.items()})

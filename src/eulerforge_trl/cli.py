@@ -1,4 +1,6 @@
-"""The command line, all of it: every argv is parsed here, and user errors become exit codes here.
+"""The command line: every argv is parsed here (the `pipeline` command's arguments in
+`eulerforge_trl.pipeline.command`, shared with `python -m eulerforge_trl.pipeline`), and user
+errors become exit codes at this edge (`eulerforge_trl.errors.guarded`).
 
 Entry points: the `eulerforge` console script (`eulerforge train --preset P ...`,
 `eulerforge pipeline P ...`, `eulerforge export RUN/final --output DIR`) is `main`;
@@ -13,9 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__, enable_cpu_huge_pages
-from .errors import UserError
-from .stages import STAGES, pipeline_chains
+from . import __version__
+from .errors import guarded
+from .pipeline.command import add_pipeline_arguments, pipeline_chains_text, pipeline_main, run_pipeline_command
+from .runtime import enable_cpu_huge_pages
+from .stages import STAGES
+
+__all__ = ["build_parser", "main", "pipeline_main", "train_main"]
 
 
 def add_stage_arguments(parser: argparse.ArgumentParser, preset_flag: bool) -> None:
@@ -38,41 +44,11 @@ def add_stage_arguments(parser: argparse.ArgumentParser, preset_flag: bool) -> N
 
 
 def run_train_command(args: argparse.Namespace) -> int:
-    from .pipeline.stages import run_stage
+    from .pipeline.run_stage import run_stage
 
     # the path, not a loaded Preset: a missing earlier stage's message names that stage's preset beside it
     result = run_stage(args.preset, args.overrides, args.output_dir, resume=not args.no_resume)
     print(f"{result.stage} finished: {result.final_dir}")
-    return 0
-
-
-def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("preset", help="pipeline YAML (stages: {sft: ..., rm: ..., ppo: ...})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE")
-    parser.add_argument("--output-dir", default="outputs/pipeline")
-    parser.add_argument("--no-resume", action="store_true", help="retrain every stage from scratch")
-
-
-def pipeline_chains_text() -> str:
-    """Every stage sequence a pipeline preset may hold and where each stage writes (`--help`'s epilog)."""
-    from .config.shipped import shipped_presets
-
-    lines = ["stages: a pipeline preset lists one of these chains (each stage takes earlier stages' final/):"]
-    for chain in pipeline_chains():
-        lines.append(f"  {', '.join(chain)}")
-    dirs = ", ".join(f"{name} -> OUTPUT_DIR/{stage.pipeline_dir}" for name, stage in STAGES.items())
-    shipped = ", ".join(p.name for p in shipped_presets() if p.kind == "pipeline")
-    lines += ["", f"where each stage writes: {dirs}", f"shipped pipeline presets: {shipped}"]
-    return "\n".join(lines)
-
-
-def run_pipeline_command(args: argparse.Namespace) -> int:
-    from .pipeline.full import run_pipeline
-    from .runtime import process_state
-
-    result = run_pipeline(args.preset, args.output_dir, args.overrides, resume=not args.no_resume)
-    if process_state().is_main_process:
-        print(result.summary())
     return 0
 
 
@@ -142,18 +118,6 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     from .evaluation.run import run_evaluate_command as run
 
     return run(args)
-
-
-def guarded(command, args) -> int:
-    """Run a CLI command; a UserError becomes one line on stderr and its exit code."""
-    try:
-        return command(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,21 +193,6 @@ def train_main(argv: list[str] | None = None) -> int:
     )
     add_stage_arguments(parser, preset_flag=False)
     return guarded(run_train_command, parser.parse_args(argv))
-
-
-def pipeline_main(argv: list[str] | None = None) -> int:
-    """`python -m eulerforge_trl.pipeline PIPELINE [--set STAGE.key=value ...] [--output-dir DIR] [--no-resume]`."""
-    enable_cpu_huge_pages(warn=False)  # before anything imports torch (pipeline.full imports omegaconf, not torch)
-    from .pipeline import full
-
-    parser = argparse.ArgumentParser(
-        prog="python -m eulerforge_trl.pipeline",
-        description=full.__doc__.splitlines()[0],
-        epilog=pipeline_chains_text(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_pipeline_arguments(parser)
-    return guarded(run_pipeline_command, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""User-facing errors: one clear line and exit code 2, caught only at the CLI edge."""
+"""User-facing errors: one clear line and exit code 2, caught only at the CLI edge (`guarded`)."""
+
+import sys
 
 
 class UserError(Exception):
@@ -17,3 +19,19 @@ class DataError(UserError):
 
 class ModelError(UserError):
     """A model path cannot be loaded, or two models that must share a base do not."""
+
+
+def guarded(command, args) -> int:
+    """Run a command-line command: a UserError becomes one `error: ...` line on stderr and its exit
+    code, Ctrl-C a hint and 130; anything else is our bug and keeps its traceback.
+
+    Every entry point (`eulerforge_trl.cli`, `python -m eulerforge_trl.pipeline`) ends here: the CLI edge.
+    """
+    try:
+        return command(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130

@@ -1,10 +1,11 @@
 """The stages, one record each: the one place that says what a stage is.
 
-Adding a stage (GRPO, say) is one `Stage` record in `STAGES`, its section in `config/schema.py`
-(and its name in `TrainingSection.type`), and one runner `run_<name>(preset, run, resume_from) ->
-metrics` under `trainers/`. Dispatch (`pipeline.stages`), the data-task rule (`config.rules`), the
-pipeline's wiring and valid chains (`pipeline.full`), the plots, the summary and the notebook API
-(`train_<name>`) read this table; `tests/test_architecture.py` holds it against the schema.
+Adding a stage (GRPO, say) is one `Stage` record in `STAGES`, its section in `config/stage_sections.py`
+with the checks of its keys (`problems(preset)`, and its name in `TrainingSection.type`), and one runner
+`run_<name>(preset, run, resume_from) -> metrics` under `trainers/`. Dispatch (`pipeline.run_stage`),
+the data-task and section rules (`config.rules`), the pipeline's wiring and valid chains
+(`pipeline.full`), the plots, the summary and the notebook API (`train_<name>`) read this table;
+`tests/test_architecture.py` holds it against the schema.
 
 Imports nothing heavy and nothing else of the package: it sits at the bottom of the import graph,
 and each runner is imported only when its stage runs.
@@ -38,6 +39,9 @@ class Stage:
     inputs: Mapping[str, str] = field(default_factory=dict)
     # other preset keys or sections it reads that not every stage does, e.g. "training.reward_funcs"
     reads: tuple[str, ...] = ()
+    # it trains a LoRA adapter on a base other stages share: a preset without `lora:` is refused
+    needs_lora: bool = False
+    doc: str = ""  # one line on what it trains: the first line of `train_<name>`'s docstring
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs)))
@@ -111,6 +115,7 @@ STAGES: dict[str, Stage] = {
             pipeline_dir="01_sft",
             summary=_first_last_loss,
             curves=("loss", "eval_loss", "mean_token_accuracy", "learning_rate"),
+            doc="Supervised fine-tuning on {prompt, response} rows; `final/` is the merged SFT model.",
         ),
         Stage(
             name="rm",
@@ -120,6 +125,8 @@ STAGES: dict[str, Stage] = {
             summary=_rm_summary,
             curves=("loss", "accuracy", "margin", "eval_accuracy", "eval_margin"),
             inputs={"model_name": "sft"},
+            needs_lora=True,
+            doc="Reward model: a LoRA adapter + RewardHead on the SFT model, trained on preference rows.",
         ),
         Stage(
             name="ppo",
@@ -139,6 +146,8 @@ STAGES: dict[str, Stage] = {
             ),
             inputs={"model_name": "sft", "training.reward_model.checkpoint_path": "rm"},
             reads=(*REWARD_KEYS, *SAMPLING_KEYS),
+            needs_lora=True,
+            doc="PPO on the shared base: policy LoRA, reference = adapters off, RM adapter + head beside it.",
         ),
         Stage(
             name="grpo",
@@ -150,6 +159,8 @@ STAGES: dict[str, Stage] = {
             curves=("reward_mean", "kl_divergence", "entropy", "loss", "reward_std", "completions/mean_length"),
             inputs={"model_name": "sft", "training.reward_model.checkpoint_path": "rm"},
             reads=(*REWARD_KEYS, *SAMPLING_KEYS),
+            needs_lora=True,
+            doc="GRPO on the shared base: completions scored in groups per prompt, no critic (TRL's GRPOTrainer).",
         ),
         Stage(
             name="dpo",
@@ -160,6 +171,7 @@ STAGES: dict[str, Stage] = {
             config_section="training.dpo",
             curves=("loss", "rewards/margins", "rewards/accuracies", "eval_rewards/margins"),
             inputs={"model_name": "sft"},
+            doc="DPO on preference rows, reference = the model with adapters disabled.",
         ),
     )
 }

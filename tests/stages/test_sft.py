@@ -180,7 +180,7 @@ def test_rerun_after_a_kill_resumes_from_the_last_checkpoint(
     with (out / "metrics.jsonl").open("a") as handle:
         handle.write(json.dumps({"step": 105, "loss": 99.0}) + "\n")
 
-    with caplog.at_level(logging.WARNING, logger="eulerforge_trl.pipeline.stages"):
+    with caplog.at_level(logging.WARNING, logger="eulerforge_trl.pipeline.run_stage"):
         assert main(tiny_argv("tiny_sft.yml", out, *tiny_sft_overrides)) == 0
     assert any("resuming sft from" in r.getMessage() and "checkpoint-100" in r.getMessage() for r in caplog.records)
 

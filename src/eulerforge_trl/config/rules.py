@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import operator
-import os
 from collections.abc import Iterable
-from pathlib import Path
 
 from ..stages import STAGES
+from .fields import failed
 from .schema import Preset
 
-_TASK_OF_STAGE = {name: stage.data_task for name, stage in STAGES.items()}
+__all__ = ["SECTION_STAGE", "preset_problems", "readers_text", "unused_stage_keys"]
 
 
 def _stage_sections() -> dict[str, tuple[str, ...]]:
@@ -41,20 +40,22 @@ def readers_text(stages: tuple[str, ...]) -> str:
 
 
 def preset_problems(p: Preset) -> list[str]:
-    t, ppo = p.training, p.training.ppo
-    problems: list[str] = []
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            problems.append(message)
-
-    need(bool(p.model_name), "model_name must not be empty")
-    need(bool(p.data.path), "data.path must name a JSONL file")
-    expected = _TASK_OF_STAGE[t.type]
-    need(
-        p.data.task == expected,
-        f"data.task ({p.data.task}) does not fit training.type={t.type}: set data.task={expected}",
+    """Every broken rule of `p`, each with its values and the fix: the rules of the keys every stage
+    reads, then those of the sections its stage reads (`Stage.config_section` and `Stage.reads`), each
+    checked by the section's own `problems(preset)`; other stages' sections are not checked."""
+    stage = STAGES[p.training.type]
+    problems = failed(
+        (bool(p.model_name), "model_name must not be empty"),
+        (
+            p.data.task == stage.data_task,
+            f"data.task ({p.data.task}) does not fit training.type={stage.name}: set data.task={stage.data_task}",
+        ),
+        (
+            p.lora is not None or not stage.needs_lora,
+            f"the {stage.name} stage trains a LoRA adapter on the shared base: add a lora: section",
+        ),
     )
+<<<<<<< HEAD
     need(t.lr >= 0, f"training.lr ({t.lr}) must be >= 0")
     need(t.batch_size >= 1, f"training.batch_size ({t.batch_size}) must be >= 1")
     need(t.grad_accum >= 1, f"training.grad_accum ({t.grad_accum}) must be >= 1")
@@ -142,19 +143,14 @@ def preset_problems(p: Preset) -> list[str]:
             "lora.target_modules includes lm_head, which DPO cannot train (TRL computes log-probabilities "
             "from lm_head.weight directly): leave lm_head out",
         )
+=======
+    read = [operator.attrgetter(key)(p) for key in (stage.config_section, *stage.reads) if key]
+    for section in (p.data, p.training, p.lora, *read):
+        check = getattr(section, "problems", None)  # a list (training.reward_funcs) or None (no lora) has none
+        if check is not None:
+            problems += check(p)
+>>>>>>> main
     return problems
-
-
-def same_model(a: str, b: str) -> bool:
-    """Whether two `model_name` values name the same model: local directories compared by their
-    absolute path, anything else (hub ids, built-in names, paths not yet written) as normalised text.
-    Only the file system is read: no model is loaded (config stays free of torch)."""
-    return _model_key(a) == _model_key(b)
-
-
-def _model_key(name: str) -> str:
-    path = Path(name)
-    return str(path.resolve()) if path.is_dir() else os.path.normpath(name)
 
 
 def unused_stage_keys(p: Preset, keys: Iterable[str]) -> list[str]:

@@ -3,26 +3,34 @@
 Presets are short YAML deltas from these defaults; OmegaConf merges them onto this schema, so an
 unknown key gets "did you mean", a wrong type names the key, and `Literal` fields list the choices.
 Each field's doc is machine-readable (`doc_of`), so `eulerforge presets --explain KEY` prints it.
-Rules that span several keys live in `eulerforge_trl.config.rules`.
+The sections only some stages read (`training.ppo`, `training.grpo`, `training.dpo`,
+`training.reward_model`) live in `stage_sections.py`. A section's `problems(preset)` checks the
+rules that span its keys; `eulerforge_trl.config.rules.preset_problems` calls those of the sections
+the preset's stage reads.
 """
 
-from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from .fields import doc_of, failed, setting
+from .stage_sections import DPOSection, GRPOSection, PPOSection, RewardModelSection
+
+__all__ = [
+    "TINY_MODEL_NAME",
+    "DPOSection",
+    "DataSection",
+    "GRPOSection",
+    "GenerationSection",
+    "LoraSection",
+    "PPOSection",
+    "Preset",
+    "RewardModelSection",
+    "TrainingSection",
+    "doc_of",
+    "setting",
+]
+
 TINY_MODEL_NAME = "tiny-qwen3.5"
-
-
-def setting(default: Any = MISSING, doc: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
-    """A schema field and its doc: what it does and a rule of thumb (`eulerforge presets --explain`)."""
-    if factory is not None:
-        return field(default_factory=factory, metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc})
-
-
-def doc_of(section: type, name: str) -> str:
-    """The doc of field `name` of a schema dataclass."""
-    return section.__dataclass_fields__[name].metadata.get("doc", "")
 
 
 @dataclass
@@ -37,6 +45,17 @@ class LoraSection:
         "modules that get an adapter: 'all-linear' (every linear layer but lm_head) or a list such as "
         "[q_proj, v_proj]; DPO cannot train lm_head",
     )
+
+    def problems(self, preset: "Preset") -> list[str]:
+        tm = self.target_modules
+        return failed(
+            (self.r >= 1, f"lora.r ({self.r}) must be >= 1"),
+            (0 <= self.dropout < 1, f"lora.dropout ({self.dropout}) must be in [0, 1)"),
+            (
+                tm == "all-linear" or (isinstance(tm, list) and tm and all(isinstance(m, str) for m in tm)),
+                f"lora.target_modules ({tm}) must be 'all-linear' or a list of module names",
+            ),
+        )
 
 
 @dataclass
@@ -76,11 +95,13 @@ class DataSection:
     max_length: int = setting(
         512, "tokens of prompt + response; longer rows are cut at the end (SFT, DPO) or dropped (RM)"
     )
-    max_prompt_length: int = setting(256, "PPO only: prompts are cut to their last N tokens")
+    max_prompt_length: int = setting(
+        256, "PPO and GRPO: prompts are cut to their last N tokens (GRPO refuses a longer conversation)"
+    )
     eval_path: str | None = setting(
         None,
         "held-out data of the same task, any source path takes, read with the same subset and columns "
-        "(PPO: prompts sampled before and after training); null = use eval_split",
+        "(PPO, GRPO: prompts sampled and scored before and after training); null = use eval_split",
     )
     eval_path_split: str | None = setting(
         None, "the split of eval_path (e.g. test when eval_path names the same hub dataset); null = split"
@@ -89,166 +110,12 @@ class DataSection:
         0.0, "without eval_path, hold out this fraction of path (0 = no evaluation); 0.02-0.1 is typical"
     )
 
-
-@dataclass
-class RewardModelSection:
-    """PPO and GRPO: the RM adapter + RewardHead trained by the `rm` stage, applied on the policy's base."""
-
-    model_name: str | None = setting(
-        None, "the base the RM was trained on; when set it must be model_name (one base in memory); null = not checked"
-    )
-    checkpoint_path: str | None = setting(
-        "",
-        "the rm stage's final/ directory; '' (or null) = no RM when training.reward_funcs are given, "
-        "else a random RewardHead, for debugging only",
-    )
-    weight: float = setting(1.0, "weight of the RM score in the total reward (beside training.reward_weights)")
-    separate: bool = setting(
-        False,
-        "load the RM as a model of its own (any base and tokenizer; responses re-tokenised from text) instead of "
-        "an adapter on the policy's base; costs a second model in memory",
-    )
-
-
-@dataclass
-class PPOSection:
-    """PPO hyper-parameters. Names follow TRL's former `PPOConfig` where one existed (in brackets)."""
-
-    clip_range: float = setting(0.2, "[cliprange] clip of the policy ratio pi/pi_old in the surrogate loss; 0.1-0.3")
-    clip_range_value: float = setting(
-        0.2, "[cliprange_value] clip of the new values around the rollout's values in the value loss"
-    )
-    kl_coef: float = setting(
-        0.05,
-        "[kl_coef] weight of the per-token KL penalty to the reference (the SFT model) in the rewards; "
-        "higher stays closer to it, lower chases the RM (0.02-0.2 with normalised scores)",
-    )
-    kl_estimator: Literal["k1", "k2", "k3"] = setting(
-        "k1",
-        "[kl_estimator] per-token estimate of KL(pi || pi_ref) from r = log pi(t) - log pi_ref(t) of the "
-        "sampled token t (Schulman's k1/k2/k3): k1 = r, unbiased, can be negative, high variance; "
-        "k2 = r^2 / 2, >= 0, biased (exact only to second order), low variance; "
-        "k3 = exp(-r) - 1 + r, >= 0, unbiased, lower variance than k1",
-    )
-    epochs: int = setting(4, "[num_ppo_epochs] optimisation passes over each rollout batch; 1-4")
-    num_mini_batches: int = setting(
-        1, "[num_mini_batches] minibatches per epoch; must divide training.batch_size; raise it to save memory"
-    )
-    max_gen_len: int = setting(
-        64, "[response_length] new tokens per sampled response; a response that reaches it without EOS is penalised"
-    )
-    temperature: float = setting(
-        1.0, "[temperature] sampling temperature, also applied to every logprob (old, new and reference)"
-    )
-    vf_coef: float = setting(0.1, "[vf_coef] weight of the value loss in the total loss")
-    gamma: float = setting(1.0, "[gamma] discount of later rewards in GAE; 1.0 for a score at the last token")
-    lam: float = setting(0.95, "[lam] GAE lambda: 1 = Monte-Carlo returns (high variance), 0 = one-step TD")
-    whiten_rewards: bool = setting(False, "[whiten_rewards] whiten the shaped per-token rewards before GAE")
-    normalize_scores: bool = setting(
-        True,
-        "scale RM scores to mean 0, std 1 under the SFT policy (see score_norm_samples), so kl_coef and "
-        "missing_eos_penalty mean the same whatever the RM's scale; reward_mean still logs raw scores",
-    )
-    score_norm_samples: int = setting(
-        64,
-        "responses of the SFT policy (sampled from training prompts before step 1, over every process) "
-        "that estimate that mean and std; more = a steadier scale (64 costs 8 rollouts at batch 8)",
-    )
-    missing_eos_penalty: float | None = setting(
-        1.0, "[missing_eos_penalty] penalty for a response without EOS (see missing_eos_mode); null = none"
-    )
-    missing_eos_mode: Literal["subtract", "replace"] = setting(
-        "subtract",
-        "subtract = the RM score minus the penalty (TRL); replace = -penalty instead of the RM score, which "
-        "was read at a token the RM never saw last (N+ implementation details): use it when cut-off "
-        "answers still score well",
-    )
-    entropy_coef: float = setting(0.0, "weight of an entropy bonus in the policy loss (0 = off); try 0.001-0.01")
-    critic: Literal["value_head", "adapter"] = setting(
-        "value_head",
-        "value_head = a head on the policy's own hidden states (no extra pass; learned as well as adapter on "
-        "the tiny pipeline at ~60% of the step time); adapter = its own LoRA + head, initialised from the RM",
-    )
-    sample_every: int = setting(10, "write sample generations to samples.jsonl every N steps (0 = never)")
-    num_samples: int = setting(4, "generations written each time")
-    eval_prompts: int = setting(
-        64,
-        "held-out prompts (data.eval_path, or a data.eval_split fraction of data.path) sampled and scored "
-        "before the first step and after the last (eval_reward_mean, eval_samples.jsonl); 0 = all of them",
-    )
-    save_merged: bool = setting(False, "also write final/merged: the policy adapter merged into the base")
-
-
-@dataclass
-class GRPOSection:
-    """GRPO hyper-parameters. Each key is the TRL `GRPOConfig` field of the same name."""
-
-    num_generations: int = setting(
-        4,
-        "completions sampled per prompt; their rewards are compared within the group (the advantage is the "
-        "reward minus the group mean). >= 2; training.batch_size counts completions, so batch_size x processes "
-        "x grad_accum must be a multiple of it (batch_size / num_generations prompts per step and process)",
-    )
-    beta: float = setting(
-        0.04,
-        "weight of the KL to the reference (the SFT model: adapters disabled) in the loss; 0 = no reference "
-        "pass (faster, no kl_divergence logged). TRL's default is 0; 0.01-0.1 keeps the policy near the SFT model",
-    )
-    epsilon: float = setting(0.2, "clip of the ratio pi/pi_old (lower side, and upper unless epsilon_high); 0.1-0.3")
-    epsilon_high: float | None = setting(None, "upper clip of the ratio; null = epsilon (DAPO uses 0.28)")
-    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = setting(
-        "dapo",
-        "how token losses are averaged (TRL's loss_type): dapo = over every token of the batch (no length bias, "
-        "TRL's default); grpo = per sequence, then over sequences (favours short good answers); dr_grpo = over "
-        "a constant (max_completion_length)",
-    )
-    scale_rewards: Literal["group", "batch", "none"] = setting(
-        "group",
-        "divide the advantages by the reward std of the group (GRPO), of the whole batch, or not at all (Dr. GRPO)",
-    )
-    num_iterations: int = setting(
-        1, "optimisation passes over each generated batch (mu in the paper); 1 = on-policy, pi_old = pi"
-    )
-    max_completion_length: int = setting(64, "new tokens per completion; a longer answer is cut off there")
-    mask_truncated_completions: bool = setting(
-        False, "leave completions that hit max_completion_length without EOS out of the loss (DAPO)"
-    )
-    temperature: float = setting(1.0, "sampling temperature, also applied to every logprob")
-    top_p: float = setting(1.0, "nucleus sampling; 1.0 = off (sample from the full distribution)")
-    top_k: int = setting(0, "top-k sampling; 0 = off")
-    repetition_penalty: float = setting(
-        1.0, "> 1 discourages repeated tokens while sampling; 1.0 = pure sampling (the checkpoint's own is ignored)"
-    )
-    entropy_coef: float = setting(0.0, "weight of an entropy bonus in the loss (0 = off)")
-    sample_every: int = setting(10, "write sample generations to samples.jsonl every N steps (0 = never)")
-    num_samples: int = setting(4, "generations written each time")
-
-
-@dataclass
-class DPOSection:
-    """DPO hyper-parameters (TRL `DPOConfig`)."""
-
-    beta: float = setting(
-        0.1, "strength of the implicit KL to the reference: higher keeps the policy closer to it; 0.01-0.5"
-    )
-    loss_type: Literal[
-        "sigmoid",
-        "hinge",
-        "ipo",
-        "nca_pair",
-        "robust",
-        "bco_pair",
-        "sppo_hard",
-        "aot",
-        "aot_unpaired",
-        "apo_zero",
-        "apo_down",
-        "discopop",
-        "sft",
-        "sigmoid_norm",
-    ] = setting(
-        "sigmoid", "TRL's DPO loss_type; sigmoid is the DPO paper's (exo_pair is left out: it needs label_smoothing)"
-    )
+    def problems(self, preset: "Preset") -> list[str]:
+        return failed(
+            (bool(self.path), "data.path must name a JSONL file"),
+            (0 <= self.eval_split < 1, f"data.eval_split ({self.eval_split}) must be in [0, 1)"),
+            (self.max_length >= 8, f"data.max_length ({self.max_length}) must be >= 8"),
+        )
 
 
 @dataclass
@@ -333,6 +200,24 @@ class TrainingSection:
     ppo: PPOSection = setting(doc="PPO hyper-parameters (read by the ppo stage only)", factory=PPOSection)
     grpo: GRPOSection = setting(doc="GRPO hyper-parameters (read by the grpo stage only)", factory=GRPOSection)
     dpo: DPOSection = setting(doc="DPO hyper-parameters (read by the dpo stage only)", factory=DPOSection)
+
+    def problems(self, preset: "Preset") -> list[str]:
+        """The rules of the keys every stage reads; a stage's own section checks its keys itself."""
+        weights = self.reward_weights
+        return failed(
+            (self.lr >= 0, f"training.lr ({self.lr}) must be >= 0"),
+            (self.batch_size >= 1, f"training.batch_size ({self.batch_size}) must be >= 1"),
+            (self.grad_accum >= 1, f"training.grad_accum ({self.grad_accum}) must be >= 1"),
+            (self.max_steps > 0 or self.epochs > 0, "set training.max_steps > 0 or training.epochs > 0"),
+            (self.logging_steps >= 1, f"training.logging_steps ({self.logging_steps}) must be >= 1"),
+            (self.save_steps >= 1, f"training.save_steps ({self.save_steps}) must be >= 1"),
+            (0 <= self.warmup_ratio < 1, f"training.warmup_ratio ({self.warmup_ratio}) must be in [0, 1)"),
+            (
+                weights is None or len(weights) == len(self.reward_funcs),
+                f"training.reward_weights has {len(weights or [])} entries for {len(self.reward_funcs)} "
+                "training.reward_funcs: give one weight per function, in order (or leave reward_weights out: 1.0 each)",
+            ),
+        )
 
 
 @dataclass

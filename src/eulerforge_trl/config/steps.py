@@ -26,8 +26,9 @@ def rows_per_step(preset: Preset, processes: int) -> float:
 
 
 def training_rows(preset: Preset, rows: int) -> int:
-    """Rows of `data.path` left for training once `data.eval_split` is held out (GRPO holds none out)."""
+    """Rows of `data.path` left for training once `data.eval_split` is held out (as `data.jsonl.split_rows`
+    does for every stage)."""
     data = preset.data
-    if preset.training.type == "grpo" or data.eval_path or data.eval_split <= 0:
+    if data.eval_path or data.eval_split <= 0:
         return rows
     return rows - max(1, int(rows * data.eval_split))

@@ -152,19 +152,11 @@ def _common_prefix_length(a: str, b: str) -> int:
     return n
 
 
-def prompt_text(prompt) -> str:
-    """A prompt as one readable string, for logs and errors."""
-    if is_conversational(prompt):
-        return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
-    return prompt
-
-
 __all__ = [
     "as_completion",
     "conversation_ids",
     "stop_token_ids",
     "prompt_ids",
-    "prompt_text",
     "require_chat_template",
     "reward_batch",
     "reward_ids",

@@ -21,7 +21,6 @@ from ..rewards.functions import call_reward_function, load_reward_function
 from .models import ModelSet, check_reward_dir, inspect_model_dir, load_model_set
 
 DEFAULT_OUTPUT = "outputs/evaluate"
-METRICS = ("reward_mean", "judge_mean", "win_rate_vs_first", "kl_to_first", "response_length")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""`python -m eulerforge_trl.pipeline PIPELINE ...`: the entry point only; `eulerforge_trl.cli` parses."""
+"""`python -m eulerforge_trl.pipeline PIPELINE ...`: the entry point only; `pipeline.command` parses."""
 
 import sys
 
-from ..cli import pipeline_main
+from .command import pipeline_main
 
 if __name__ == "__main__":
     sys.exit(pipeline_main())

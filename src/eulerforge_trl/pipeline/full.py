@@ -21,7 +21,7 @@ from ..config import load_preset
 from ..errors import PresetError
 from ..rundir import RunDir, read_metrics
 from ..stages import STAGES, pipeline_chains
-from .stages import StageResult, run_stage
+from .run_stage import StageResult, run_stage
 
 # `stages:` holds one optional key per stage of the table: the stage preset it runs, relative to
 # the pipeline file (a stage left out does not run).

@@ -57,7 +57,7 @@ def run_dpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     `logits/*`, and the same with an `eval_` prefix on evaluation.
 
     Example:
-        >>> from eulerforge_trl.pipeline.stages import run_stage
+        >>> from eulerforge_trl.pipeline.run_stage import run_stage
         >>> result = run_stage("presets/tiny_dpo.yml", ["model_name=outputs/tiny/01_sft/final"], "outputs/tiny/02_dpo")
         >>> result.metrics["eval_rewards/accuracies"] > 0.9
         True

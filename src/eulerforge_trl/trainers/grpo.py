@@ -16,6 +16,12 @@ Logged per step beside TRL's own names: `reward_mean` (the weighted total, TRL's
 `reward/<name>` (each source, unweighted: `reward/rm`, `reward/<function>`), `kl_divergence`
 (TRL's `kl`, only when beta > 0), `entropy`, `loss`, `time_step` (seconds per step).
 `final/` holds the policy adapter only, loadable as `model_name` like PPO's.
+
+Data as PPO reads it: `data.path` (with `data.split`/`subset`/`columns`), prompts cut to their last
+`data.max_prompt_length` tokens (TRL 1.16's GRPOConfig has no such field; see `cut_prompts`), and
+held-out prompts (`data.eval_path` or a `data.eval_split` fraction) evaluated with TRL's own
+evaluation before the first step, every `save_steps` and after the last: `eval_reward_mean` and
+`eval_reward/<name>` in the logs, every held-out completion in `eval_samples.jsonl`.
 """
 
 from __future__ import annotations
@@ -31,12 +37,13 @@ from trl.trainer.utils import disable_dropout_in_model
 
 from ..config.schema import Preset
 from ..data import render
-from ..data.jsonl import extra_columns, is_conversational, read_rows
+from ..data.jsonl import is_conversational, split_rows
+from ..errors import DataError
 from ..models.loading import load_tokenizer
 from ..rewards.functions import call_reward_function
 from ..rewards.sources import FUNCS_KEY, RM_NAME, RewardFunction, RewardModelSource, RewardSources
 from ..rundir import RunDir, append_jsonl, checkpoint_step, trim_metrics
-from .common import common_trainer_args, logging_callbacks, sampling_policy, weights_dtype
+from .common import common_trainer_args, evaluation_at_end, logging_callbacks, sampling_policy, weights_dtype
 from .grpo_generation import grpo_generation_args
 from .policy_final import POLICY, save_policy_final
 
@@ -45,11 +52,17 @@ logger = logging.getLogger(__name__)
 REWARD = "reward"
 
 
-def to_grpo_config(preset: Preset, run: RunDir, reward_weights: list[float]) -> GRPOConfig:
-    """The `GRPOConfig` for a preset: `training.grpo.*` under the same names, every field we rely on set."""
+def to_grpo_config(preset: Preset, run: RunDir, reward_weights: list[float], has_eval: bool = False) -> GRPOConfig:
+    """The `GRPOConfig` for a preset: `training.grpo.*` under the same names, every field we rely on set.
+
+    `has_eval`: held-out prompts are evaluated before the first step, every `save_steps`, and (by
+    `run_grpo`) after the last, with `num_generations` completions each.
+    """
     g = preset.training.grpo
     return GRPOConfig(
-        **common_trainer_args(preset, run, has_eval=False),
+        **common_trainer_args(preset, run, has_eval=has_eval),
+        eval_on_start=has_eval,  # the SFT policy's held-out reward, as PPO's step-0 evaluation
+        num_generations_eval=g.num_generations,
         num_generations=g.num_generations,
         beta=g.beta,
         epsilon=g.epsilon,
@@ -84,12 +97,16 @@ class SampleRecorder:
 
     TRL calls the reward functions one after another on the same (prompts, completions) of this
     process; after the last one the weighted total is known. Main process only, at step 1 and
-    every `sample_every` steps.
+    every `sample_every` steps; during TRL's evaluation (the model in eval mode, as TRL tells the
+    modes apart) every held-out completion goes to eval_samples.jsonl under the step it follows.
     """
 
-    def __init__(self, run: RunDir, names: list[str], weights: list[float], every: int, count: int, is_main: bool):
+    def __init__(
+        self, run: RunDir, names: list[str], weights: list[float], every: int, count: int, is_main: bool, model=None
+    ):
         self.run, self.names, self.weights = run, names, weights
         self.every, self.count, self.is_main = every, count, is_main
+        self.model = model
         self.values: dict[str, list[float]] = {}
 
     def add(self, name: str, prompts: list, completions: list, values: list[float], trainer_state=None) -> None:
@@ -97,11 +114,13 @@ class SampleRecorder:
         if name != self.names[-1]:
             return
         values_by_source, self.values = self.values, {}
-        step = (trainer_state.global_step if trainer_state is not None else 0) + 1  # the step being computed
-        if not (self.is_main and self.every and (step == 1 or step % self.every == 0)):
+        done = trainer_state.global_step if trainer_state is not None else 0
+        evaluating = self.model is not None and not self.model.training
+        step = done if evaluating else done + 1  # an evaluation follows `done` steps; training computes the next
+        if not self.is_main or not (evaluating or (self.every and (step == 1 or step % self.every == 0))):
             return
         records = []
-        for i in range(min(self.count, len(completions))):
+        for i in range(len(completions) if evaluating else min(self.count, len(completions))):
             per_source = {n: values_by_source[n][i] for n in self.names if n in values_by_source}
             total = sum(w * v for n, w in zip(self.names, self.weights) if not math.isnan(v := per_source[n]))
             records.append(
@@ -113,7 +132,7 @@ class SampleRecorder:
                     "rewards": per_source,
                 }
             )
-        append_jsonl(self.run.samples, records, ensure_ascii=False)
+        append_jsonl(self.run.eval_samples if evaluating else self.run.samples, records, ensure_ascii=False)
 
 
 def _text(completion) -> str:
@@ -156,8 +175,9 @@ def user_reward(function: RewardFunction, recorder: SampleRecorder) -> Callable:
 class GRPOMetricNames(TrainerCallback):
     """Adds the EulerForge names to TRL's logs, in place, before metrics.jsonl and TensorBoard see them.
 
-    reward -> reward_mean, kl -> kl_divergence, rewards/<name>/mean -> reward/<name>; plus
-    time_step, the wall seconds per optimizer step since the previous log.
+    reward -> reward_mean, kl -> kl_divergence, rewards/<name>/mean -> reward/<name> (and the same
+    with TRL's eval_ prefix on evaluation: eval_reward_mean, eval_reward/<name>); plus time_step, the
+    wall seconds per optimizer step since the previous log.
     """
 
     def __init__(self):
@@ -168,6 +188,12 @@ class GRPOMetricNames(TrainerCallback):
         self.last_time, self.last_step = time.perf_counter(), state.global_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "eval_reward" in logs:
+            logs["eval_reward_mean"] = logs["eval_reward"]
+            for key, value in list(logs.items()):
+                if key.startswith("eval_rewards/") and key.endswith("/mean"):
+                    logs["eval_reward/" + key[len("eval_rewards/") : -len("/mean")]] = value
+            return
         if not logs or "reward" not in logs:
             return
         extra = {"reward_mean": logs["reward"]}
@@ -186,12 +212,46 @@ class GRPOMetricNames(TrainerCallback):
 # ------------------------------------------------------------------------------------ model
 
 
-def prompt_rows(preset: Preset) -> list[dict]:
-    """Every row of `data.path` with its other columns, which TRL hands to reward functions as keyword
-    arguments (a `solution` column, say). GRPO holds nothing out: `data.eval_*` are not read."""
-    rows = read_rows(preset.data.path, preset.data.task)
-    extra = extra_columns(preset.data.path, preset.data.task)
-    return [{**row, **{name: values[i] for name, values in extra.items()}} for i, row in enumerate(rows)]
+def prompt_splits(preset: Preset) -> tuple[list[dict], list[dict] | None]:
+    """Training and held-out rows (`split_rows`, as PPO reads them), each with its source's other
+    columns beside the prompt: TRL hands those to reward functions as keyword arguments (a
+    `solution` column, say)."""
+    train, held_out = split_rows(preset.data, preset.training.seed, columns=True)
+
+    def flat(rows: list[dict]) -> list[dict]:
+        return [{**{k: v for k, v in row.items() if k != "columns"}, **row.get("columns", {})} for row in rows]
+
+    return flat(train), (flat(held_out) if held_out else None)
+
+
+def cut_prompts(rows: list[dict], tokenizer, keep: int, key: str = "data.max_prompt_length") -> list[dict]:
+    """Each prompt cut to its last `keep` tokens, as PPO cuts them: TRL 1.16's GRPOConfig has no
+    `max_prompt_length`, and TRL tokenizes the prompts itself, so a plain-text prompt that is longer
+    is replaced by the text of its last `keep` tokens. A conversation cannot be cut that way (TRL
+    renders the messages through the chat template again): a longer one is a DataError.
+    """
+    out, cut, long_chats, longest = [], 0, 0, 0
+    for row in rows:
+        ids = render.prompt_ids(tokenizer, row["prompt"])
+        if len(ids) <= keep:
+            out.append(row)
+            continue
+        longest = max(longest, len(ids))
+        if is_conversational(row["prompt"]):
+            long_chats += 1
+            continue
+        out.append({**row, "prompt": tokenizer.decode(ids[-keep:], skip_special_tokens=True)})
+        cut += 1
+    if long_chats:
+        raise DataError(
+            f"{key} ({keep}): {long_chats} conversational prompts are longer (the longest {longest} tokens "
+            f"with the chat template) and GRPO cannot cut a conversation; set {key}={longest} or shorten them"
+        )
+    if cut:
+        logger.warning(
+            "%s (%d): %d prompts cut to their last %d tokens (the longest had %d)", key, keep, cut, keep, longest
+        )
+    return out
 
 
 def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
@@ -208,16 +268,19 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     is_main = state.is_main_process
     tokenizer = load_tokenizer(preset.model_name)
     tokenizer.padding_side = "left"  # prompts are left-padded for generation
-    train_rows = prompt_rows(preset)
+    train_rows, eval_rows = prompt_splits(preset)
     if is_conversational(train_rows[0]["prompt"]):
         render.require_chat_template(tokenizer, train_rows, preset.model_name)
+    train_rows = cut_prompts(train_rows, tokenizer, preset.data.max_prompt_length)
+    if eval_rows:
+        eval_rows = cut_prompts(eval_rows, tokenizer, preset.data.max_prompt_length)
     model = sampling_policy(preset, tokenizer, POLICY).to(state.device)  # before the RM's head is placed beside it
     # the RM (its adapter beside the policy's, or `separate`) and the functions, as PPO builds them
     sources = RewardSources.from_preset(preset, model, tokenizer, state.device, REWARD, dtype=weights_dtype(preset))
     names = [name.removeprefix("reward/") for name in sources.names]
     weights = ([sources.rm.weight] if sources.rm else []) + [f.weight for f in sources.functions]
     g = preset.training.grpo
-    recorder = SampleRecorder(run, names, weights, g.sample_every, g.num_samples, is_main)
+    recorder = SampleRecorder(run, names, weights, g.sample_every, g.num_samples, is_main, model)
     reward_funcs: list[Callable] = [rm_reward(sources.rm, preset.training.batch_size, recorder)] if sources.rm else []
     reward_funcs += [user_reward(function, recorder) for function in sources.functions]
     disable_dropout_in_model(model)  # the RM adapter brings its own LoRA dropout
@@ -226,8 +289,9 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
-        args=to_grpo_config(preset, run, weights),
+        args=to_grpo_config(preset, run, weights, has_eval=eval_rows is not None),
         train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
@@ -238,12 +302,18 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         model.set_adapter(POLICY)
     if resume_from and is_main:
         trim_metrics(run.samples, checkpoint_step(resume_from) or 0)
+        trim_metrics(run.eval_samples, checkpoint_step(resume_from) or 0)
     result = trainer.train(resume_from_checkpoint=resume_from)
+    final_eval = evaluation_at_end(trainer) if eval_rows else {}  # the trained policy on the held-out prompts
     if trainer.is_world_process_zero():
         save_policy_final(run, model, tokenizer, preset, stage="grpo", steps=trainer.state.global_step)
     trainer.accelerator.wait_for_everyone()
     last = next((h for h in reversed(trainer.state.log_history) if "reward_mean" in h), {})
-    return {**dict(result.metrics), **{k: v for k, v in last.items() if isinstance(v, (int, float))}}
+    return {
+        **dict(result.metrics),
+        **{k: v for k, v in last.items() if isinstance(v, (int, float))},
+        **{k: v for k, v in final_eval.items() if isinstance(v, (int, float))},
+    }
 
 
 __all__ = ["run_grpo", "to_grpo_config"]

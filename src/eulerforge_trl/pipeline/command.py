@@ -1,0 +1,59 @@
+"""The `pipeline` command's arguments and what it runs: `eulerforge pipeline` (in `eulerforge_trl.cli`)
+and `python -m eulerforge_trl.pipeline` (`pipeline_main`, this package's `__main__`) share them.
+
+It lives in the pipeline layer so that `python -m eulerforge_trl.pipeline` needs nothing above it:
+the CLI imports this module, never the other way round.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import guarded
+from ..runtime import enable_cpu_huge_pages
+from ..stages import STAGES, pipeline_chains
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("preset", help="pipeline YAML (stages: {sft: ..., rm: ..., ppo: ...})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE")
+    parser.add_argument("--output-dir", default="outputs/pipeline")
+    parser.add_argument("--no-resume", action="store_true", help="retrain every stage from scratch")
+
+
+def pipeline_chains_text() -> str:
+    """Every stage sequence a pipeline preset may hold and where each stage writes (`--help`'s epilog)."""
+    from ..config.shipped import shipped_presets
+
+    lines = ["stages: a pipeline preset lists one of these chains (each stage takes earlier stages' final/):"]
+    for chain in pipeline_chains():
+        lines.append(f"  {', '.join(chain)}")
+    dirs = ", ".join(f"{name} -> OUTPUT_DIR/{stage.pipeline_dir}" for name, stage in STAGES.items())
+    shipped = ", ".join(p.name for p in shipped_presets() if p.kind == "pipeline")
+    lines += ["", f"where each stage writes: {dirs}", f"shipped pipeline presets: {shipped}"]
+    return "\n".join(lines)
+
+
+def run_pipeline_command(args: argparse.Namespace) -> int:
+    from ..runtime import process_state
+    from .full import run_pipeline
+
+    result = run_pipeline(args.preset, args.output_dir, args.overrides, resume=not args.no_resume)
+    if process_state().is_main_process:
+        print(result.summary())
+    return 0
+
+
+def pipeline_main(argv: list[str] | None = None) -> int:
+    """`python -m eulerforge_trl.pipeline PIPELINE [--set STAGE.key=value ...] [--output-dir DIR] [--no-resume]`."""
+    enable_cpu_huge_pages(warn=False)  # before anything imports torch (pipeline.full imports omegaconf, not torch)
+    from . import full
+
+    parser = argparse.ArgumentParser(
+        prog="python -m eulerforge_trl.pipeline",
+        description=full.__doc__.splitlines()[0],
+        epilog=pipeline_chains_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_pipeline_arguments(parser)
+    return guarded(run_pipeline_command, parser.parse_args(argv))
