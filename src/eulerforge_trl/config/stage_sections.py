@@ -129,6 +129,11 @@ class PPOSection:
                 self.num_mini_batches >= 1 and batch % self.num_mini_batches == 0,
                 f"training.ppo.num_mini_batches ({self.num_mini_batches}) must divide training.batch_size ({batch})",
             ),
+            (
+                preset.training.grad_accum == 1,
+                f"training.grad_accum ({preset.training.grad_accum}): PPO takes one optimizer step per minibatch and "
+                "accumulates nothing; leave it at 1 and set training.ppo.num_mini_batches (fewer, larger minibatches)",
+            ),
         )
 
 
