@@ -6,7 +6,7 @@
 FILE is PPO's `eval_samples.jsonl` (held-out prompts sampled before the first step and after the
 last) or `samples.jsonl`; each line holds `step`, `prompt`, `response` and `reward` (the RM's raw
 score). The judge has TRL's reward-function signature, `fn(prompts, completions) -> list[float]`;
-the default is the example task's rule, `eulerforge_trl.data.chat_examples:true_reward`. Prints,
+the default is the example task's rule, `eulerforge_trl.examples.reviews:review_reward`. Prints,
 per step, the number of samples, the mean RM reward and the mean judge score, so a rising reward
 with a flat judge (reward hacking) shows at once.
 """
@@ -27,7 +27,7 @@ from eulerforge_trl.rewards.functions import call_reward_function, load_reward_f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("samples", help="eval_samples.jsonl or samples.jsonl")
-    parser.add_argument("--judge", default="eulerforge_trl.data.chat_examples:true_reward")
+    parser.add_argument("--judge", default="eulerforge_trl.examples.reviews:review_reward")
     args = parser.parse_args()
     try:
         judge_all(args.samples, args.judge)

@@ -34,6 +34,7 @@ LAYER_OF = {
     "stages": "base",
     "rundir": "base",
     "config": "config",
+    "examples": "io",  # the example tasks: data generators and their rewards (the tiny tokenizer trains on one)
     "data": "io",
     "models": "io",
     "rewards": "io",  # reward functions by name (TRL's signature): leaves like data/

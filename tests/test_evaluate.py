@@ -20,12 +20,12 @@ from eulerforge_trl.evaluation.report import COLUMNS as METRICS
 N_PROMPTS, N_SAMPLES = 5, 2
 
 JUDGE = """
-from eulerforge_trl.data.examples import true_reward
+from eulerforge_trl.examples.animals import pleasant_score
 
 
 def judge(prompts, completions, hint, completion_ids, **kwargs):
     assert len(completion_ids) == len(completions)
-    return [h + float(true_reward(p, c) >= 0) for p, c, h in zip(prompts, completions, hint)]
+    return [h + float(pleasant_score(p, c) >= 0) for p, c, h in zip(prompts, completions, hint)]
 
 
 def raises(prompts, completions, **kwargs):
@@ -182,11 +182,11 @@ def test_rm_scores_are_what_score_gives(evaluated, finals):
 
 
 def test_judge_gets_the_data_columns(evaluated):
-    from eulerforge_trl.data.examples import true_reward
+    from eulerforge_trl.examples.animals import pleasant_score
 
     _, out, _ = evaluated
     for r in map(json.loads, (out / "samples.jsonl").read_text().splitlines()):
-        assert r["judge"] == 10 * r["prompt_index"] + float(true_reward(r["prompt"], r["response"]) >= 0)
+        assert r["judge"] == 10 * r["prompt_index"] + float(pleasant_score(r["prompt"], r["response"]) >= 0)
 
 
 def test_same_seed_same_samples_and_kl_zero_for_the_same_weights(evaluated):
@@ -242,7 +242,7 @@ def test_a_judge_that_fails_is_one_line_naming_it(fn, expected, finals, prompts_
         ("no_colon", "expected package.module:function or path/to/file.py:function"),
         ("missing_file.py:judge", "file not found"),
         ("eulerforge_trl.nonexistent:judge", "no module named 'eulerforge_trl.nonexistent'"),
-        ("eulerforge_trl.data.examples:nonexistent", "has no function 'nonexistent'"),
+        ("eulerforge_trl.examples.animals:nonexistent", "has no function 'nonexistent'"),
     ],
 )
 def test_a_bad_judge_spec_stops_before_loading_models(spec, expected, prompts_file, tmp_path, capsys):

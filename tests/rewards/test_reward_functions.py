@@ -37,8 +37,8 @@ def rules(tmp_path):
 
 def test_file_and_module_specs_load(rules):
     assert load_reward_function(f"{rules}:by_length")(["p"], ["abc"]) == [3.0]
-    fn = load_reward_function("eulerforge_trl.data.chat_examples:true_reward")
-    assert fn.__name__ == "true_reward"
+    fn = load_reward_function("eulerforge_trl.examples.reviews:review_reward")
+    assert fn.__name__ == "review_reward"
 
 
 def test_keyword_columns_reach_only_the_functions_that_take_them(rules):

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from eulerforge_trl.config import TINY_MODEL_NAME, load_preset
-from eulerforge_trl.data.examples import PLEASANT, UNPLEASANT
+from eulerforge_trl.examples.animals import PLEASANT, UNPLEASANT
 from eulerforge_trl.models.loading import load_causal_lm, load_tokenizer
 from eulerforge_trl.rundir import FINAL_MARKER, read_metrics
 from eulerforge_trl.train import main

@@ -78,7 +78,7 @@ def evaluate_models(
         >>> from eulerforge_trl.evaluation import evaluate_models
         >>> summary = evaluate_models(["outputs/tiny/01_sft/final", "outputs/tiny/03_ppo/final"],
         ...     "examples/data/sft_eval.jsonl", reward="outputs/tiny/02_rm/final",
-        ...     judge="eulerforge_trl.data.examples:well_formed")
+        ...     judge="eulerforge_trl.examples.animals:well_formed")
         >>> summary["outputs/tiny/03_ppo/final"]["judge_mean"]   # the share of well-formed answers
     """
     import torch

@@ -74,10 +74,10 @@ def build_tiny_tokenizer(out_dir: Path = TOKENIZER_DIR) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from ..data import examples
+    from ..examples import animals
 
     rng = random.Random(0)
-    corpus = [r["prompt"] + r["response"] for r in examples.sft_rows(rng, 3000)]
+    corpus = [r["prompt"] + r["response"] for r in animals.sft_rows(rng, 3000)]
     corpus += [GENERIC_TEXT] * 3
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -44,7 +44,7 @@ def load_reward_function(spec: str, key: str = "--judge") -> Callable[..., Seque
     """The function named by `spec`; `key` (the flag or preset key that gave it) prefixes errors.
 
     Example:
-        >>> fn = load_reward_function("eulerforge_trl.data.chat_examples:true_reward")
+        >>> fn = load_reward_function("eulerforge_trl.examples.reviews:review_reward")
         >>> fn = load_reward_function("my_rules.py:no_repeats", key="training.reward_funcs")
 
     Raises:

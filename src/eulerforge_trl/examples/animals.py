@@ -1,22 +1,24 @@
-"""Deterministic tiny example data with a learnable structure and a learnable preference.
+"""The tiny model's example task (animals): deterministic data with a learnable structure and preference.
 
 Prompts ask about an animal in a place; a response names both and gives three adjectives.
 Half of the adjectives are pleasant, half unpleasant: SFT learns the format and samples both
 kinds, the RM learns "well-formed beats malformed, then more pleasant adjectives is better" from
 pairs, and PPO can raise the reward by choosing pleasant words while keeping the format.
-`true_reward` is that rule written down, so tests can check what PPO really learned.
+`pleasant_score` is that rule written down (one row at a time), so tests can check what PPO really
+learned; `pleasant_score_judge` and `well_formed` are judges with TRL's reward-function signature.
 Regenerate with:
 
-    python -m eulerforge_trl.data.examples examples/data
+    python -m eulerforge_trl.examples.animals examples/data
 """
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import sys
 from pathlib import Path
+
+from . import write_jsonl_files
 
 ANIMALS = ["cat", "dog", "bird", "fox", "bear", "fish", "owl", "frog", "horse", "mouse", "wolf", "duck"]
 PLACES = ["park", "forest", "river", "garden", "city", "farm", "lake", "hill", "field", "house"]
@@ -64,7 +66,7 @@ def corrupt_response(rng: random.Random, animal: str, place: str, words: list[st
     return f" The {animal} in the {place} is {words[0]}, {words[1]} and {words[2]} and {best} and {words[0]} and"
 
 
-def true_reward(prompt: str, response: str) -> int:
+def pleasant_score(prompt: str, response: str) -> int:
     """The rule behind the preference data: -1 for a malformed answer, else its pleasant adjectives."""
     match = re.search(r"the (\w+) (?:in|near|at) the (\w+)", prompt)
     found = re.fullmatch(r" The (\w+) in the (\w+) is (\w+), (\w+) and (\w+)\.", response.strip("\n").rstrip())
@@ -79,18 +81,18 @@ def true_reward(prompt: str, response: str) -> int:
 # The same rule as judges with TRL's reward-function signature, for `eulerforge evaluate --judge`.
 
 
-def true_reward_judge(prompts: list[str], completions: list[str], **kwargs) -> list[float]:
-    """`true_reward` per completion: -1 for a malformed answer, else its number of pleasant adjectives (0-3)."""
-    return [float(true_reward(p, c)) for p, c in zip(prompts, completions)]
+def pleasant_score_judge(prompts: list[str], completions: list[str], **kwargs) -> list[float]:
+    """`pleasant_score` per completion: -1 for a malformed answer, else its number of pleasant adjectives (0-3)."""
+    return [float(pleasant_score(p, c)) for p, c in zip(prompts, completions)]
 
 
 def well_formed(prompts: list[str], completions: list[str], **kwargs) -> list[float]:
     """1.0 for a well-formed answer, 0.0 for a malformed one: its mean is the share of well-formed answers.
 
-    `eulerforge evaluate ... --judge eulerforge_trl.data.examples:well_formed` shows the tiny
+    `eulerforge evaluate ... --judge eulerforge_trl.examples.animals:well_formed` shows the tiny
     pipeline's reward hacking: the RM's reward rises after PPO while this share falls.
     """
-    return [float(true_reward(p, c) >= 0) for p, c in zip(prompts, completions)]
+    return [float(pleasant_score(p, c) >= 0) for p, c in zip(prompts, completions)]
 
 
 def sft_rows(rng: random.Random, n: int) -> list[dict]:
@@ -133,18 +135,6 @@ def write_examples(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
         "prompts.jsonl": prompt_rows(rng, 512),
     }
     return write_jsonl_files(out_dir, files)
-
-
-def write_jsonl_files(out_dir: str | Path, files: dict[str, list[dict]]) -> dict[str, Path]:
-    """`{name: rows}` -> one JSONL file each under `out_dir` (created if needed); returns their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for name, rows in files.items():
-        path = out / name
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        written[name] = path
-    return written
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eulerforge_trl.data import chat_examples as ce
+from eulerforge_trl.examples import reviews as ce
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "examples" / "data" / "chat"
@@ -61,8 +61,8 @@ def test_row_formats(rows: dict[str, list[dict]]) -> None:
 @pytest.mark.parametrize("name", ["preference.jsonl", "preference_eval.jsonl"])
 def test_chosen_beats_rejected_by_the_rule(rows: dict[str, list[dict]], name: str) -> None:
     pairs = rows[name]
-    chosen = ce.true_reward([r["prompt"] for r in pairs], [r["chosen"] for r in pairs])
-    rejected = ce.true_reward([r["prompt"] for r in pairs], [r["rejected"] for r in pairs])
+    chosen = ce.review_reward([r["prompt"] for r in pairs], [r["chosen"] for r in pairs])
+    rejected = ce.review_reward([r["prompt"] for r in pairs], [r["rejected"] for r in pairs])
     assert all(c > r for c, r in zip(chosen, rejected))
     # Most pairs differ in sentiment only; a few contrast a positive answer with spam.
     degenerate = sum(ce.is_degenerate(r["rejected"]) for r in pairs)
@@ -71,16 +71,16 @@ def test_chosen_beats_rejected_by_the_rule(rows: dict[str, list[dict]], name: st
     assert {("positive", "negative"), ("positive", "mixed"), ("mixed", "negative")} <= kinds
 
 
-def test_true_reward_accepts_strings_and_messages() -> None:
+def test_review_reward_accepts_strings_and_messages() -> None:
     text = "The coffee maker is reliable and quiet, and I would buy it again."
     messages = [{"role": "assistant", "content": text}]
     prompt = [{"role": "user", "content": "Write a one-sentence review of the coffee maker."}]
-    assert ce.true_reward([prompt[0]["content"], prompt], [text, messages]) == [2.0, 2.0]
-    assert ce.true_reward(None, [text], completion_ids=[[1, 2]]) == [2.0]
+    assert ce.review_reward([prompt[0]["content"], prompt], [text, messages]) == [2.0, 2.0]
+    assert ce.review_reward(None, [text], completion_ids=[[1, 2]]) == [2.0]
     parts = [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
     assert ce.review_score(parts) == 2
-    assert ce.true_reward([prompt], ["The toaster is broken, noisy and awful; I regret buying it."]) == [-3.0]
-    assert ce.true_reward([prompt], ["The toaster is great but a bit noisy."]) == [0.0]
+    assert ce.review_reward([prompt], ["The toaster is broken, noisy and awful; I regret buying it."]) == [-3.0]
+    assert ce.review_reward([prompt], ["The toaster is great but a bit noisy."]) == [0.0]
     # distinct words, case-insensitive, clipped
     assert ce.review_score("GREAT, great and Great toaster.") == 1
     assert ce.review_score("A great, excellent, wonderful, fantastic and reliable toaster.") == 3
@@ -101,7 +101,7 @@ def test_true_reward_accepts_strings_and_messages() -> None:
 )
 def test_degenerate_answers_score_zero(text: object) -> None:
     assert ce.is_degenerate(text)
-    assert ce.true_reward(None, [text]) == [0.0]
+    assert ce.review_reward(None, [text]) == [0.0]
 
 
 def test_sft_mix_has_all_three_sentiments(rows: dict[str, list[dict]]) -> None:

@@ -13,7 +13,7 @@ better by the rule below), plus a few well-formed positive answers against degen
 (repetition, run-on, cut short), so a reward model learns sentiment, not length, and does not
 reward spam.
 
-The true objective, `true_reward`, is a lexical rule:
+The true objective, `review_reward` (TRL's reward-function signature), is a lexical rule:
 
 * lowercase the answer and split it into words (``[a-z']+``);
 * an empty answer, one with more than 40 words, or one with the same word 3+ times in a row is
@@ -26,7 +26,7 @@ mixed/neutral one 0. The rule ignores negation ("not great" counts as positive);
 answers never negate a lexicon word. Products in `HELDOUT_ITEMS` appear only in the evaluation
 files (`*_eval.jsonl`), so "fresh prompts" really are fresh. Regenerate with:
 
-    python -m eulerforge_trl.data.chat_examples examples/data/chat
+    python -m eulerforge_trl.examples.reviews examples/data/chat
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from . import write_jsonl_files
 
 # Adjectives per category: each is in exactly one of the two lexicons below. A few generic words
 # (great / awful, ...) fit every category.
@@ -275,7 +277,7 @@ def is_positive(text: Any) -> bool:
     return review_score(text) > 0
 
 
-def true_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+def review_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs: Any) -> list[float]:
     """TRL reward-function signature: one float per completion (strings or message lists).
 
     `prompts` and the dataset columns in `kwargs` are ignored; the score depends on the answer only.
@@ -449,8 +451,6 @@ def build_examples(seed: int = 0) -> dict[str, list[dict]]:
 
 def write_chat_examples(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write every example file under `out_dir`; the same seed gives the same bytes."""
-    from .examples import write_jsonl_files
-
     return write_jsonl_files(out_dir, build_examples(seed))
 
 
