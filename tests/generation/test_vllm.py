@@ -104,7 +104,7 @@ def test_without_vllm_the_backend_is_one_line_and_exit_2(tmp_path, tiny_argv, ti
         tmp_path,
         f"model_name={tiny_sft_final}",
         "training.reward_model.checkpoint_path=",
-        "training.reward_funcs=[eulerforge_trl.data.examples:well_formed]",
+        "training.reward_funcs=[eulerforge_trl.examples.animals:well_formed]",
         "generation.backend=vllm",
     )
     assert main(argv) == 2
