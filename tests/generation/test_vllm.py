@@ -145,8 +145,26 @@ def test_ppo_with_vllm_learns_and_its_engine_follows_the_trainer(tmp_path, tiny_
         ids, mask = prompts.padded_rows(list(range(4)), trainer.device)
         engine, own = _greedy(trainer.sampler, trainer.model, ids, mask, 12)
         assert engine == own  # after 30 optimizer steps the engine samples the trained policy
+        trainer.save_final()
     finally:
         trainer.sampler.close()
+    # `eulerforge export` makes final/ a plain model directory that vLLM itself serves, same tokens
+    import vllm
+
+    from eulerforge_trl.export import export_model
+
+    export_model(run.final, tmp_path / "exported")
+    llm = vllm.LLM(
+        model=str(tmp_path / "exported"),
+        dtype="float32",
+        max_model_len=128,
+        enforce_eager=True,
+        kv_cache_memory_bytes=64 << 20,
+        seed=0,
+    )
+    params = vllm.SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    prompts = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(ids, mask)]
+    assert [list(o.outputs[0].token_ids) for o in llm.generate(prompts, params, use_tqdm=False)] == own
     history = [r for r in read_metrics(run.metrics) if r["step"] > 0 and "reward_mean" in r]
     assert len(history) == steps
     k = steps // 5
