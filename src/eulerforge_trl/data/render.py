@@ -66,20 +66,34 @@ def as_completion(prompt, response):
     return response
 
 
-def reward_ids(tokenizer, prompt, completion) -> list[int]:
-    """Token ids the reward model reads for (prompt, completion); its score is read at the last one."""
+def reward_ids(tokenizer, prompt, completion, finished: bool = True) -> list[int]:
+    """Token ids the reward model reads for (prompt, completion); its score is read at the last one.
+
+    `finished=False`: the response was cut at the length limit. It is rendered as cut, with no EOS
+    and no end-of-turn tokens after it: rendered as a finished answer, the RM would score a
+    truncated response as if the policy had chosen to stop there.
+    """
     completion = as_completion(prompt, completion)
     if is_conversational(prompt):
+        if not finished:
+            opened = tokenizer.apply_chat_template(
+                list(prompt), add_generation_prompt=True, tokenize=True, return_dict=True
+            )["input_ids"]
+            text = "".join(str(m.get("content", "")) for m in completion)
+            return list(opened) + list(tokenizer(text, add_special_tokens=False)["input_ids"])
         rendered = tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=True, return_dict=True)
         return list(rendered["input_ids"])
-    if not completion.endswith(tokenizer.eos_token):
+    if finished and not completion.endswith(tokenizer.eos_token):
         completion = completion + tokenizer.eos_token
     return list(tokenizer(prompt + completion)["input_ids"])
 
 
-def reward_batch(tokenizer, prompts: list, completions: list, device=None):
-    """`reward_ids` for a batch, padded: (input_ids [B, T], attention_mask [B, T]); padding is what the mask says."""
-    ids = [reward_ids(tokenizer, p, c) for p, c in zip(prompts, completions)]
+def reward_batch(tokenizer, prompts: list, completions: list, device=None, finished: list[bool] | None = None):
+    """`reward_ids` for a batch, padded: (input_ids [B, T], attention_mask [B, T]); padding is what the mask says.
+
+    `finished`: per row, whether the response ended with a stop token (None: all did)."""
+    finished = finished if finished is not None else [True] * len(prompts)
+    ids = [reward_ids(tokenizer, p, c, done) for p, c, done in zip(prompts, completions, finished)]
     batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
     return batch["input_ids"].to(device), batch["attention_mask"].to(device)
 

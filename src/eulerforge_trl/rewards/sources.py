@@ -60,13 +60,19 @@ class RewardModelSource:
     # the rm stage's final/ when its adapter sits on the policy's base (the adapter critic starts from it)
     shared_checkpoint: str = ""
 
-    def score(self, prompts: list, completions: list[str], batch_size: int) -> torch.Tensor:
-        """[B] raw scores, each pair rendered as the RM was trained (`reward_ids`)."""
+    def score(
+        self, prompts: list, completions: list[str], batch_size: int, finished: list[bool] | None = None
+    ) -> torch.Tensor:
+        """[B] raw scores, each pair rendered as the RM was trained (`reward_ids`); a response that was
+        cut at the length limit (`finished` False) rendered as cut."""
         device = self.scorer.head.linear.weight.device
+        finished = finished if finished is not None else [True] * len(prompts)
         out = []
         for start in range(0, len(prompts), batch_size):
             end = start + batch_size
-            ids, mask = reward_batch(self.tokenizer, prompts[start:end], completions[start:end], device)
+            ids, mask = reward_batch(
+                self.tokenizer, prompts[start:end], completions[start:end], device, finished[start:end]
+            )
             out.append(self.scorer.score_ids(ids, mask))
         return torch.cat(out)
 
@@ -159,6 +165,7 @@ class RewardSources:
         columns: dict[str, list] | None = None,
         completion_ids: list[list[int]] | None = None,
         trainer_state=None,
+        finished: list[bool] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The weighted total and each source's raw values for B (prompt, completion) pairs.
 
@@ -170,6 +177,8 @@ class RewardSources:
                 (TRL's `completion_ids`); None only where no function needs them.
             trainer_state: handed to the functions as `trainer_state` (TRL passes its `TrainerState`:
                 `global_step`, `max_steps`, ...), None outside training.
+            finished: B flags, False where the response hit the length limit without a stop token:
+                the RM reads it as cut (no closing tokens appended). None: every response finished.
 
         Returns:
             total: [B] float32, `sum(weight * value)` over the sources; a function's None (NaN)
@@ -182,7 +191,8 @@ class RewardSources:
         parts: dict[str, torch.Tensor] = {}
         weights: list[float] = []
         if self.rm is not None:
-            parts[f"reward/{RM_NAME}"] = self.rm.score(prompts, completions, self.batch_size).float().to(self.device)
+            scores = self.rm.score(prompts, completions, self.batch_size, finished)
+            parts[f"reward/{RM_NAME}"] = scores.float().to(self.device)
             weights.append(self.rm.weight)
         if self.functions:
             # TRL's convention: a conversation's completion is the assistant's message list

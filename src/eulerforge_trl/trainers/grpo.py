@@ -142,13 +142,16 @@ def _text(completion) -> str:
     return completion
 
 
-def rm_reward(source: RewardModelSource, batch_size: int, recorder: SampleRecorder) -> Callable:
+def rm_reward(source: RewardModelSource, batch_size: int, recorder: SampleRecorder, stop_ids) -> Callable:
     """The RM as a TRL reward function named "rm": each (prompt, completion) rendered as the RM was
-    trained and scored under no_grad (`RewardModelSource.score`, the same code PPO scores with); on
-    the shared base the policy adapter and the training mode are restored after every batch."""
+    trained and scored under no_grad (`RewardModelSource.score`, the same code PPO scores with), a
+    completion that does not end in one of `stop_ids` (cut at max_completion_length) rendered as cut;
+    on the shared base the policy adapter and the training mode are restored after every batch."""
+    stops = set(stop_ids)
 
-    def rm(prompts, completions, trainer_state=None, **_columns) -> list[float]:
-        scores = source.score(list(prompts), list(completions), batch_size).tolist()
+    def rm(prompts, completions, trainer_state=None, completion_ids=None, **_columns) -> list[float]:
+        finished = [bool(ids) and ids[-1] in stops for ids in completion_ids] if completion_ids is not None else None
+        scores = source.score(list(prompts), list(completions), batch_size, finished).tolist()
         recorder.add(RM_NAME, prompts, completions, scores, trainer_state)
         return scores
 
@@ -281,7 +284,10 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     weights = ([sources.rm.weight] if sources.rm else []) + [f.weight for f in sources.functions]
     g = preset.training.grpo
     recorder = SampleRecorder(run, names, weights, g.sample_every, g.num_samples, is_main, model)
-    reward_funcs: list[Callable] = [rm_reward(sources.rm, preset.training.batch_size, recorder)] if sources.rm else []
+    stop_ids = render.stop_token_ids(tokenizer, is_conversational(train_rows[0]["prompt"]))
+    reward_funcs: list[Callable] = (
+        [rm_reward(sources.rm, preset.training.batch_size, recorder, stop_ids)] if sources.rm else []
+    )
     reward_funcs += [user_reward(function, recorder) for function in sources.functions]
     disable_dropout_in_model(model)  # the RM adapter brings its own LoRA dropout
     model.set_adapter(POLICY)

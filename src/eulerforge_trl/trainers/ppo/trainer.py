@@ -175,6 +175,7 @@ class PPOTrainer:
             columns_of(rows),
             completion_ids=completion_ids(roll),
             trainer_state=TrainerState(global_step=self.step, max_steps=self.total_steps),  # as TRL hands it
+            finished=roll.contains_eos.tolist(),  # a cut response is scored as cut, not as a finished answer
         )
 
     @torch.no_grad()
