@@ -59,6 +59,20 @@ class PPOSection:
         "[kl_coef] weight of the per-token KL penalty to the reference (the SFT model) in the rewards; "
         "higher stays closer to it, lower chases the RM (0.02-0.2 with normalised scores)",
     )
+    target_kl: float | None = setting(
+        None,
+        "[target] adaptive KL control (Ziegler et al. 2019, TRL's former AdaptiveKLController): after each step "
+        "kl_coef is multiplied by 1 + clip(KL / target_kl - 1, -0.2, 0.2) x samples / kl_horizon, so the "
+        "sequence KL to the reference (kl_divergence) tends to target_kl; kl_coef is its start. null = fixed kl_coef",
+    )
+    kl_horizon: int = setting(
+        10000, "[horizon] samples over which the adaptive controller corrects a KL error (smaller = faster)"
+    )
+    score_clip: float | None = setting(
+        None,
+        "clip the scores PPO optimises (after normalisation) to [-score_clip, score_clip] before the KL shaping: "
+        "one outlier reward then cannot dominate a batch; null = no clip (3-10 with normalised scores)",
+    )
     kl_estimator: Literal["k1", "k2", "k3"] = setting(
         "k1",
         "[kl_estimator] per-token estimate of KL(pi || pi_ref) from r = log pi(t) - log pi_ref(t) of the "
@@ -121,6 +135,12 @@ class PPOSection:
             (self.clip_range > 0, f"training.ppo.clip_range ({self.clip_range}) must be > 0"),
             (self.clip_range_value > 0, f"training.ppo.clip_range_value ({self.clip_range_value}) must be > 0"),
             (self.epochs >= 1, f"training.ppo.epochs ({self.epochs}) must be >= 1"),
+            (self.target_kl is None or self.target_kl > 0, f"training.ppo.target_kl ({self.target_kl}) must be > 0"),
+            (self.kl_horizon >= 1, f"training.ppo.kl_horizon ({self.kl_horizon}) must be >= 1"),
+            (
+                self.score_clip is None or self.score_clip > 0,
+                f"training.ppo.score_clip ({self.score_clip}) must be > 0",
+            ),
             (self.max_gen_len >= 1, f"training.ppo.max_gen_len ({self.max_gen_len}) must be >= 1"),
             (self.temperature > 0, f"training.ppo.temperature ({self.temperature}) must be > 0"),
             (0 <= self.gamma <= 1, f"training.ppo.gamma ({self.gamma}) must be in [0, 1]"),

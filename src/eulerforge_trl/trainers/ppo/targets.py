@@ -33,6 +33,7 @@ def ppo_targets(
     ref_logprobs: torch.Tensor,
     values: torch.Tensor,
     cfg,
+    kl_coef: float | None = None,
 ) -> Targets:
     """Phases 4-5 from the step's numbers.
 
@@ -42,12 +43,16 @@ def ppo_targets(
         mask: [B, R] response tokens up to and including the first stop token.
         logprobs, ref_logprobs, values: [B, R] pi_old, pi_ref and V_old of the sampled tokens.
         cfg: the preset's `training.ppo` section.
+        kl_coef: the KL coefficient of this step (the adaptive controller's); None = `cfg.kl_coef`.
     """
     logprobs = logprobs.detach().masked_fill(~mask, 0.0)
     ref_logprobs = ref_logprobs.masked_fill(~mask, 0.0)
     values = values.detach()
+    if cfg.score_clip is not None:  # one outlier must not dominate the batch
+        scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
     scores = losses.penalize_missing_eos(scores, contains_eos, cfg.missing_eos_penalty, cfg.missing_eos_mode)
-    rewards, kl = losses.shape_rewards(scores, logprobs, ref_logprobs, mask, cfg.kl_coef, cfg.kl_estimator)
+    beta = cfg.kl_coef if kl_coef is None else kl_coef
+    rewards, kl = losses.shape_rewards(scores, logprobs, ref_logprobs, mask, beta, cfg.kl_estimator)
     if cfg.whiten_rewards:
         rewards = losses.masked_whiten(rewards, mask, shift_mean=False)
     advantages, returns = losses.compute_gae(rewards, values, mask, cfg.gamma, cfg.lam)

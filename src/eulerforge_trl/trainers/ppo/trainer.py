@@ -45,6 +45,7 @@ from .checkpoint import Checkpointer
 from .critic import POLICY, build_critic
 from .evaluation import HeldOutEvaluation
 from .gradients import average_gradients
+from .kl_control import KLController
 from .metrics import step_numbers, write_samples
 from .prompts import PromptSet
 from .rollout import Forward, response_forward
@@ -128,6 +129,7 @@ class PPOTrainer:
         self.log = MetricsLog(self.accelerator, run, preset)
         self.step = 0
         self.scale = ScoreNormalizer(self.cfg.normalize_scores, self.cfg.score_norm_samples)
+        self.kl = KLController(self.cfg.kl_coef, self.cfg.target_kl, self.cfg.kl_horizon)
 
     @property
     def prompt_rows(self) -> list[dict]:
@@ -210,6 +212,7 @@ class PPOTrainer:
             ref_logprobs,
             old.values,
             self.cfg,
+            kl_coef=self.kl.value,
         )
 
     def update(self, roll: Rollout, targets: Targets, fused: Forward | None = None) -> dict[str, torch.Tensor]:
@@ -320,6 +323,8 @@ class PPOTrainer:
         reduced = self.accelerator.reduce(torch.stack([local[k].float() for k in keys]).to(self.device), "mean")
         metrics = {"step": self.step, **{k: v.item() for k, v in zip(keys, reduced)}}
         metrics["learning_rate"] = self.scheduler.get_last_lr()[0]
+        metrics["kl_coef"] = self.kl.value  # the coefficient this step's rewards used
+        self.kl.update(metrics["kl_divergence"], len(roll) * self.accelerator.num_processes)
         generated = roll.response_mask.sum().item() * self.accelerator.num_processes
         # what reward functions logged with log_metric, under their own names as TRL logs them
         return {**metrics, **timer.metrics(generated_tokens=generated), **self.rewards.pop_logged_metrics()}
@@ -408,6 +413,7 @@ class PPOTrainer:
 
         state = {
             "score_stats": self.scale.stats,
+            "kl_coef": self.kl.value,
             "policy": get_peft_model_state_dict(self.model, adapter_name=POLICY),
             "critic": self.critic.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -426,6 +432,7 @@ class PPOTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
         self.scale.stats = state.get("score_stats")
+        self.kl.value = state.get("kl_coef", self.cfg.kl_coef)
         self.sampler.sync_weights()  # the engine samples the resumed policy, not the SFT model
 
     def save_final(self) -> None:
