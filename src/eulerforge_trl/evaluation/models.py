@@ -21,11 +21,9 @@ from ..errors import ModelError, UserError
 from ..models.fingerprint import base_identity
 from ..models.loading import clean_generation_config, load_causal_lm, load_tokenizer, resolved_model_name
 from ..models.reward_files import HEAD_FILE, META_FILE
-from ..models.scorer import RewardScorer
+from ..models.scorer import REWARD_ADAPTER, RewardScorer
 
 logger = logging.getLogger(__name__)
-
-REWARD_ADAPTER = "reward"
 
 
 @dataclass(frozen=True)
@@ -61,18 +59,6 @@ def inspect_model_dir(name: str) -> ModelSpec:
         return ModelSpec(name, path.resolve(), adapter=True, base=resolved_model_name(base))
     hint = f"; did you mean {path / 'final'}?" if (path / "final").is_dir() else " (is the stage finished?)"
     raise UserError(f"{where}: holds no config.json or adapter_config.json, so it is not a stage's final/{hint}")
-
-
-def check_reward_dir(reward: str) -> dict:
-    """The RM's `reward_meta.json`; a UserError naming --reward when it is not an rm stage's `final/`."""
-    path = Path(reward)
-    if not path.is_dir():
-        raise UserError(f"--reward {reward}: no such directory (give the rm stage's final/)")
-    if not (path / HEAD_FILE).is_file() or not (path / META_FILE).is_file():
-        raise UserError(
-            f"--reward {reward}: not a reward model (expected {HEAD_FILE} and {META_FILE} from the rm stage)"
-        )
-    return json.loads((path / META_FILE).read_text(encoding="utf-8"))
 
 
 def shared_base_of(specs: list[ModelSpec], reward_meta: dict | None) -> str:
