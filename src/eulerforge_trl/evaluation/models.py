@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelError, UserError
-from ..models.fingerprint import base_identity
 from ..models.loading import clean_generation_config, load_causal_lm, load_tokenizer, resolved_model_name
 from ..models.reward_files import HEAD_FILE, META_FILE
 from ..models.scorer import REWARD_ADAPTER, RewardScorer
@@ -104,7 +103,7 @@ def load_model_set(
 
     Raises:
         ModelError: a model that does not load (named by its --models entry), an RM whose base is not
-            the models' shared base.
+            the models' shared base in shape.
     """
     base_name = shared_base_of(specs, reward_meta)
     tokenizers = [_tokenizer(s) for s in specs]
@@ -122,8 +121,9 @@ def load_model_set(
         shared = _with_adapters(shared, [(adapters[i], specs[i]) for i in on_base], reward)
     models = ModelSet(specs, tokenizers, shared, base_name, adapters)
     if reward:
-        _check_reward_base(shared, base_name, reward, reward_meta)
-        models.scorer = RewardScorer.attach(shared, reward, base_name, REWARD_ADAPTER)
+        # the same-base rule of PPO and GRPO (models.fingerprint.check_same_base): other shapes are an
+        # error, the same shapes with other weights a warning naming both fingerprints
+        models.scorer = RewardScorer.attach(shared, reward, base_name, REWARD_ADAPTER, key="--reward")
         models.reward_tokenizer = (
             load_tokenizer(reward) if (Path(reward) / "tokenizer_config.json").is_file() else load_tokenizer(base_name)
         )
@@ -172,15 +172,3 @@ def _with_adapters(base, adapters: list[tuple[str, ModelSpec]], reward: str | No
                 f"--models {spec.name}: cannot load this adapter onto its base {spec.base}: {reason}"
             ) from None
     return model
-
-
-def _check_reward_base(model, base_name: str, reward: str, meta: dict) -> None:
-    """The RM must have been trained on the models' shared base (same weights), as in PPO."""
-    identity = base_identity(model.get_base_model() if hasattr(model, "get_base_model") else model, base_name)
-    if meta.get("base_model") == base_name or meta.get("fingerprint") == identity["fingerprint"]:
-        return
-    raise ModelError(
-        f"--reward {reward}: the RM was trained on base {meta.get('base_model')}, but the models build on "
-        f"{base_name} (another model: fingerprints {meta.get('fingerprint')} vs {identity['fingerprint']}); "
-        "score with an RM trained on their base (the rm stage with --set model_name=<sft>/final)"
-    )

@@ -37,8 +37,18 @@ class RewardScorer:
         self.model, self.head, self.adapter_name = model, head, adapter_name
 
     @classmethod
-    def attach(cls, model, checkpoint: str, model_name: str, adapter_name: str = REWARD_ADAPTER) -> RewardScorer:
-        """Load the RM adapter under `adapter_name` and its head; "" gives a random head (debug only)."""
+    def attach(
+        cls,
+        model,
+        checkpoint: str,
+        model_name: str,
+        adapter_name: str = REWARD_ADAPTER,
+        key: str = "training.reward_model.checkpoint_path",
+    ) -> RewardScorer:
+        """Load the RM adapter under `adapter_name` and its head; "" gives a random head (debug only).
+
+        The RM must fit the model's base (`fingerprint.check_same_base`); errors name it by `key`.
+        """
         hidden = model.get_input_embeddings().weight.shape[1]
         device = model.get_input_embeddings().weight.device
         if not checkpoint:
@@ -47,12 +57,12 @@ class RewardScorer:
                 "policy's base. Rewards are meaningless; use this for debugging only. !!!"
             )
             return cls(model, RewardHead(hidden).to(device), adapter_name=None)
-        meta = read_reward_meta(checkpoint)
-        check_same_base(meta, base_identity(_unwrapped(model), model_name), checkpoint)
+        meta = read_reward_meta(checkpoint, key)
+        check_same_base(meta, base_identity(_unwrapped(model), model_name), checkpoint, key)
         head = load_reward_head(checkpoint)
         if head.linear.in_features != hidden:
             raise ModelError(
-                f"training.reward_model.checkpoint_path {checkpoint}: reward head expects hidden size "
+                f"{key} {checkpoint}: reward head expects hidden size "
                 f"{head.linear.in_features}, the policy's base has {hidden}"
             )
         model.load_adapter(checkpoint, adapter_name=adapter_name, is_trainable=False)
