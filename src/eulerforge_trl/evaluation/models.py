@@ -18,14 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelError, UserError
-from ..models.fingerprint import base_identity
 from ..models.loading import clean_generation_config, load_causal_lm, load_tokenizer, resolved_model_name
 from ..models.reward_files import HEAD_FILE, META_FILE
-from ..models.scorer import RewardScorer
+from ..models.scorer import REWARD_ADAPTER, RewardScorer
 
 logger = logging.getLogger(__name__)
-
-REWARD_ADAPTER = "reward"
 
 
 @dataclass(frozen=True)
@@ -61,18 +58,6 @@ def inspect_model_dir(name: str) -> ModelSpec:
         return ModelSpec(name, path.resolve(), adapter=True, base=resolved_model_name(base))
     hint = f"; did you mean {path / 'final'}?" if (path / "final").is_dir() else " (is the stage finished?)"
     raise UserError(f"{where}: holds no config.json or adapter_config.json, so it is not a stage's final/{hint}")
-
-
-def check_reward_dir(reward: str) -> dict:
-    """The RM's `reward_meta.json`; a UserError naming --reward when it is not an rm stage's `final/`."""
-    path = Path(reward)
-    if not path.is_dir():
-        raise UserError(f"--reward {reward}: no such directory (give the rm stage's final/)")
-    if not (path / HEAD_FILE).is_file() or not (path / META_FILE).is_file():
-        raise UserError(
-            f"--reward {reward}: not a reward model (expected {HEAD_FILE} and {META_FILE} from the rm stage)"
-        )
-    return json.loads((path / META_FILE).read_text(encoding="utf-8"))
 
 
 def shared_base_of(specs: list[ModelSpec], reward_meta: dict | None) -> str:
@@ -118,7 +103,7 @@ def load_model_set(
 
     Raises:
         ModelError: a model that does not load (named by its --models entry), an RM whose base is not
-            the models' shared base.
+            the models' shared base in shape.
     """
     base_name = shared_base_of(specs, reward_meta)
     tokenizers = [_tokenizer(s) for s in specs]
@@ -136,8 +121,9 @@ def load_model_set(
         shared = _with_adapters(shared, [(adapters[i], specs[i]) for i in on_base], reward)
     models = ModelSet(specs, tokenizers, shared, base_name, adapters)
     if reward:
-        _check_reward_base(shared, base_name, reward, reward_meta)
-        models.scorer = RewardScorer.attach(shared, reward, base_name, REWARD_ADAPTER)
+        # the same-base rule of PPO and GRPO (models.fingerprint.check_same_base): other shapes are an
+        # error, the same shapes with other weights a warning naming both fingerprints
+        models.scorer = RewardScorer.attach(shared, reward, base_name, REWARD_ADAPTER, key="--reward")
         models.reward_tokenizer = (
             load_tokenizer(reward) if (Path(reward) / "tokenizer_config.json").is_file() else load_tokenizer(base_name)
         )
@@ -186,15 +172,3 @@ def _with_adapters(base, adapters: list[tuple[str, ModelSpec]], reward: str | No
                 f"--models {spec.name}: cannot load this adapter onto its base {spec.base}: {reason}"
             ) from None
     return model
-
-
-def _check_reward_base(model, base_name: str, reward: str, meta: dict) -> None:
-    """The RM must have been trained on the models' shared base (same weights), as in PPO."""
-    identity = base_identity(model.get_base_model() if hasattr(model, "get_base_model") else model, base_name)
-    if meta.get("base_model") == base_name or meta.get("fingerprint") == identity["fingerprint"]:
-        return
-    raise ModelError(
-        f"--reward {reward}: the RM was trained on base {meta.get('base_model')}, but the models build on "
-        f"{base_name} (another model: fingerprints {meta.get('fingerprint')} vs {identity['fingerprint']}); "
-        "score with an RM trained on their base (the rm stage with --set model_name=<sft>/final)"
-    )

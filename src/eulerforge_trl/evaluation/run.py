@@ -17,8 +17,9 @@ from pathlib import Path
 
 from ..data.jsonl import extra_columns, is_conversational, read_rows
 from ..errors import UserError
+from ..models.reward_files import read_reward_meta
 from ..rewards.functions import call_reward_function, load_reward_function
-from .models import ModelSet, check_reward_dir, inspect_model_dir, load_model_set
+from .models import ModelSet, inspect_model_dir, load_model_set
 
 DEFAULT_OUTPUT = "outputs/evaluate"
 
@@ -142,7 +143,7 @@ def _check_inputs(
     columns = extra_columns(prompts, "prompt_only")
     if max_prompts is not None:
         rows, columns = rows[:max_prompts], {k: v[:max_prompts] for k, v in columns.items()}
-    reward_meta = check_reward_dir(reward) if reward else None
+    reward_meta = read_reward_meta(reward, key="--reward") if reward else None
     specs = [inspect_model_dir(m) for m in models]
     return specs, rows, columns, judge_fn, reward_meta, output
 

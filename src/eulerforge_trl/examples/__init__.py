@@ -4,8 +4,8 @@ check what a run really learned. Not part of the library's training path.
 
 - `animals`: the tiny model's task (`examples/data/*.jsonl`): `pleasant_score(prompt, response)`,
   the judges `pleasant_score_judge` and `well_formed`.
-- `reviews`: the conversational review task (`examples/data/chat/`): `review_reward`, a reward
-  function with TRL's signature.
+- `reviews`: the conversational review task's rule (`examples/data/chat/`): `review_reward`, a reward
+  function with TRL's signature; `review_data` generates its files.
 """
 
 from __future__ import annotations

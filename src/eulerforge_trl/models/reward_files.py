@@ -23,14 +23,24 @@ def save_reward_files(directory: Path, head: RewardHead, identity: dict) -> None
     (Path(directory) / META_FILE).write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
 
 
-def read_reward_meta(checkpoint: str) -> dict:
+def read_reward_meta(checkpoint: str, key: str = "training.reward_model.checkpoint_path") -> dict:
+    """The `META_FILE` of an rm stage's `final/`: the one check that a directory is an RM checkpoint.
+
+    Args:
+        checkpoint: the directory.
+        key: how errors name it: the preset key (PPO, GRPO) or the flag (`--reward` of evaluate).
+
+    Raises:
+        ModelError: no such directory, or one without `HEAD_FILE` and `META_FILE` (an SFT final/, say).
+    """
     path = Path(checkpoint)
+    if not path.is_dir():
+        raise ModelError(f"{key} {checkpoint}: no such directory (give the rm stage's final/)")
     if not (path / HEAD_FILE).is_file() or not (path / META_FILE).is_file():
         raise ModelError(
-            f"training.reward_model.checkpoint_path {checkpoint}: not an RM checkpoint "
-            f"(expected {HEAD_FILE} and {META_FILE}; point it at the rm stage's final/)"
+            f"{key} {checkpoint}: not a reward model (expected {HEAD_FILE} and {META_FILE}; give the rm stage's final/)"
         )
-    return json.loads((path / META_FILE).read_text())
+    return json.loads((path / META_FILE).read_text(encoding="utf-8"))
 
 
 def load_reward_head(checkpoint: str) -> RewardHead:

@@ -20,6 +20,9 @@ from .reward_head import RewardHead
 
 logger = logging.getLogger(__name__)
 
+# the name of the RM's adapter when it sits on a shared base beside other adapters (PPO, GRPO, evaluate)
+REWARD_ADAPTER = "reward"
+
 
 class RewardScorer:
     """Scores token sequences with the RM adapter + RewardHead on an already-loaded peft model.
@@ -34,8 +37,18 @@ class RewardScorer:
         self.model, self.head, self.adapter_name = model, head, adapter_name
 
     @classmethod
-    def attach(cls, model, checkpoint: str, model_name: str, adapter_name: str = "reward") -> RewardScorer:
-        """Load the RM adapter under `adapter_name` and its head; "" gives a random head (debug only)."""
+    def attach(
+        cls,
+        model,
+        checkpoint: str,
+        model_name: str,
+        adapter_name: str = REWARD_ADAPTER,
+        key: str = "training.reward_model.checkpoint_path",
+    ) -> RewardScorer:
+        """Load the RM adapter under `adapter_name` and its head; "" gives a random head (debug only).
+
+        The RM must fit the model's base (`fingerprint.check_same_base`); errors name it by `key`.
+        """
         hidden = model.get_input_embeddings().weight.shape[1]
         device = model.get_input_embeddings().weight.device
         if not checkpoint:
@@ -44,12 +57,12 @@ class RewardScorer:
                 "policy's base. Rewards are meaningless; use this for debugging only. !!!"
             )
             return cls(model, RewardHead(hidden).to(device), adapter_name=None)
-        meta = read_reward_meta(checkpoint)
-        check_same_base(meta, base_identity(_unwrapped(model), model_name), checkpoint)
+        meta = read_reward_meta(checkpoint, key)
+        check_same_base(meta, base_identity(_unwrapped(model), model_name), checkpoint, key)
         head = load_reward_head(checkpoint)
         if head.linear.in_features != hidden:
             raise ModelError(
-                f"training.reward_model.checkpoint_path {checkpoint}: reward head expects hidden size "
+                f"{key} {checkpoint}: reward head expects hidden size "
                 f"{head.linear.in_features}, the policy's base has {hidden}"
             )
         model.load_adapter(checkpoint, adapter_name=adapter_name, is_trainable=False)
@@ -92,8 +105,8 @@ def load_reward_model(checkpoint: str, dtype=None):
         else load_tokenizer(meta["base_model"])
     )
     base = load_causal_lm(meta["base_model"], dtype=dtype, tokenizer=tokenizer)
-    model = PeftModel.from_pretrained(base, checkpoint, adapter_name="reward", is_trainable=False)
-    return RewardScorer(model, load_reward_head(checkpoint), "reward"), tokenizer
+    model = PeftModel.from_pretrained(base, checkpoint, adapter_name=REWARD_ADAPTER, is_trainable=False)
+    return RewardScorer(model, load_reward_head(checkpoint), REWARD_ADAPTER), tokenizer
 
 
 def score(scorer: RewardScorer, tokenizer, prompts: list, responses: list, batch_size: int = 16) -> list[float]:
@@ -106,12 +119,22 @@ def score(scorer: RewardScorer, tokenizer, prompts: list, responses: list, batch
         >>> scorer, tok = load_reward_model("outputs/rm/final")
         >>> score(scorer, tok, ["Describe the cat.\\nAnswer:"], [" The cat is happy."])  # one float per pair
     """
+    return score_pairs(scorer, tokenizer, prompts, responses, batch_size).tolist()
+
+
+def score_pairs(
+    scorer: RewardScorer, tokenizer, prompts: list, responses: list, batch_size: int, finished: list[bool] | None = None
+) -> torch.Tensor:
+    """`score` as a [B] float tensor on the scorer's device, `batch_size` pairs per forward pass: the one
+    batched RM scoring loop (evaluation, PPO's and GRPO's reward sources). `finished`: per pair, False
+    where the response was cut at the length limit (rendered as cut, see `reward_ids`); None = all finished."""
     from ..data.render import reward_batch
 
     device = scorer.head.linear.weight.device
-    out: list[float] = []
+    finished = finished if finished is not None else [True] * len(prompts)
+    out = [torch.zeros(0, device=device)]
     for start in range(0, len(prompts), batch_size):
         end = start + batch_size
-        ids, mask = reward_batch(tokenizer, prompts[start:end], responses[start:end], device)
-        out += scorer.score_ids(ids, mask).tolist()
-    return out
+        ids, mask = reward_batch(tokenizer, prompts[start:end], responses[start:end], device, finished[start:end])
+        out.append(scorer.score_ids(ids, mask))
+    return torch.cat(out)

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.render import as_completion, reward_batch
+from ..data.render import as_completion
 from ..models.reward_head import RewardHead
-from ..models.scorer import RewardScorer, load_reward_model
+from ..models.scorer import RewardScorer, load_reward_model, score_pairs
 from .functions import call_reward_function, load_reward_function
 
 FUNCS_KEY = "training.reward_funcs"
@@ -65,16 +65,7 @@ class RewardModelSource:
     ) -> torch.Tensor:
         """[B] raw scores, each pair rendered as the RM was trained (`reward_ids`); a response that was
         cut at the length limit (`finished` False) rendered as cut."""
-        device = self.scorer.head.linear.weight.device
-        finished = finished if finished is not None else [True] * len(prompts)
-        out = []
-        for start in range(0, len(prompts), batch_size):
-            end = start + batch_size
-            ids, mask = reward_batch(
-                self.tokenizer, prompts[start:end], completions[start:end], device, finished[start:end]
-            )
-            out.append(self.scorer.score_ids(ids, mask))
-        return torch.cat(out)
+        return score_pairs(self.scorer, self.tokenizer, prompts, completions, batch_size, finished)
 
 
 def load_functions(specs: list[str], weights: list[float] | None) -> list[RewardFunction]:

@@ -40,6 +40,7 @@ from ..data import render
 from ..data.jsonl import is_conversational, split_rows
 from ..errors import DataError
 from ..models.loading import load_tokenizer
+from ..models.scorer import REWARD_ADAPTER
 from ..rewards.functions import call_reward_function
 from ..rewards.sources import FUNCS_KEY, RM_NAME, RewardFunction, RewardModelSource, RewardSources
 from ..rundir import RunDir, append_jsonl, checkpoint_step, trim_metrics
@@ -48,8 +49,6 @@ from .grpo_generation import grpo_generation_args
 from .policy_final import POLICY, save_policy_final
 
 logger = logging.getLogger(__name__)
-
-REWARD = "reward"
 
 
 def to_grpo_config(preset: Preset, run: RunDir, reward_weights: list[float], has_eval: bool = False) -> GRPOConfig:
@@ -279,7 +278,9 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         eval_rows = cut_prompts(eval_rows, tokenizer, preset.data.max_prompt_length)
     model = sampling_policy(preset, tokenizer, POLICY).to(state.device)  # before the RM's head is placed beside it
     # the RM (its adapter beside the policy's, or `separate`) and the functions, as PPO builds them
-    sources = RewardSources.from_preset(preset, model, tokenizer, state.device, REWARD, dtype=weights_dtype(preset))
+    sources = RewardSources.from_preset(
+        preset, model, tokenizer, state.device, REWARD_ADAPTER, dtype=weights_dtype(preset)
+    )
     names = [name.removeprefix("reward/") for name in sources.names]
     weights = ([sources.rm.weight] if sources.rm else []) + [f.weight for f in sources.functions]
     g = preset.training.grpo

@@ -35,6 +35,7 @@ from ...errors import PresetError
 from ...generation import Rollout, build_sampler, completion_ids, response_texts
 from ...generation.vllm import require_vllm
 from ...models.loading import load_tokenizer
+from ...models.scorer import REWARD_ADAPTER
 from ...rewards.sources import RewardSources, columns_of
 from ...rundir import RunDir, read_metrics
 from ...runtime import write_rank_digest
@@ -55,8 +56,6 @@ from .timing import PhaseTimer
 from .tracking import MetricsLog, build_accelerator
 
 logger = logging.getLogger(__name__)
-
-REWARD = "reward"
 
 
 class PPOTrainer:
@@ -92,7 +91,7 @@ class PPOTrainer:
         checkpointing = preset.training.gradient_checkpointing
         self.model = sampling_policy(preset, self.tokenizer, POLICY, checkpointing).to(self.device)
         self.rewards = RewardSources.from_preset(
-            preset, self.model, self.tokenizer, self.device, REWARD, dtype=weights_dtype(preset)
+            preset, self.model, self.tokenizer, self.device, REWARD_ADAPTER, dtype=weights_dtype(preset)
         )
         rm_adapter = self.rewards.rm.shared_checkpoint if self.rewards.rm is not None else ""
         self.critic = build_critic(
