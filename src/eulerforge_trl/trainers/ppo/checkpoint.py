@@ -62,6 +62,33 @@ class Checkpointer:
             torch.cuda.set_rng_state_all([rng.cpu() for rng in mine["cuda"]])  # CPU ByteTensors only
 
 
+def training_state(model, critic, optimizer, scheduler) -> dict:
+    """What trains, as a checkpoint holds it: the policy adapter, the critic, optimizer and schedule."""
+    from peft import get_peft_model_state_dict
+
+    from ..policy_final import POLICY
+
+    return {
+        "policy": get_peft_model_state_dict(model, adapter_name=POLICY),
+        "critic": critic.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+    }
+
+
+def restore_training_state(state: dict, model, critic, optimizer, scheduler) -> None:
+    """`training_state` put back; the policy adapter active again."""
+    from peft import set_peft_model_state_dict
+
+    from ..policy_final import POLICY
+
+    set_peft_model_state_dict(model, state["policy"], adapter_name=POLICY)
+    critic.load_state_dict(state["critic"])
+    model.set_adapter(POLICY)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+
+
 def _rng_state() -> dict:
     return {
         "torch": torch.get_rng_state(),

@@ -16,7 +16,7 @@ from ...data import render
 class PromptSet:
     """Rows of a prompt-only data file, tokenised once, and the batches drawn from them."""
 
-    def __init__(self, rows: list[dict], tokenizer, *, max_prompt_length: int, seed: int, rank: int, world: int):
+    def __init__(self, rows: list[dict], tokenizer, max_prompt_length: int, seed: int, rank: int, world: int):
         self.rows, self.tokenizer, self.max_prompt_length = rows, tokenizer, max_prompt_length
         self.seed, self.rank, self.world = seed, rank, world
         self.ids = self.tokenize(rows)

@@ -1,20 +1,13 @@
 """PPO for language models on one shared base model (TRL removed its PPOTrainer in 1.13).
 
-Roles, all on the same base weights in memory:
-  policy    - the SFT model + a trainable LoRA adapter (peft adapter "default");
-  reference - the same model with adapters disabled (the KL anchor);
-  reward    - the RM adapter + RewardHead from the rm stage (frozen), and/or reward functions
-              (`rewards/sources.py`; a `separate` RM is the one model outside the shared base);
-  critic    - a strategy from `critic.py`: a head on the policy's own hidden states, or its own
-              LoRA adapter + head; both start from the RM's head on the returns' scale (or at 0).
-Responses come from the rollout engine `generation.backend` names (`eulerforge_trl.generation`):
-the training model itself (hf) or a colocated vLLM engine that gets the policy's weights after
-every optimizer step; log-probs always come from the training model.
-
-One step, CleanRL-style, as `train_step` lists it: 1. rollout  2. score  3. reference and old
-logprobs/values  4-5. targets (KL-shaped rewards, GAE)  6. PPO epochs  7. metrics. The maths is in
-`losses.py` and `targets.py`; data order, checkpoints, evaluation, timing and logging live beside
-this file, one module each.
+Roles on the same base weights (`assembly.py`): the policy (SFT model + a trainable LoRA), the
+reference (adapters disabled), the reward (the RM's adapter + head, and/or reward functions) and
+the critic (`critic.py`). Responses come from the rollout engine `generation.backend` names (the
+training model itself, or a colocated vLLM engine synced after every optimizer step); log-probs
+always come from the training model. One step, CleanRL-style, as `train_step` lists it: 1. rollout
+2. score  3. reference and old logprobs/values  4-5. targets (KL-shaped rewards, GAE)  6. PPO
+epochs  7. metrics. Maths in `losses.py`/`targets.py`; prompts, checkpoints, evaluation, timing,
+score scale, KL control and logging each live in a module beside this one.
 """
 
 from __future__ import annotations
@@ -26,7 +19,6 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from transformers import TrainerState
-from trl.trainer.utils import disable_dropout_in_model
 
 from ...config.schema import Preset
 from ...data import render
@@ -35,30 +27,29 @@ from ...errors import PresetError
 from ...generation import Rollout, build_sampler, completion_ids, response_texts
 from ...generation.vllm import require_vllm
 from ...models.loading import load_tokenizer
-from ...models.scorer import REWARD_ADAPTER
-from ...rewards.sources import RewardSources, columns_of
+from ...rewards.sources import columns_of
 from ...rundir import RunDir, read_metrics
 from ...runtime import write_rank_digest
-from ..common import sampling_policy, use_bf16, weights_dtype
+from ..common import use_bf16
 from ..policy_final import save_policy_final
-from . import losses
-from .checkpoint import Checkpointer
-from .critic import POLICY, build_critic
+from .assembly import assemble, optimizer_and_schedule
+from .checkpoint import Checkpointer, restore_training_state, training_state
+from .critic import POLICY
 from .evaluation import HeldOutEvaluation
-from .gradients import average_gradients
 from .kl_control import KLController
 from .metrics import step_numbers, write_samples
 from .prompts import PromptSet
-from .rollout import Forward, response_forward
+from .rollout import Forward
 from .score_scale import ScoreNormalizer, sft_scores
 from .targets import Targets, ppo_targets
 from .timing import PhaseTimer
 from .tracking import MetricsLog, build_accelerator
+from .update import PPOUpdate
 
 logger = logging.getLogger(__name__)
 
 
-class PPOTrainer:
+class PPOTrainer(PPOUpdate):
     """Owns the shared model, the optimizer and the loop; `train()` runs to `total_steps`."""
 
     def __init__(self, preset: Preset, run: RunDir, accelerator: Accelerator | None = None):
@@ -76,41 +67,17 @@ class PPOTrainer:
         self.tokenizer.padding_side, self.tokenizer.truncation_side = "left", "left"
         # rows carry the file's other columns with them (for reward functions), through eval_split too
         rows, held_out = split_rows(preset.data, preset.training.seed, columns=bool(preset.training.reward_funcs))
-        self.prompts = PromptSet(
-            rows,
-            self.tokenizer,
-            max_prompt_length=preset.data.max_prompt_length,
-            seed=preset.training.seed,
-            rank=self.accelerator.process_index,
-            world=self.accelerator.num_processes,
-        )
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        self.prompts = PromptSet(rows, self.tokenizer, preset.data.max_prompt_length, preset.training.seed, rank, world)
         self.stop_ids = render.stop_token_ids(self.tokenizer, is_conversational(rows[0]["prompt"]))
         self.held_out = HeldOutEvaluation(
             held_out or [], self.cfg.eval_prompts, self.accelerator, run.eval_samples, preset.training.batch_size
         )
-        checkpointing = preset.training.gradient_checkpointing
-        self.model = sampling_policy(preset, self.tokenizer, POLICY, checkpointing).to(self.device)
-        self.rewards = RewardSources.from_preset(
-            preset, self.model, self.tokenizer, self.device, REWARD_ADAPTER, dtype=weights_dtype(preset)
-        )
-        rm_adapter = self.rewards.rm.shared_checkpoint if self.rewards.rm is not None else ""
-        self.critic = build_critic(
-            self.cfg.critic, self.model, self.rewards.critic_init_head(), self.device, rm_adapter
-        )
-        # dropout makes pi_old != pi on identical weights: off everywhere, once every adapter is in
-        # place (an adapter loaded later, the RM's or the critic's, brings its own LoRA dropout)
-        disable_dropout_in_model(self.model)
-        self.model.set_adapter(POLICY)
-        self.policy_params = [p for n, p in self.model.named_parameters() if "lora_" in n and f".{POLICY}." in n]
-        self.critic_params = self.critic.parameters()
-        self.optimizer = torch.optim.AdamW(
-            self.policy_params + self.critic_params,
-            lr=preset.training.lr,
-            eps=1e-5,
-            weight_decay=preset.training.weight_decay,  # torch's own default (0.01) is not ours (0)
-        )
+        self.stack = stack = assemble(preset, self.tokenizer, self.device)
+        self.model, self.rewards, self.critic = stack.model, stack.rewards, stack.critic
+        self.policy_params, self.critic_params = stack.policy_params, stack.critic_params
         self.total_steps = self._total_steps()
-        self.scheduler = self._scheduler()
+        self.optimizer, self.scheduler = optimizer_and_schedule(preset, stack, self.total_steps)
         self.sampler = build_sampler(
             preset.generation,
             self.model,
@@ -139,12 +106,6 @@ class PPOTrainer:
         if t.max_steps > 0:
             return t.max_steps
         return max(1, math.ceil(t.epochs * self.prompts.batches_per_epoch(t.batch_size)))
-
-    def _scheduler(self):
-        from transformers import get_scheduler
-
-        warmup = int(self.preset.training.warmup_ratio * self.total_steps)
-        return get_scheduler(self.preset.training.lr_scheduler, self.optimizer, warmup, self.total_steps)
 
     # ------------------------------------------------------------------------------------ phases
 
@@ -212,81 +173,6 @@ class PPOTrainer:
             old.values,
             self.cfg,
             kl_coef=self.kl.value,
-        )
-
-    def update(self, roll: Rollout, targets: Targets, fused: Forward | None = None) -> dict[str, torch.Tensor]:
-        """6. `epochs` passes of minibatch updates with the clipped objectives.
-
-        `fused`: the first pass over the whole batch, already run by `old_pass` (one minibatch only).
-        """
-        cfg = self.cfg
-        self.model.train()
-        n = len(roll)
-        mb_size = n // cfg.num_mini_batches
-        stats: dict[str, list[torch.Tensor]] = {}
-        generator = torch.Generator().manual_seed(self.preset.training.seed * 100003 + self.step)
-        for epoch in range(cfg.epochs):
-            order = torch.randperm(n, generator=generator)
-            for start in range(0, n, mb_size):
-                if fused is not None and epoch == 0:  # one minibatch = the whole batch, in rollout order
-                    idx, forward = torch.arange(n, device=self.device), fused
-                else:
-                    idx = order[start : start + mb_size].to(self.device)
-                    forward = self._forward(roll, idx, with_entropy=True)
-                for key, value in self._minibatch_step(roll, targets, idx, forward).items():
-                    stats.setdefault(key, []).append(value)
-        return {k: torch.stack(v).mean() for k, v in stats.items()}
-
-    def _minibatch_step(self, roll: Rollout, targets: Targets, idx, forward: Forward) -> dict[str, torch.Tensor]:
-        """Losses, backward, gradient sync, separate clipping of policy and critic, one optimizer step."""
-        cfg, mask = self.cfg, roll.response_mask[idx]
-        pg_loss, pg_stats = losses.policy_loss(
-            forward.logprobs, targets.logprobs[idx], targets.advantages[idx], mask, cfg.clip_range
-        )
-        entropy_mean = losses.masked_mean(forward.entropy, mask)
-        loss = pg_loss - cfg.entropy_coef * entropy_mean
-        if not self.critic.in_policy_pass:
-            loss.backward()  # free the policy's graph before the critic's own pass
-            loss = 0.0
-        # the critic's adapter stays active through its backward: checkpointed layers are recomputed there
-        with self.critic.active():
-            values = forward.values if self.critic.in_policy_pass else self.critic.values(*self._sequences(roll, idx))
-            vf_loss, vf_stats = losses.value_loss(
-                values, targets.values[idx], targets.returns[idx], mask, cfg.clip_range_value
-            )
-            (loss + cfg.vf_coef * vf_loss).backward()
-        if self.accelerator.num_processes > 1:
-            average_gradients(self.policy_params + self.critic_params, self.accelerator.num_processes)
-        # clipped apart: a critic far from its targets must not shrink the policy's step
-        max_norm = self.preset.training.max_grad_norm
-        policy_norm = torch.nn.utils.clip_grad_norm_(self.policy_params, max_norm)
-        critic_norm = torch.nn.utils.clip_grad_norm_(self.critic_params, max_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return {
-            "ppo_loss": pg_loss.detach(),
-            "value_loss": vf_loss.detach(),
-            "entropy": entropy_mean.detach(),
-            "grad_norm_policy": policy_norm.detach(),
-            "grad_norm_critic": critic_norm.detach(),
-            **pg_stats,
-            **vf_stats,
-        }
-
-    def _sequences(self, roll: Rollout, idx=None) -> tuple[torch.Tensor, torch.Tensor, int]:
-        if idx is None:
-            return roll.input_ids, roll.attention_mask, roll.n_prompt
-        return roll.input_ids[idx], roll.attention_mask[idx], roll.n_prompt
-
-    def _forward(self, roll: Rollout, idx=None, with_entropy: bool = False) -> Forward:
-        """The active adapter's pass over (part of) the rollout; values too when the critic lives in it."""
-        return response_forward(
-            self.model,
-            *self._sequences(roll, idx),
-            self.cfg.temperature,
-            value_head=self.critic.head if self.critic.in_policy_pass else None,
-            with_entropy=with_entropy,
-            entropy_grad=self.cfg.entropy_coef > 0,
         )
 
     # ------------------------------------------------------------------------------------ one step
@@ -392,10 +278,7 @@ class PPOTrainer:
             final_eval = self.evaluate()
             self.log({"step": self.step, **final_eval})
             metrics = {**metrics, **final_eval}
-        trainable = self.policy_params + self.critic_params
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        head = {id(p): f"critic_head.{n}" for n, p in self.critic.head.named_parameters()}
-        write_rank_digest([({**names, **head}[id(p)], p) for p in trainable])
+        write_rank_digest(self.stack.named_trainable())  # what the multi-process test compares across ranks
         self.log.finish()
         return metrics
 
@@ -408,27 +291,14 @@ class PPOTrainer:
 
     def save_checkpoint(self) -> None:
         """`checkpoints/checkpoint-<step>/` (see `Checkpointer`); the oldest beyond save_total_limit go."""
-        from peft import get_peft_model_state_dict
-
-        state = {
-            "score_stats": self.scale.stats,
-            "kl_coef": self.kl.value,
-            "policy": get_peft_model_state_dict(self.model, adapter_name=POLICY),
-            "critic": self.critic.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-        }
-        self.checkpointer.save(self.step, state)
+        extra = {"score_stats": self.scale.stats, "kl_coef": self.kl.value}
+        self.checkpointer.save(
+            self.step, {**training_state(self.model, self.critic, self.optimizer, self.scheduler), **extra}
+        )
 
     def load_checkpoint(self, path: Path) -> None:
-        from peft import set_peft_model_state_dict
-
         state = self.checkpointer.load(path)
-        set_peft_model_state_dict(self.model, state["policy"], adapter_name=POLICY)
-        self.critic.load_state_dict(state["critic"])
-        self.model.set_adapter(POLICY)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        restore_training_state(state, self.model, self.critic, self.optimizer, self.scheduler)
         self.step = state["step"]
         self.scale.stats = state.get("score_stats")
         self.kl.value = state.get("kl_coef", self.cfg.kl_coef)
@@ -437,16 +307,8 @@ class PPOTrainer:
     def save_final(self) -> None:
         """`final/`: the policy adapter (loadable as model_name), the critic, preset, tokenizer."""
         if self.accelerator.is_main_process:
-            save_policy_final(
-                self.run,
-                self.model,
-                self.tokenizer,
-                self.preset,
-                stage="ppo",
-                steps=self.step,
-                merged=self.cfg.save_merged,
-                extra=self.critic.save,
-            )
+            final = dict(stage="ppo", steps=self.step, merged=self.cfg.save_merged, extra=self.critic.save)
+            save_policy_final(self.run, self.model, self.tokenizer, self.preset, **final)
         self.accelerator.wait_for_everyone()
 
 
