@@ -114,6 +114,7 @@ def test_stage_records_are_complete_and_distinct():
     for stage in STAGES.values():
         assert stage.curves and all(isinstance(k, str) and k for k in stage.curves), stage.name
         assert isinstance(stage.summary([]), str), stage.name  # an empty metrics file still gets a line
+        assert stage.doc, f"stage {stage.name}: give it a doc line (the docstring of train_{stage.name})"
         assert stage.runner.count(":") == 1 and stage.runner.startswith(f"{PACKAGE}.trainers."), stage.runner
 
 
@@ -128,6 +129,9 @@ def test_every_stage_has_a_train_function_in_the_notebook_api():
         assert f"train_{name}" in eulerforge_trl.__all__
         assert callable(getattr(eulerforge_trl, f"train_{name}"))
     assert not hasattr(api, "train_nonexistent_stage")
+    for name in STAGES:  # made from the table: listed, documented, and in dir() for tab completion
+        assert f"train_{name}" in api.__all__ and f"train_{name}" in dir(eulerforge_trl)
+        assert getattr(api, f"train_{name}").__doc__.startswith(STAGES[name].doc)
 
 
 @pytest.mark.parametrize("name", list(STAGES))
