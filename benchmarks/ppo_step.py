@@ -398,7 +398,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         preset = make_preset(args, model_name, tmp / "prompts.jsonl", tmp / "run", dtype)
         torch.manual_seed(args.seed)
         trainer = PPOTrainer(preset, RunDir(tmp / "run"), accelerator=Accelerator(cpu=device == "cpu"))
-        lengths = {len(ids) for ids in trainer.prompts.ids}
+        lengths = {len(ids) for ids in getattr(trainer.prompts, "ids", trainer.prompts)}  # (ab.py: older revisions)
         if lengths != {args.prompt_len}:
             raise RuntimeError(f"prompts tokenized to lengths {sorted(lengths)}, expected {args.prompt_len}")
         n_params = base_parameter_count(trainer.model)
