@@ -53,6 +53,7 @@ def load_preset(
             loaded = yaml.safe_load(yaml_text) or {}
             if not isinstance(loaded, dict):
                 raise PresetError(f"{source}: a preset must be a mapping of keys, got {type(loaded).__name__}")
+            _check_model_section(loaded, source, yaml_text)
             explicit |= _leaf_keys(loaded)
             schema = OmegaConf.merge(schema, OmegaConf.create(loaded))
     except yaml.YAMLError as err:
@@ -63,6 +64,7 @@ def load_preset(
         raise PresetError(_omegaconf_message(err, source, yaml_text)) from None
     try:
         if isinstance(overrides, dict):
+            _check_model_section(overrides, f"{source} (in --set)", None)
             explicit |= _leaf_keys(overrides)
             schema = OmegaConf.merge(schema, OmegaConf.create(overrides))
         else:
@@ -70,6 +72,7 @@ def load_preset(
                 if "=" not in item:
                     raise PresetError(f"--set {item}: expected KEY=VALUE, e.g. --set training.lr=1e-4")
                 dotlist = OmegaConf.from_dotlist([item])
+                _check_model_section(OmegaConf.to_container(dotlist), f"{source} (in --set)", None)
                 explicit |= _leaf_keys(OmegaConf.to_container(dotlist))
                 schema = OmegaConf.merge(schema, dotlist)
     except OmegaConfBaseException as err:
@@ -138,6 +141,38 @@ KNOWN_NAMES = {
     "train_file": "data.path",
     "validation_file": "data.eval_path",
 }
+
+
+# keys of a `model:` section as other tools (and issue texts) spell them -> ours: the model keys are top level
+MODEL_SECTION_NAMES = {
+    "model.quantization": "quantization",
+    "model.attn_implementation": "attn_implementation",
+    "model.name": "model_name",
+    "model.model_name": "model_name",
+    "model.name_or_path": "model_name",
+    "model.model_name_or_path": "model_name",
+}
+
+
+def _check_model_section(tree, source: str, yaml_text: str | None) -> None:
+    """A `model:` mapping gets "did you mean <top-level key>" for the first key we know under another name.
+
+    OmegaConf would report only `model: unknown key` (and suggest model_name for any child): the
+    user's `model.quantization` names the key they meant, so say which one it is.
+    """
+    section = tree.get("model") if isinstance(tree, dict) else None
+    if not isinstance(section, dict):
+        return
+    for name in section:
+        key = f"model.{name}"
+        if key in MODEL_SECTION_NAMES:
+            line = _line_of_key(yaml_text, key) if yaml_text else None
+            where = f"{source}:{line}" if line else source
+            ours = MODEL_SECTION_NAMES[key]
+            raise PresetError(
+                f"{where}: {key}: unknown key; did you mean {ours}? (the model keys are top level: "
+                f"model_name, attn_implementation, quantization; --set {ours}=...)"
+            )
 
 
 def schema_keys(section: type = Preset, prefix: str = "") -> list[str]:

@@ -54,6 +54,11 @@ def preset_problems(p: Preset) -> list[str]:
             p.lora is not None or not stage.needs_lora,
             f"the {stage.name} stage trains a LoRA adapter on the shared base: add a lora: section",
         ),
+        (
+            p.quantization is None or p.lora is not None,
+            f"quantization={p.quantization} freezes the base in bitsandbytes' format, so full fine-tuning cannot "
+            "train it: add a lora: section (QLoRA) or set quantization=null",
+        ),
     )
     read = [operator.attrgetter(key)(p) for key in (stage.config_section, *stage.reads) if key]
     for section in (p.data, p.training, p.lora, *read):

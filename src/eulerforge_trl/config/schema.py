@@ -149,6 +149,16 @@ class GenerationSection:
         False, "vllm only: no CUDA graphs / compilation in the engine (faster start-up, slower sampling)"
     )
 
+    def problems(self, preset: "Preset") -> list[str]:
+        return failed(
+            (
+                self.backend != "vllm" or preset.quantization is None,
+                f"generation.backend=vllm with quantization={preset.quantization}: the engine holds a "
+                "full-precision copy of the merged weights, which undoes the memory quantization saves; set "
+                "generation.backend=hf or quantization=null",
+            ),
+        )
+
 
 @dataclass
 class TrainingSection:
@@ -235,6 +245,14 @@ class Preset:
         "flash-attn package and a GPU), flex_attention, ...; null = transformers' default (sdpa where it can)",
     )
     lora: LoraSection | None = setting(None, "LoRA adapter; null (no lora: section) = full fine-tuning (SFT, DPO)")
+    quantization: Literal["4bit", "8bit"] | None = setting(
+        None,
+        "QLoRA: the frozen base is loaded quantized by bitsandbytes (4bit = NF4 with bf16 compute and double "
+        "quantization, about a quarter of bf16's memory; 8bit = LLM.int8), the LoRA adapters train in full "
+        "precision on top and the reference stays the base with adapters disabled. Needs a lora: section and "
+        "pip install 'eulerforge-trl[qlora]'; a merged final/ is merged into the full-precision base. "
+        "null = the base in training.precision",
+    )
     data: DataSection = setting(doc="training and held-out data", factory=DataSection)
     training: TrainingSection = setting(doc="the stage and its optimisation", factory=TrainingSection)
     generation: GenerationSection = setting(

@@ -90,15 +90,30 @@ def load_tokenizer(model_name: str):
     return tokenizer
 
 
-def load_causal_lm(model_name: str, dtype=None, tokenizer=None, attn_implementation: str | None = None):
+def load_causal_lm(
+    model_name: str,
+    dtype=None,
+    tokenizer=None,
+    attn_implementation: str | None = None,
+    quantization: str | None = None,
+):
     """The causal LM for `model_name`; an adapter-only directory is merged into its base.
 
     Args:
         model_name: see the module docstring.
-        dtype: torch dtype of the weights (default float32).
+        dtype: torch dtype of the weights (default float32); with `quantization`, of the modules
+            bitsandbytes leaves alone (embeddings, norms, lm_head).
         tokenizer: when given, the model's pad/eos ids are aligned with it.
         attn_implementation: transformers' attention kernel ("eager", "sdpa", "flash_attention_2",
             ...); None = the enclosing `attention_implementation` block's, else transformers' default.
+        quantization: "4bit" / "8bit": the linear layers loaded quantized by bitsandbytes (the preset's
+            `quantization`, see `quantization_config`), on this process's device; None = full precision.
+
+    Raises:
+        ModelError: `model_name` cannot be loaded; `quantization` without bitsandbytes installed.
+
+    Example:
+        >>> model = load_causal_lm("tiny-qwen3.5", quantization="4bit")  # QLoRA's frozen base
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -108,7 +123,9 @@ def load_causal_lm(model_name: str, dtype=None, tokenizer=None, attn_implementat
     dtype = dtype or torch.float32
     attn_implementation = attn_implementation or _ATTENTION.get()
     attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    if model_name == TINY_MODEL_NAME:
+    if quantization is not None:
+        model = _load_quantized(model_name, dtype, attention, quantization)
+    elif model_name == TINY_MODEL_NAME:
         model = tiny.build_tiny_model(dtype=dtype)
         if attn_implementation:
             _set_attention(model, model_name, attn_implementation)
@@ -134,6 +151,71 @@ def load_causal_lm(model_name: str, dtype=None, tokenizer=None, attn_implementat
     if tokenizer is not None:
         _align_special_tokens(model, tokenizer)
     return model
+
+
+def quantization_config(quantization: str, compute_dtype=None):
+    """transformers' `BitsAndBytesConfig` for the preset's `quantization`.
+
+    4bit is QLoRA's recipe (Dettmers et al., 2023): NF4 weights, double quantization of the scales,
+    matmuls in bf16 (`compute_dtype` to override); 8bit is LLM.int8.
+
+    Raises:
+        ModelError: bitsandbytes is not installed (one line naming the extra that brings it).
+    """
+    import importlib.util
+
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelError(
+            f"quantization={quantization} needs bitsandbytes: pip install 'eulerforge-trl[qlora]' "
+            "(or set quantization=null)"
+        )
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=compute_dtype or torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+    )
+
+
+def is_quantized(model) -> bool:
+    """True for a model (or a peft model around one) whose base bitsandbytes loaded in 4 or 8 bits."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False))
+
+
+def _load_quantized(model_name: str, dtype, attention: dict, quantization: str):
+    """`model_name` with its linear layers quantized on load (bitsandbytes quantizes in `from_pretrained`).
+
+    A model that does not come from a directory (the built-in tiny one, an adapter merged into its
+    base) is written to a temporary directory first and loaded back from it: transformers quantizes
+    only what it loads, and this keeps one quantizing path for every `model_name`.
+    """
+    import tempfile
+
+    from transformers import AutoModelForCausalLM
+
+    from ..runtime import process_state
+
+    config = quantization_config(quantization)
+    device = process_state().device
+    kwargs = dict(dtype=dtype, quantization_config=config, device_map={"": device}, **attention)
+    if model_name == TINY_MODEL_NAME or is_adapter_dir(model_name):
+        full = load_causal_lm(model_name, dtype=dtype)
+        with tempfile.TemporaryDirectory(prefix="eulerforge-quantize-") as tmp:
+            full.save_pretrained(tmp)
+            del full
+            return AutoModelForCausalLM.from_pretrained(tmp, **kwargs)
+    source = local_source(model_name)
+    _check_locatable(source)
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, ImportError, RuntimeError) as err:
+        raise ModelError(_not_loadable(model_name, err, attention.get("attn_implementation"))) from None
 
 
 def architecture_of(model_name: str) -> dict:

@@ -30,6 +30,60 @@ def weights_dtype(preset: Preset):
     return torch.float16 if preset.training.precision == "fp16" else torch.float32
 
 
+def load_base(preset: Preset, tokenizer):
+    """The stage's base model as it trains: `model_name` in `weights_dtype`, or with `quantization`
+    bitsandbytes' frozen quantized base prepared for LoRA training (QLoRA).
+
+    peft's `prepare_model_for_kbit_training` freezes every base weight and casts the modules
+    bitsandbytes left in half precision (norms, embeddings) to fp32 for stable training. Its own
+    gradient checkpointing stays off here: `training.gradient_checkpointing` switches that on, in
+    the trainer, the same way with or without quantization.
+    """
+    from ..models.loading import load_causal_lm
+
+    model = load_causal_lm(
+        preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer, quantization=preset.quantization
+    )
+    if preset.quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
+
+
+def adapters_in_fp32(model) -> None:
+    """Cast the trainable parameters (the LoRA adapters, a reward head) back to fp32.
+
+    TRL's trainers cast a quantized model's trainable weights to bf16 (QLoRA paper's choice, for
+    memory); the adapters are small, and fp32 keeps AdamW's small updates from rounding away, so
+    our adapters train in full precision over the quantized base. A no-op without quantization.
+    """
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
+
+
+def merged_in_full_precision(peft_model, preset: Preset, tokenizer, adapter_name: str = "default"):
+    """`adapter_name` of `peft_model` merged into the base loaded again without quantization.
+
+    A quantized base cannot hold a merged adapter exactly (peft would dequantize, add and round the
+    sum back to 4 or 8 bits) nor load where bitsandbytes is missing: a `final/` trained with
+    `quantization` is the adapter merged into the full-precision `model_name`, QLoRA's usual export.
+    """
+    import tempfile
+
+    from peft import PeftModel
+
+    from ..models.loading import load_causal_lm
+
+    base = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
+    with tempfile.TemporaryDirectory(prefix="eulerforge-merge-") as tmp:
+        peft_model.save_pretrained(tmp, selected_adapters=[adapter_name])
+        return PeftModel.from_pretrained(base, tmp).merge_and_unload()
+
+
 def lora_config(preset: Preset, task_type: str | None = "CAUSAL_LM", **extra):
     """The peft `LoraConfig` for the preset's `lora:` section, or None for full fine-tuning."""
     if preset.lora is None:
@@ -115,15 +169,20 @@ def train_and_save_merged(trainer, preset: Preset, run: RunDir, resume_from, has
     """Train, evaluate the final weights, and write `final/`: the adapter merged into the base.
 
     Merged, so that `final/` loads like any causal LM and the next stage's "adapters disabled"
-    reference is this model.
+    reference is this model; with `quantization`, merged into the full-precision base
+    (`merged_in_full_precision`).
     """
+    if preset.quantization is not None:
+        adapters_in_fp32(trainer.model)  # TRL cast them to bf16; the optimizer is built in train()
     result = trainer.train(resume_from_checkpoint=resume_from)
     metrics = dict(result.metrics)
     if has_eval:
         metrics.update(evaluation_at_end(trainer))
     if trainer.is_world_process_zero():
         model = trainer.model
-        if hasattr(model, "merge_and_unload"):
+        if preset.quantization is not None:
+            model = merged_in_full_precision(model, preset, trainer.processing_class)
+        elif hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
         with atomic_directory(run.final) as tmp:
             model.save_pretrained(tmp)
@@ -185,9 +244,9 @@ def sampling_policy(preset: Preset, tokenizer, adapter_name: str, checkpointing:
     """
     from peft import get_peft_model
 
-    from ..models.loading import clean_generation_config, load_causal_lm
+    from ..models.loading import clean_generation_config
 
-    base = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
+    base = load_base(preset, tokenizer)  # with `quantization`, the quantized base (the reference too)
     clean_generation_config(base, tokenizer)
     if checkpointing:
         enable_activation_checkpointing(base)

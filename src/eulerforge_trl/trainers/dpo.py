@@ -19,7 +19,14 @@ from ..config.schema import Preset
 from ..data.jsonl import load_splits
 from ..models.loading import load_causal_lm, load_tokenizer
 from ..rundir import RunDir
-from .common import common_trainer_args, logging_callbacks, lora_config, train_and_save_merged, weights_dtype
+from .common import (
+    common_trainer_args,
+    load_base,
+    logging_callbacks,
+    lora_config,
+    train_and_save_merged,
+    weights_dtype,
+)
 
 
 def to_dpo_config(preset: Preset, run: RunDir, has_eval: bool) -> DPOConfig:
@@ -64,11 +71,14 @@ def run_dpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     """
     tokenizer = load_tokenizer(preset.model_name)
     train_rows, eval_rows = load_splits(preset.data, preset.training.seed)
-    dtype = weights_dtype(preset)
-    model = load_causal_lm(preset.model_name, dtype=dtype, tokenizer=tokenizer)
+    model = load_base(preset, tokenizer)  # with `quantization`, the quantized base: the reference too
     peft_config = lora_config(preset, "CAUSAL_LM")
     # LoRA: no ref_model, TRL disables the adapter for the reference pass. Full fine-tuning: a frozen copy.
-    ref_model = None if peft_config is not None else load_causal_lm(preset.model_name, dtype=dtype, tokenizer=tokenizer)
+    ref_model = (
+        None
+        if peft_config is not None
+        else load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
+    )
     trainer = DPOTrainer(
         model=model,
         ref_model=ref_model,

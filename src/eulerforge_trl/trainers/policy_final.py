@@ -15,6 +15,7 @@ from pathlib import Path
 from ..config.schema import Preset
 from ..models.loading import pin_adapter_base, resolved_model_name
 from ..rundir import RunDir, atomic_directory, write_final_marker
+from .common import merged_in_full_precision
 
 POLICY = "default"  # peft writes the "default" adapter at the top of a directory: final/ loads as a model
 
@@ -33,7 +34,8 @@ def save_policy_final(
     """Write `run.final`: the `POLICY` adapter of `model`, the tokenizer, preset.yml, the marker.
 
     Args:
-        merged: also write `final/merged`, the adapter merged into a copy of the base.
+        merged: also write `final/merged`, the adapter merged into a copy of the base (with
+            `quantization`, into the full-precision base loaded again).
         extra: writes stage-specific files into the temporary directory (PPO: the critic).
     """
     with atomic_directory(run.final) as tmp:
@@ -44,7 +46,11 @@ def save_policy_final(
             extra(tmp)
         if run.preset.is_file():
             shutil.copy(run.preset, tmp / "preset.yml")
-        if merged:
+        if merged and preset.quantization is not None:
+            full = merged_in_full_precision(model, preset, tokenizer, POLICY)  # not into the 4/8-bit weights
+            full.save_pretrained(tmp / "merged")
+            tokenizer.save_pretrained(tmp / "merged")
+        elif merged:
             full = copy.deepcopy(model).merge_and_unload(adapter_names=[POLICY])
             full.save_pretrained(tmp / "merged")
             tokenizer.save_pretrained(tmp / "merged")

@@ -19,12 +19,12 @@ from ..data.render import reward_ids
 from ..errors import ModelError
 from ..models.backbone import final_hidden, gather_last_hidden
 from ..models.fingerprint import base_identity
-from ..models.loading import load_causal_lm, load_tokenizer, pin_adapter_base, resolved_model_name
+from ..models.loading import load_tokenizer, pin_adapter_base, resolved_model_name
 from ..models.reward_files import save_reward_files
 from ..models.reward_head import RewardHead
 from ..models.scorer import load_reward_model, score
 from ..rundir import RunDir, append_metrics, atomic_directory, write_final_marker
-from .common import common_trainer_args, logging_callbacks, lora_config, weights_dtype
+from .common import adapters_in_fp32, common_trainer_args, load_base, logging_callbacks, lora_config
 
 
 def to_reward_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> RewardConfig:
@@ -61,6 +61,11 @@ def sequence_classifier_on(causal_lm, model_name: str):
     hidden = causal_lm.get_input_embeddings().weight.shape[1]
     classifier.score = RewardHead(hidden).linear.to(device=causal_lm.device, dtype=torch.float32)
     classifier.config.pad_token_id = causal_lm.config.pad_token_id
+    # a quantized stack: peft must wrap its bitsandbytes layers with its bnb LoRA layers, which it
+    # decides from these attributes that from_pretrained set on the causal LM only
+    for name in ("is_loaded_in_4bit", "is_loaded_in_8bit", "is_quantized", "quantization_method", "hf_quantizer"):
+        if hasattr(causal_lm, name):
+            setattr(classifier, name, getattr(causal_lm, name))
     return classifier
 
 
@@ -95,7 +100,7 @@ def tokenized_pairs(rows: list[dict], tokenizer):
 def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     tokenizer = load_tokenizer(preset.model_name)
     train_rows, eval_rows = split_rows(preset.data, preset.training.seed)
-    causal_lm = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
+    causal_lm = load_base(preset, tokenizer)  # with `quantization`, the quantized base (QLoRA)
     base_name = resolved_model_name(preset.model_name)
     identity = base_identity(causal_lm, base_name)
     trainer = RewardTrainer(
@@ -107,6 +112,8 @@ def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         peft_config=lora_config(preset, "SEQ_CLS"),  # SEQ_CLS makes peft train and save `score`
         callbacks=logging_callbacks(preset, run),
     )
+    if preset.quantization is not None:
+        adapters_in_fp32(trainer.model)  # the adapter and the head train in fp32 over the quantized base
     result = trainer.train(resume_from_checkpoint=resume_from)
     metrics = dict(result.metrics)
     if trainer.is_world_process_zero():

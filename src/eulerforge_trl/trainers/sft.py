@@ -21,9 +21,9 @@ from ..config.schema import Preset
 from ..data import render
 from ..data.jsonl import is_conversational, split_rows, to_trainer_columns
 from ..errors import DataError
-from ..models.loading import load_causal_lm, load_tokenizer
+from ..models.loading import load_tokenizer
 from ..rundir import RunDir
-from .common import common_trainer_args, logging_callbacks, lora_config, train_and_save_merged, weights_dtype
+from .common import common_trainer_args, load_base, logging_callbacks, lora_config, train_and_save_merged
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def run_sft(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     """Train, evaluate and write `final/`; returns the final metrics."""
     tokenizer = load_tokenizer(preset.model_name)
     train_rows, eval_rows = sft_datasets(preset, tokenizer)
-    model = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
+    model = load_base(preset, tokenizer)
     trainer = SFTTrainer(
         model=model,
         args=to_sft_config(preset, run, eval_rows is not None, tokenizer),
