@@ -44,7 +44,14 @@ from ..models.scorer import REWARD_ADAPTER
 from ..rewards.functions import call_reward_function
 from ..rewards.sources import FUNCS_KEY, RM_NAME, RewardFunction, RewardModelSource, RewardSources
 from ..rundir import RunDir, append_jsonl, checkpoint_step, trim_metrics
-from .common import common_trainer_args, evaluation_at_end, logging_callbacks, sampling_policy, weights_dtype
+from .common import (
+    adapters_in_fp32,
+    common_trainer_args,
+    evaluation_at_end,
+    logging_callbacks,
+    sampling_policy,
+    weights_dtype,
+)
 from .grpo_generation import grpo_generation_args
 from .policy_final import POLICY, save_policy_final
 
@@ -302,6 +309,8 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    if preset.quantization is not None:
+        adapters_in_fp32(model)  # TRL casts a quantized model's trainable weights to bf16: ours train in fp32
     if "ref" in model.peft_config:
         # TRL copies a PeftModel's adapter as "ref" for a re-trained adapter; ours starts at zero
         # (LoRA B = 0), so the SFT model with adapters disabled is the same reference without a copy
