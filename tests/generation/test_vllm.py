@@ -59,7 +59,7 @@ def test_engine_samples_the_policy_weights_after_every_push():
     )
     stop = tokenizer.eos_token_id
     sampler = build_sampler(
-        GenerationSection(backend="vllm"),
+        GenerationSection(backend="vllm", vllm_enforce_eager=True),  # no compile: a faster start for a test
         model,
         tokenizer,
         adapter="default",
@@ -128,6 +128,7 @@ def test_ppo_with_vllm_learns_and_its_engine_follows_the_trainer(tmp_path, tiny_
         "training.reward_model.checkpoint_path=",
         f"training.reward_funcs=[{functions}:pleasant_count]",
         "generation.backend=vllm",
+        "generation.vllm_enforce_eager=true",  # no compile: a faster start for a test
         f"training.max_steps={steps}",
         f"training.save_steps={steps}",
         "training.lr=2e-3",
