@@ -361,7 +361,9 @@ def start(args: argparse.Namespace) -> tuple[str, str]:
     """
     import eulerforge_trl
 
-    eulerforge_trl.enable_cpu_huge_pages()
+    enable = getattr(eulerforge_trl, "enable_cpu_huge_pages", None)  # older revisions set it at import (ab.py)
+    if enable is not None:
+        enable()
     device = choose_device(args.device)
     import torch
 
