@@ -29,7 +29,9 @@ def test_scores_are_clipped_before_the_kl_shaping():
     zeros = torch.zeros(2, 3)
     args = (torch.tensor([True, True]), mask, zeros, zeros, zeros)
     clipped = ppo_targets(torch.tensor([10.0, -1.0]), *args, cfg)
-    plain = ppo_targets(torch.tensor([2.0, -1.0]), *args, PPOSection(kl_coef=0.0, missing_eos_penalty=None, gamma=1.0, lam=1.0))
+    plain = ppo_targets(
+        torch.tensor([2.0, -1.0]), *args, PPOSection(kl_coef=0.0, missing_eos_penalty=None, gamma=1.0, lam=1.0)
+    )
     assert torch.allclose(clipped.returns, plain.returns)  # 10 counted as 2
     assert clipped.returns[0, 0] == pytest.approx(2.0) and clipped.returns[1, 0] == pytest.approx(-1.0)
 
