@@ -199,7 +199,9 @@ class PPOTrainer(PPOUpdate):
         self.step += 1
         self._last = (roll, targets, scores, rows)
         timer.stop()
-        return self._step_metrics(roll, targets, scores, parts, update_stats, timer)  # 7
+        metrics = self._step_metrics(roll, targets, scores, parts, update_stats, timer)  # 7
+        self.kl.update(metrics["kl_divergence"], len(roll) * self.accelerator.num_processes)  # next step's beta
+        return metrics
 
     def _step_metrics(self, roll, targets, scores, parts, update_stats, timer: PhaseTimer) -> dict:
         """7. The step's numbers (`metrics.step_numbers`) averaged over processes, the learning rate, timings."""
@@ -209,7 +211,6 @@ class PPOTrainer(PPOUpdate):
         metrics = {"step": self.step, **{k: v.item() for k, v in zip(keys, reduced)}}
         metrics["learning_rate"] = self.scheduler.get_last_lr()[0]
         metrics["kl_coef"] = self.kl.value  # the coefficient this step's rewards used
-        self.kl.update(metrics["kl_divergence"], len(roll) * self.accelerator.num_processes)
         generated = roll.response_mask.sum().item() * self.accelerator.num_processes
         # what reward functions logged with log_metric, under their own names as TRL logs them
         return {**metrics, **timer.metrics(generated_tokens=generated), **self.rewards.pop_logged_metrics()}
