@@ -65,6 +65,13 @@ class PPOSection:
         "kl_coef is multiplied by 1 + clip(KL / target_kl - 1, -0.2, 0.2) x samples / kl_horizon, so the "
         "sequence KL to the reference (kl_divergence) tends to target_kl; kl_coef is its start. null = fixed kl_coef",
     )
+    use_kl_loss: bool = setting(
+        False,
+        "put the KL to the reference in the policy loss (kl_coef x the mean per-token kl_estimator over response "
+        "tokens, differentiated through the current policy; GRPO's and verl's use_kl_loss) instead of subtracting "
+        "it from the rewards; the rewards are then the score alone. Needs kl_estimator k2 or k3 (k1's gradient "
+        "is zero in expectation); target_kl adapts the coefficient either way",
+    )
     kl_horizon: int = setting(
         10000, "[horizon] samples over which the adaptive controller corrects a KL error (smaller = faster)"
     )
@@ -136,6 +143,11 @@ class PPOSection:
             (self.clip_range_value > 0, f"training.ppo.clip_range_value ({self.clip_range_value}) must be > 0"),
             (self.epochs >= 1, f"training.ppo.epochs ({self.epochs}) must be >= 1"),
             (self.target_kl is None or self.target_kl > 0, f"training.ppo.target_kl ({self.target_kl}) must be > 0"),
+            (
+                not self.use_kl_loss or self.kl_estimator != "k1",
+                "training.ppo.use_kl_loss needs training.ppo.kl_estimator k3 (GRPO's) or k2: k1 = log pi - log pi_ref "
+                "has a zero expected gradient as a loss",
+            ),
             (self.kl_horizon >= 1, f"training.ppo.kl_horizon ({self.kl_horizon}) must be >= 1"),
             (
                 self.score_clip is None or self.score_clip > 0,

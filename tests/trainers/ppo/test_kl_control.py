@@ -64,3 +64,55 @@ def test_the_trainer_adapts_logs_and_checkpoints_the_coefficient(tmp_path):
     resumed = PPOTrainer(preset, RunDir(tmp_path / "out"))
     resumed.load_checkpoint(tmp_path / "out" / "checkpoints" / "checkpoint-3")
     assert resumed.kl.value == pytest.approx(trainer.kl.value) and trainer.kl.value != 0.1
+
+
+def test_with_the_kl_in_the_loss_the_rewards_are_the_score_alone():
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    logprobs, ref = torch.tensor([[-1.0, -1.0, -1.0]]), torch.tensor([[-2.0, -2.0, -2.0]])
+    common = dict(kl_coef=0.5, kl_estimator="k3", missing_eos_penalty=None, gamma=1.0, lam=1.0)
+    args = (torch.tensor([1.0]), torch.tensor([True]), mask, logprobs, ref, torch.zeros(1, 3))
+    in_loss = ppo_targets(*args, PPOSection(use_kl_loss=True, **common))
+    in_reward = ppo_targets(*args, PPOSection(**common))
+    assert torch.allclose(in_loss.returns, torch.ones(1, 3))  # gamma = lam = 1: every return is the score
+    assert (in_reward.returns < 1.0).all()  # the KL penalty was subtracted
+    assert torch.allclose(in_loss.kl, in_reward.kl) and (in_loss.kl > 0).all()  # still measured
+    assert torch.equal(in_loss.ref_logprobs, ref)
+
+
+def test_use_kl_loss_refuses_the_k1_estimator(tmp_path):
+    from eulerforge_trl.errors import PresetError
+
+    from .test_ppo_trainer import tiny_ppo_preset
+
+    with pytest.raises(PresetError, match="training.ppo.use_kl_loss needs training.ppo.kl_estimator"):
+        tiny_ppo_preset(tmp_path, "training.ppo.use_kl_loss=true")
+
+
+def test_the_kl_loss_holds_the_policy_near_the_reference(tmp_path):
+    """Same runs, the KL coefficient in the loss at 0 and at 20. With the KL in the loss the rewards
+    ignore the coefficient, so only the loss term can tell them apart: the policy's KL to the
+    reference during the updates (`kl_loss`, k3 per token) must be much lower with 20."""
+    from eulerforge_trl.rundir import RunDir, read_metrics
+    from eulerforge_trl.trainers.ppo.trainer import PPOTrainer
+
+    from .test_ppo_trainer import tiny_ppo_preset
+
+    kl_during_updates = {}
+    for coef in (0.0, 20.0):
+        out = tmp_path / f"coef{coef}"
+        preset = tiny_ppo_preset(
+            tmp_path,
+            "training.max_steps=2",
+            "training.lr=5e-3",
+            "training.lr_scheduler=constant",
+            "training.ppo.epochs=4",
+            "training.ppo.use_kl_loss=true",
+            "training.ppo.kl_estimator=k3",
+            f"training.ppo.kl_coef={coef}",
+        )
+        RunDir(out).root.mkdir(parents=True)
+        PPOTrainer(preset, RunDir(out)).train()
+        records = [r for r in read_metrics(out / "metrics.jsonl") if "kl_loss" in r]
+        assert len(records) == 2
+        kl_during_updates[coef] = sum(r["kl_loss"] for r in records)
+    assert kl_during_updates[20.0] < 0.5 * kl_during_updates[0.0], kl_during_updates

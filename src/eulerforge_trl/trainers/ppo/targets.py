@@ -2,6 +2,7 @@
 
 Phases 4-5 of a step: per-token rewards (the KL penalty to the reference on every token, the
 normalised and EOS-penalised sequence score on the last), then GAE advantages and value targets.
+With `use_kl_loss` the rewards are the score alone: the KL goes into the policy loss instead.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Targets:
     logprobs: torch.Tensor  # log pi_old(token), temperature-scaled
     values: torch.Tensor  # V_old(state before each token)
     kl: torch.Tensor  # per-token KL estimate to the reference
+    ref_logprobs: torch.Tensor  # log pi_ref(token), temperature-scaled (the KL loss's anchor)
     advantages: torch.Tensor  # whitened GAE advantages
     returns: torch.Tensor  # value targets
 
@@ -51,7 +53,7 @@ def ppo_targets(
     if cfg.score_clip is not None:  # one outlier must not dominate the batch
         scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
     scores = losses.penalize_missing_eos(scores, contains_eos, cfg.missing_eos_penalty, cfg.missing_eos_mode)
-    beta = cfg.kl_coef if kl_coef is None else kl_coef
+    beta = 0.0 if cfg.use_kl_loss else cfg.kl_coef if kl_coef is None else kl_coef
     rewards, kl = losses.shape_rewards(scores, logprobs, ref_logprobs, mask, beta, cfg.kl_estimator)
     if cfg.whiten_rewards:
         rewards = losses.masked_whiten(rewards, mask, shift_mean=False)
@@ -60,6 +62,7 @@ def ppo_targets(
         logprobs=logprobs,
         values=values,
         kl=kl,
+        ref_logprobs=ref_logprobs,
         advantages=losses.masked_whiten(advantages, mask),
         returns=returns,
     )

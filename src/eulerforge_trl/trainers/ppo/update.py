@@ -16,7 +16,7 @@ from .targets import Targets
 
 class PPOUpdate:
     """The update phase; `PPOTrainer` provides model, critic, optimizer, cfg, preset, step, device,
-    accelerator and the parameter lists it reads."""
+    accelerator, the KL controller `kl` and the parameter lists it reads."""
 
     def update(self, roll: Rollout, targets: Targets, fused: Forward | None = None) -> dict[str, torch.Tensor]:
         """6. `epochs` passes of minibatch updates with the clipped objectives.
@@ -49,6 +49,13 @@ class PPOUpdate:
         )
         entropy_mean = losses.masked_mean(forward.entropy, mask)
         loss = pg_loss - cfg.entropy_coef * entropy_mean
+        kl_stats = {}
+        if cfg.use_kl_loss:  # the KL to the reference in the loss, differentiated through the current policy
+            kl_loss = losses.masked_mean(
+                losses.kl_per_token(forward.logprobs, targets.ref_logprobs[idx], cfg.kl_estimator), mask
+            )
+            loss = loss + self.kl.value * kl_loss
+            kl_stats = {"kl_loss": kl_loss.detach()}
         if not self.critic.in_policy_pass:
             loss.backward()  # free the policy's graph before the critic's own pass
             loss = 0.0
@@ -75,6 +82,7 @@ class PPOUpdate:
             "grad_norm_critic": critic_norm.detach(),
             **pg_stats,
             **vf_stats,
+            **kl_stats,
         }
 
     def _sequences(self, roll: Rollout, idx=None) -> tuple[torch.Tensor, torch.Tensor, int]:
