@@ -44,11 +44,16 @@ demo-real: install
 		--set ppo.generation.backend=$$backend
 	$(BIN)/python examples/judge_samples.py outputs/smollm2/03_ppo/eval_samples.jsonl
 
+# Two pytest workers (pytest-xdist), one file each at a time: the tests run one intra-op thread
+# each (tests/conftest.py), so a second worker uses the second core. PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
