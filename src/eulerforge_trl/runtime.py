@@ -57,10 +57,18 @@ def use_cpu() -> bool:
 
 
 def process_state():
-    """The shared accelerate `PartialState` (the first call decides the backend for the process)."""
+    """The shared accelerate `PartialState` (the first call decides the backend for the process).
+
+    CPU processes launched with an FSDP2 config are made to shard here (`distributed.shard_cpu_processes`).
+    """
     from accelerate import PartialState
 
-    return PartialState(cpu=use_cpu())
+    from .distributed import requested_sharding, shard_cpu_processes
+
+    state = PartialState(cpu=use_cpu())
+    if use_cpu() and requested_sharding() == "fsdp2":
+        shard_cpu_processes()
+    return state
 
 
 RANK_DIGEST_ENV = "EULERFORGE_RANK_DIGEST_DIR"
@@ -81,6 +89,38 @@ def write_rank_digest(named_parameters) -> None:
     digest = hashlib.sha256()
     for name, param in sorted(named_parameters, key=lambda item: item[0]):
         digest.update(name.encode())
-        digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
+        digest.update(_full(param.detach()).float().cpu().contiguous().numpy().tobytes())
     Path(directory).mkdir(parents=True, exist_ok=True)
     (Path(directory) / f"rank{process_state().process_index}.txt").write_text(digest.hexdigest() + "\n")
+
+
+def write_rank_holdings(model) -> None:
+    """If $EULERFORGE_RANK_DIGEST_DIR is set, each rank writes `rank<i>.json`: how many parameter
+    elements it stores (`held`) of how many the model has (`total`), trainable ones apart.
+
+    Under FSDP2 a parameter is a DTensor whose local shard is what this process stores; a plain
+    tensor is stored whole. The sharding tests read these files: each rank must hold about 1/N.
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    directory = os.environ.get(RANK_DIGEST_ENV)
+    if not directory:
+        return
+    counts = {"held": 0, "total": 0, "trainable_held": 0, "trainable_total": 0, "sharded_tensors": 0}
+    for param in model.parameters():  # shared (tied) weights once
+        local = param.to_local() if hasattr(param, "to_local") else param
+        counts["held"] += local.numel()
+        counts["total"] += param.numel()
+        counts["sharded_tensors"] += int(local is not param)
+        if param.requires_grad:
+            counts["trainable_held"] += local.numel()
+            counts["trainable_total"] += param.numel()
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    (Path(directory) / f"rank{process_state().process_index}.json").write_text(json.dumps(counts) + "\n")
+
+
+def _full(tensor):
+    """The whole tensor: a DTensor shard gathered from every rank (a collective: all ranks call it)."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
