@@ -59,10 +59,9 @@ def shard_cpu_processes() -> None:
     state = AcceleratorState()
     if state.distributed_type != DistributedType.MULTI_CPU or state.num_processes < 2:
         return
-    plugin = FullyShardedDataParallelPlugin()  # reads FSDP_* as accelerate does
+    state.fsdp_plugin = FullyShardedDataParallelPlugin()  # reads FSDP_* as accelerate does
     if state.mixed_precision != "no":
-        plugin.set_mixed_precision(state.mixed_precision)
-    state.fsdp_plugin = plugin
+        state.fsdp_plugin.set_mixed_precision(state.mixed_precision)
     state.distributed_type = DistributedType.FSDP
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
@@ -104,14 +103,22 @@ def check_sharding(stage: str, on_cpu: bool) -> None:
 def sharded_trainer_args() -> dict:
     """`TrainingArguments` fields that keep a sharded process state (empty when nothing is sharded).
 
-    transformers resets accelerate's shared state when it sets up its devices, unless told to use
-    the configured one; without this the promotion of `shard_cpu_processes` would be undone.
+    transformers resets accelerate's shared state when it sets up its devices unless told to use the
+    configured one; without this the promotion of `shard_cpu_processes` would be undone. Each
+    trainer also gets a fresh FSDP plugin, as accelerate gives each `Accelerator` on GPUs: preparing
+    a model fixes the plugin's wrap policy to that model's layer classes, and a pipeline runs
+    several stages in one process.
     """
     from accelerate.state import AcceleratorState
-    from accelerate.utils import DistributedType
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
-    if AcceleratorState._shared_state.get("distributed_type") != DistributedType.FSDP:
+    state = AcceleratorState._shared_state
+    if state.get("distributed_type") != DistributedType.FSDP or not state.get("_cpu"):
         return {}
+    plugin = FullyShardedDataParallelPlugin()
+    if state["_mixed_precision"] != "no":
+        plugin.set_mixed_precision(state["_mixed_precision"])
+    state["fsdp_plugin"] = plugin
     return {"accelerator_config": {"use_configured_state": True}}
 
 

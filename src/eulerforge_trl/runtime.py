@@ -98,8 +98,9 @@ def write_rank_holdings(model) -> None:
     """If $EULERFORGE_RANK_DIGEST_DIR is set, each rank writes `rank<i>.json`: how many parameter
     elements it stores (`held`) of how many the model has (`total`), trainable ones apart.
 
-    Under FSDP2 a parameter is a DTensor whose local shard is what this process stores; a plain
-    tensor is stored whole. The sharding tests read these files: each rank must hold about 1/N.
+    Under FSDP2 a parameter is a DTensor whose local shard is what this process stores; under
+    DeepSpeed ZeRO-3 the partition is `param.ds_tensor` (`param.ds_numel` the whole); a plain tensor
+    is stored whole. The sharding tests read these files: each rank must hold about 1/N.
     """
     import json
     import os
@@ -110,13 +111,17 @@ def write_rank_holdings(model) -> None:
         return
     counts = {"held": 0, "total": 0, "trainable_held": 0, "trainable_total": 0, "sharded_tensors": 0}
     for param in model.parameters():  # shared (tied) weights once
-        local = param.to_local() if hasattr(param, "to_local") else param
-        counts["held"] += local.numel()
-        counts["total"] += param.numel()
-        counts["sharded_tensors"] += int(local is not param)
+        if hasattr(param, "ds_tensor"):
+            held, total = param.ds_tensor.numel(), param.ds_numel
+        else:
+            held = param.to_local().numel() if hasattr(param, "to_local") else param.numel()
+            total = param.numel()
+        counts["held"] += held
+        counts["total"] += total
+        counts["sharded_tensors"] += int(hasattr(param, "ds_tensor") or hasattr(param, "to_local"))
         if param.requires_grad:
-            counts["trainable_held"] += local.numel()
-            counts["trainable_total"] += param.numel()
+            counts["trainable_held"] += held
+            counts["trainable_total"] += total
     Path(directory).mkdir(parents=True, exist_ok=True)
     (Path(directory) / f"rank{process_state().process_index}.json").write_text(json.dumps(counts) + "\n")
 
