@@ -1,7 +1,7 @@
 """Sharded training (FSDP2) on 2 CPU processes (gloo), against data parallelism (DDP) on the same 2.
 
-SFT, RM and DPO run once under each config (`examples/accelerate/multi_cpu_2proc.yaml` and
-`fsdp2_cpu_2proc.yaml`), the three stages in one launch per config (tests/multiprocess_stages.py).
+SFT, RM, DPO and GRPO run once under each config (`examples/accelerate/multi_cpu_2proc.yaml` and
+`fsdp2_cpu_2proc.yaml`), the four stages in one launch per config (tests/multiprocess_stages.py).
 Both see the same rows in the same order and start from the same weights, so the sharded run must
 reproduce the replicated one step for step: the losses agree to LOSS_RTOL (only the order of
 floating-point sums differs, reduce-scatter against all-reduce). Each rank writes what it holds
@@ -20,14 +20,14 @@ import pytest
 
 from eulerforge_trl.rundir import read_metrics
 
-pytestmark = pytest.mark.slow  # two launches of 2 processes, 3 stages each: ~3 min on 2 shared cores
+pytestmark = pytest.mark.slow  # two launches of 2 processes, 4 stages each: ~4 min on 2 shared cores
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "ddp": REPO / "examples" / "accelerate" / "multi_cpu_2proc.yaml",
     "fsdp2": REPO / "examples" / "accelerate" / "fsdp2_cpu_2proc.yaml",
 }
-STAGES = ("sft", "rm", "dpo")
+STAGES = ("sft", "rm", "dpo", "grpo")
 STEPS = 4
 # Measured here (torch 2.13, 2 ranks): the sharded losses equal the replicated ones to the last bit
 # over the 4 steps of every stage; the tolerance leaves room for other reduction orders (more
@@ -36,15 +36,25 @@ LOSS_RTOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_argv, tiny_sft_final) -> Path:
+def runs(tmp_path_factory, tiny_argv, tiny_sft_final, tiny_rm_final) -> Path:
     """`<root>/<config>/<stage>/` (output dir) and `<root>/<config>/<stage>.ranks/` (what each rank wrote)."""
     root = tmp_path_factory.mktemp("fsdp")
     overrides = [f"training.max_steps={STEPS}", "training.batch_size=4", "training.logging_steps=1"]
+    extra = {
+        "sft": [],
+        "rm": [f"model_name={tiny_sft_final}"],
+        "dpo": [f"model_name={tiny_sft_final}"],
+        "grpo": [
+            f"model_name={tiny_sft_final}",
+            f"training.reward_model.checkpoint_path={tiny_rm_final}",
+            "training.grpo.max_completion_length=8",
+            "training.save_steps=100",
+        ],
+    }
     for name, config in CONFIGS.items():
         plan = []
         for stage in STAGES:
-            extra = [] if stage == "sft" else [f"model_name={tiny_sft_final}"]
-            argv = tiny_argv(f"tiny_{stage}.yml", root / name / stage, *overrides, *extra)
+            argv = tiny_argv(f"tiny_{stage}.yml", root / name / stage, *overrides, *extra[stage])
             plan.append({"argv": argv, "digests": str(root / name / f"{stage}.ranks")})
         (root / f"{name}.json").write_text(json.dumps(plan))
         command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
@@ -67,8 +77,8 @@ def holdings(runs: Path, config: str, stage: str) -> list[dict]:
     return [json.loads(f.read_text()) for f in files]
 
 
-def losses(out: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["loss"]) for r in read_metrics(out / "metrics.jsonl") if "loss" in r and "epoch" in r]
+def losses(out: Path, key: str = "loss") -> list[tuple[int, float]]:
+    return [(r["step"], r[key]) for r in read_metrics(out / "metrics.jsonl") if key in r and "epoch" in r]
 
 
 def test_an_fsdp_launch_no_longer_runs_ddp(runs):
@@ -90,11 +100,13 @@ def test_each_rank_holds_half_of_the_weights_when_sharded(runs, stage):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_sharded_run_matches_the_data_parallel_one_step_for_step(runs, stage):
-    ddp, fsdp = losses(runs / "ddp" / stage), losses(runs / "fsdp2" / stage)
-    assert [s for s, _ in fsdp] == [s for s, _ in ddp] == list(range(1, STEPS + 1))
-    for (step, expected), (_, got) in zip(ddp, fsdp, strict=True):
-        assert got == pytest.approx(expected, rel=LOSS_RTOL), f"{stage} step {step}"
-    assert fsdp[-1][1] != fsdp[0][1]  # it trained
+    # GRPO: the rewards too (both sample the same completions from the same weights and seeds)
+    for key in ("loss", "reward_mean") if stage == "grpo" else ("loss",):
+        ddp, fsdp = losses(runs / "ddp" / stage, key), losses(runs / "fsdp2" / stage, key)
+        assert [s for s, _ in fsdp] == [s for s, _ in ddp] == list(range(1, STEPS + 1))
+        for (step, expected), (_, got) in zip(ddp, fsdp, strict=True):
+            assert got == pytest.approx(expected, rel=LOSS_RTOL, abs=1e-6), f"{stage} {key} step {step}"
+        assert len({value for _, value in fsdp}) > 1  # it trained (or sampled) something
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -140,3 +152,43 @@ def test_ppo_refuses_sharding_in_one_line(tmp_path, tiny_argv, tiny_sft_final, t
     assert len(err) == 1 and err[0].startswith("error: training.type ppo cannot be sharded"), err
     assert "multi_cpu_2proc.yaml" in err[0] and "FSDP2" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "error: the accelerate config asks for FSDP version 1"),
+        ({"ACCELERATE_USE_DEEPSPEED": "true"}, "error: the accelerate config asks for DeepSpeed"),
+    ],
+)
+def test_what_cannot_shard_on_cpus_refuses_in_one_line(env, message, tmp_path, tiny_argv, monkeypatch, capsys):
+    """Rather than train replicated under a sharding config, say what to use instead."""
+    from eulerforge_trl.train import main
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(tiny_argv("tiny_sft.yml", tmp_path / "out", "training.max_steps=1")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message), err
+    assert "fsdp2_cpu_2proc.yaml" in err[0]
+
+
+def test_deepspeed_zero3_partitions_the_weights(tmp_path, tiny_argv):
+    """ZeRO-3 needs `deepspeed` and GPUs: on this project's CPU machine `pip install deepspeed` fails to
+    build (deepspeed 0.19.8 against torch 2.13's cpp_extension), so the config is GPU-only."""
+    pytest.importorskip("deepspeed", reason="deepspeed is not installed (GPU-only here: it does not build on the CPU)")
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("DeepSpeed ZeRO-3 is tested on 2 GPUs; this machine has fewer")
+    out, ranks = tmp_path / "out", tmp_path / "ranks"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+    command += [str(REPO / "examples" / "accelerate" / "deepspeed_zero3.yaml"), "--main_process_port", "0"]
+    command += ["-m", "eulerforge_trl.train", *tiny_argv("tiny_sft.yml", out, "training.max_steps=2")]
+    env = {**os.environ, "EULERFORGE_RANK_DIGEST_DIR": str(ranks)}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for f in sorted(ranks.glob("rank*.json")):
+        held = json.loads(f.read_text())
+        assert 0.45 < held["held"] / held["total"] < 0.55, held
+    assert (out / "final" / "model.safetensors").is_file()

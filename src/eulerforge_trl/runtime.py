@@ -96,7 +96,8 @@ def write_rank_digest(named_parameters) -> None:
 
 def write_rank_holdings(model) -> None:
     """If $EULERFORGE_RANK_DIGEST_DIR is set, each rank writes `rank<i>.json`: how many parameter
-    elements it stores (`held`) of how many the model has (`total`), trainable ones apart.
+    elements it stores (`held`) of how many the model has (`total`), trainable ones apart, and its
+    peak resident memory so far (`peak_rss_mb`).
 
     Under FSDP2 a parameter is a DTensor whose local shard is what this process stores; under
     DeepSpeed ZeRO-3 the partition is `param.ds_tensor` (`param.ds_numel` the whole); a plain tensor
@@ -122,8 +123,28 @@ def write_rank_holdings(model) -> None:
         if param.requires_grad:
             counts["trainable_held"] += held
             counts["trainable_total"] += total
+    counts["peak_rss_mb"] = peak_rss_mb()  # this process's memory high-water mark up to the end of training
+    counts["rss_mb"] = rss_mb()  # what it holds at the end of training
     Path(directory).mkdir(parents=True, exist_ok=True)
     (Path(directory) / f"rank{process_state().process_index}.json").write_text(json.dumps(counts) + "\n")
+
+
+def rss_mb() -> float:
+    """The process's resident memory now, in MiB (Linux's /proc/self/status; 0 elsewhere)."""
+    from pathlib import Path
+
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        return 0.0
+    line = next((x for x in status.read_text().splitlines() if x.startswith("VmRSS:")), "VmRSS: 0 kB")
+    return int(line.split()[1]) / 1024
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far, in MiB (Linux reports `ru_maxrss` in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _full(tensor):
