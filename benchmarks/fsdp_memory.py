@@ -4,11 +4,12 @@
     .venv/bin/python benchmarks/fsdp_memory.py --full               # the same without LoRA (every weight trains)
     .venv/bin/python benchmarks/fsdp_memory.py --preset tiny_sft.yml --steps 2
 
-Launches `eulerforge_trl.train` twice through `accelerate launch`, with
-examples/accelerate/multi_cpu_2proc.yaml and fsdp2_cpu_2proc.yaml, and prints per rank: the
+Launches `eulerforge_trl.train` three times through `accelerate launch`, with
+examples/accelerate/multi_cpu_2proc.yaml, fsdp2_cpu_2proc.yaml and the latter with
+`fsdp_cpu_ram_efficient_loading: true` ("fsdp2-rank0-loads"), and prints per rank: the
 parameter elements it holds (of the model's total), its RSS at the end of training (what it keeps:
 weights, gradients, optimizer state), its peak RSS up to then (loading included: every rank
-loads the whole model before it is sharded unless `fsdp_cpu_ram_efficient_loading`) and at exit
+loads the whole model before it is sharded) and at exit
 (after `final/` is written: sharded, rank 0 gathers the whole model there). Ends with one JSON line.
 Measure on a quiet machine; RSS includes the ~0.5 GB of torch, transformers and TRL themselves.
 """
@@ -43,6 +44,17 @@ def worker(out: Path, argv: list[str]) -> int:
     return code
 
 
+def config_file(config: str, root: Path) -> Path:
+    """The accelerate config; "fsdp2-rank0-loads" is fsdp2_cpu_2proc.yaml with
+    `fsdp_cpu_ram_efficient_loading: true` (rank 0 reads the weights, the others get their shards)."""
+    if config != "fsdp2-rank0-loads":
+        return CONFIGS[config]
+    text = CONFIGS["fsdp2"].read_text()
+    path = root / "fsdp2_rank0_loads.yaml"
+    path.write_text(text.replace("fsdp_cpu_ram_efficient_loading: false", "fsdp_cpu_ram_efficient_loading: true"))
+    return path
+
+
 def run(config: str, preset: str, steps: int, full: bool, root: Path) -> list[dict]:
     out = root / config
     out.mkdir(parents=True)
@@ -51,7 +63,7 @@ def run(config: str, preset: str, steps: int, full: bool, root: Path) -> list[di
         argv += ["--set", item]
     if full:
         argv += ["--set", "lora=null"]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS[config])]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file(config, root))]
     command += ["--main_process_port", "0", __file__, "--worker", str(out), *argv]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
@@ -74,15 +86,16 @@ def main() -> int:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="fsdp-memory-") as tmp:
-        for config in CONFIGS:
+        for config in (*CONFIGS, "fsdp2-rank0-loads"):
             rows += run(config, args.preset, args.steps, args.full, Path(tmp))
     print(
-        f"{'config':6} {'rank':>4} {'held params':>14} {'of':>12} {'trainable held':>15} {'peak RSS train':>15} {'at exit':>9}"
+        f"{'config':17} {'rank':>4} {'held params':>12} {'of':>12} {'trainable held':>14} "
+        f"{'RSS end of train':>16} {'peak RSS train':>14} {'peak at exit':>12}"
     )
     for r in rows:
         print(
-            f"{r['config']:6} {r['rank']:>4} {r['held']:>14,} {r['total']:>12,} {r['trainable_held']:>15,} "
-            f"{r['peak_rss_mb']:>12.0f} MB {r['peak_rss_mb_at_exit']:>6.0f} MB"
+            f"{r['config']:17} {r['rank']:>4} {r['held']:>12,} {r['total']:>12,} {r['trainable_held']:>14,} "
+            f"{r['rss_mb']:>13.0f} MB {r['peak_rss_mb']:>11.0f} MB {r['peak_rss_mb_at_exit']:>9.0f} MB"
         )
     print(json.dumps({"preset": args.preset, "steps": args.steps, "full": args.full, "ranks": rows}))
     return 0
