@@ -195,30 +195,30 @@ def train_and_save_merged(trainer, preset: Preset, run: RunDir, resume_from, has
     return metrics
 
 
-def trained_model_to_save(trainer, build):
+def trained_model_to_save(trainer, build, model=None):
     """The trained model as rank 0 writes it to `final/` (None on the other ranks when sharded).
 
-    Unsharded, that is `trainer.model`. Sharded (FSDP2, ZeRO-3), no process holds the whole model:
-    every rank takes part in gathering the full state dict onto rank 0's CPU (accelerate's
-    `get_state_dict`), which loads it into `build()`, the same model unsharded, so that merging and
-    saving run as they do without sharding and `final/` has the same layout. Rank 0 then holds the
+    Unsharded, that is `model` (default `trainer.model`). Sharded (FSDP2, ZeRO-3), no process holds
+    the whole model: every rank takes part in gathering the full state dict onto rank 0's CPU
+    (accelerate's `get_state_dict`), which loads it into `build()`, the same model unsharded, so
+    that merging and saving run as without sharding and `final/` has the same layout. Rank 0 then holds the
     model twice in CPU memory for a moment (the gathered state and the copy). `build()` may leave
     out parts that are not saved (GRPO's copy has no RM adapter); it may not have weights the
     trained model lacks.
     """
     if not is_sharded(trainer.accelerator):
-        return trainer.model
+        return trainer.model if model is None else model
     # a collective: every rank calls it; DeepSpeed gathers through its engine (`model_wrapped`)
     state = trainer.accelerator.get_state_dict(getattr(trainer, "model_wrapped", None) or trainer.model)
     if not trainer.is_world_process_zero():
         return None
-    model = build()
-    own = model.state_dict().keys()
+    copy = build()
+    own = copy.state_dict().keys()
     missing = [k for k in own if k not in state]
     if missing:  # our bug: the copy is not the model that trained
         raise RuntimeError(f"the gathered state dict lacks {len(missing)} weights of the copy, e.g. {missing[:3]}")
-    model.load_state_dict({k: v for k, v in state.items() if k in own})  # beside it only (GRPO: not the RM adapter)
-    return model
+    copy.load_state_dict({k: v for k, v in state.items() if k in own})  # its own weights only (GRPO: no RM adapter)
+    return copy
 
 
 def same_model_unsharded(trainer, preset: Preset):

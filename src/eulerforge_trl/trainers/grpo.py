@@ -324,7 +324,7 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     fit_wrap_policy(trainer.accelerator, trainer.model)
     result = trainer.train(resume_from_checkpoint=resume_from)
     final_eval = evaluation_at_end(trainer) if eval_rows else {}  # the trained policy on the held-out prompts
-    policy = trained_model_to_save(trainer, lambda: sampling_policy(preset, tokenizer, POLICY))
+    policy = trained_model_to_save(trainer, lambda: sampling_policy(preset, tokenizer, POLICY), model)
     if trainer.is_world_process_zero():
         save_policy_final(run, policy, tokenizer, preset, stage="grpo", steps=trainer.state.global_step)
     trainer.accelerator.wait_for_everyone()
