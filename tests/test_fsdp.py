@@ -40,10 +40,10 @@ def runs(tmp_path_factory, tiny_argv, tiny_sft_final, tiny_rm_final) -> Path:
     """`<root>/<config>/<stage>/` (output dir) and `<root>/<config>/<stage>.ranks/` (what each rank wrote)."""
     root = tmp_path_factory.mktemp("fsdp")
     overrides = [f"training.max_steps={STEPS}", "training.batch_size=4", "training.logging_steps=1"]
-    extra = {
-        "sft": [],
-        "rm": [f"model_name={tiny_sft_final}"],
-        "dpo": [f"model_name={tiny_sft_final}"],
+    extra = {  # no held-out evaluation: it is not what differs between the configs, and costs time
+        "sft": ["data.eval_path=null"],
+        "rm": [f"model_name={tiny_sft_final}", "data.eval_path=null"],
+        "dpo": [f"model_name={tiny_sft_final}", "data.eval_path=null"],
         "grpo": [
             f"model_name={tiny_sft_final}",
             f"training.reward_model.checkpoint_path={tiny_rm_final}",
