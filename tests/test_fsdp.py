@@ -6,6 +6,7 @@ Both see the same rows in the same order and start from the same weights, so the
 reproduce the replicated one step for step: the losses agree to LOSS_RTOL (only the order of
 floating-point sums differs, reduce-scatter against all-reduce). Each rank writes what it holds
 ($EULERFORGE_RANK_DIGEST_DIR, `runtime.write_rank_holdings`): sharded, about half; replicated, all.
+A sharded SFT run killed after its checkpoint resumes from it and ends where it would have.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 from eulerforge_trl.rundir import read_metrics
 
-pytestmark = pytest.mark.slow  # two launches of 2 processes, 4 stages each: ~4 min on 2 shared cores
+pytestmark = pytest.mark.slow  # 3 launches of 2 processes: ~2.5 min, 3.5 min with the shared tiny SFT/RM runs
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -41,7 +42,7 @@ def runs(tmp_path_factory, tiny_argv, tiny_sft_final, tiny_rm_final) -> Path:
     root = tmp_path_factory.mktemp("fsdp")
     overrides = [f"training.max_steps={STEPS}", "training.batch_size=4", "training.logging_steps=1"]
     extra = {  # no held-out evaluation: it is not what differs between the configs, and costs time
-        "sft": ["data.eval_path=null"],
+        "sft": ["data.eval_path=null", "training.save_steps=2"],  # checkpoint-2: resumed below
         "rm": [f"model_name={tiny_sft_final}", "data.eval_path=null"],
         "dpo": [f"model_name={tiny_sft_final}", "data.eval_path=null"],
         "grpo": [
@@ -57,18 +58,18 @@ def runs(tmp_path_factory, tiny_argv, tiny_sft_final, tiny_rm_final) -> Path:
             argv = tiny_argv(f"tiny_{stage}.yml", root / name / stage, *overrides, *extra[stage])
             plan.append({"argv": argv, "digests": str(root / name / f"{stage}.ranks")})
         (root / f"{name}.json").write_text(json.dumps(plan))
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
-        command += [
-            "--main_process_port",
-            "0",
-            str(REPO / "tests" / "multiprocess_stages.py"),
-            str(root / f"{name}.json"),
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
-        (root / f"{name}.log").write_text(result.stderr)
+        (root / f"{name}.log").write_text(launch(config, root / f"{name}.json"))
     return root
+
+
+def launch(config: Path, plan: Path) -> str:
+    """Run the plan's commands in one `accelerate launch` of 2 processes; returns their stderr."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    command += ["--main_process_port", "0", str(REPO / "tests" / "multiprocess_stages.py"), str(plan)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{config.name}: {result.stderr[-3000:]}"
+    return result.stderr
 
 
 def holdings(runs: Path, config: str, stage: str) -> list[dict]:
@@ -121,6 +122,24 @@ def test_sharded_final_is_the_usual_layout_with_the_trained_weights(runs, stage)
     assert got.keys() == expected.keys()
     for name, tensor in expected.items():
         torch.testing.assert_close(got[name], tensor, rtol=1e-3, atol=1e-4, msg=f"{stage}: {name}")
+
+
+def test_a_sharded_run_resumes_from_its_checkpoint_exactly(runs, tmp_path):
+    """Killed after step 2: the rerun loads the sharded run's checkpoint-2 (accelerate's FSDP
+    checkpoint: weights, optimizer, RNG) and ends where the uninterrupted run ended."""
+    import shutil
+
+    first = runs / "fsdp2" / "sft"
+    resumed = tmp_path / "sft"
+    shutil.copytree(first, resumed, ignore=shutil.ignore_patterns(f"checkpoint-{STEPS}", "final"))
+    assert (resumed / "checkpoints" / "checkpoint-2").is_dir()
+    plan = json.loads((runs / "fsdp2.json").read_text())[0]  # the sft run: the same argv but the output dir
+    argv = [str(resumed) if a == str(first) else a for a in plan["argv"]]
+    (tmp_path / "plan.json").write_text(json.dumps([{"argv": argv, "digests": str(tmp_path / "ranks")}]))
+    log = launch(CONFIGS["fsdp2"], tmp_path / "plan.json")
+    assert f"resuming sft from {resumed / 'checkpoints' / 'checkpoint-2'}" in log
+    assert losses(resumed) == losses(first)  # steps 1-2 kept from the first run, 3-4 trained again, equal
+    assert (resumed / "final" / "model.safetensors").is_file()
 
 
 def weights(final: Path, stage: str) -> dict:
