@@ -2,7 +2,7 @@
 
 Layers, bottom to top (a module may import its own layer and the ones below, never one above):
 
-    base      errors, runtime, stages, rundir       (no package imports above them)
+    base      errors, runtime, distributed, stages, rundir   (no package imports above them)
     config    config/                               (the typed preset tree)
     io        data/, models/, rewards/, generation/ (rows, models, reward functions, rollout engines)
     trainers  trainers/                             (one runner per stage)
@@ -31,6 +31,7 @@ LAYERS = ["base", "config", "io", "trainers", "pipeline", "entry"]
 LAYER_OF = {
     "errors": "base",
     "runtime": "base",
+    "distributed": "base",  # what an FSDP/DeepSpeed launch asks for; the CPU promotion to FSDP2
     "stages": "base",
     "rundir": "base",
     "config": "config",

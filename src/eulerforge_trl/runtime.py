@@ -57,10 +57,18 @@ def use_cpu() -> bool:
 
 
 def process_state():
-    """The shared accelerate `PartialState` (the first call decides the backend for the process)."""
+    """The shared accelerate `PartialState` (the first call decides the backend for the process).
+
+    CPU processes launched with an FSDP2 config are made to shard here (`distributed.shard_cpu_processes`).
+    """
     from accelerate import PartialState
 
-    return PartialState(cpu=use_cpu())
+    from .distributed import requested_sharding, shard_cpu_processes
+
+    state = PartialState(cpu=use_cpu())
+    if use_cpu() and requested_sharding() == "fsdp2":
+        shard_cpu_processes()
+    return state
 
 
 RANK_DIGEST_ENV = "EULERFORGE_RANK_DIGEST_DIR"
@@ -81,6 +89,64 @@ def write_rank_digest(named_parameters) -> None:
     digest = hashlib.sha256()
     for name, param in sorted(named_parameters, key=lambda item: item[0]):
         digest.update(name.encode())
-        digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
+        digest.update(_full(param.detach()).float().cpu().contiguous().numpy().tobytes())
     Path(directory).mkdir(parents=True, exist_ok=True)
     (Path(directory) / f"rank{process_state().process_index}.txt").write_text(digest.hexdigest() + "\n")
+
+
+def write_rank_holdings(model) -> None:
+    """If $EULERFORGE_RANK_DIGEST_DIR is set, each rank writes `rank<i>.json`: how many parameter
+    elements it stores (`held`) of how many the model has (`total`), trainable ones apart, and its
+    peak resident memory so far (`peak_rss_mb`).
+
+    Under FSDP2 a parameter is a DTensor whose local shard is what this process stores; under
+    DeepSpeed ZeRO-3 the partition is `param.ds_tensor` (`param.ds_numel` the whole); a plain tensor
+    is stored whole. The sharding tests read these files: each rank must hold about 1/N.
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    directory = os.environ.get(RANK_DIGEST_ENV)
+    if not directory:
+        return
+    counts = {"held": 0, "total": 0, "trainable_held": 0, "trainable_total": 0, "sharded_tensors": 0}
+    for param in model.parameters():  # shared (tied) weights once
+        if hasattr(param, "ds_tensor"):
+            held, total = param.ds_tensor.numel(), param.ds_numel
+        else:
+            held = param.to_local().numel() if hasattr(param, "to_local") else param.numel()
+            total = param.numel()
+        counts["held"] += held
+        counts["total"] += total
+        counts["sharded_tensors"] += int(hasattr(param, "ds_tensor") or hasattr(param, "to_local"))
+        if param.requires_grad:
+            counts["trainable_held"] += held
+            counts["trainable_total"] += total
+    counts["peak_rss_mb"] = peak_rss_mb()  # this process's memory high-water mark up to the end of training
+    counts["rss_mb"] = rss_mb()  # what it holds at the end of training
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    (Path(directory) / f"rank{process_state().process_index}.json").write_text(json.dumps(counts) + "\n")
+
+
+def rss_mb() -> float:
+    """The process's resident memory now, in MiB (Linux's /proc/self/status; 0 elsewhere)."""
+    from pathlib import Path
+
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        return 0.0
+    line = next((x for x in status.read_text().splitlines() if x.startswith("VmRSS:")), "VmRSS: 0 kB")
+    return int(line.split()[1]) / 1024
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far, in MiB (Linux reports `ru_maxrss` in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _full(tensor):
+    """The whole tensor: a DTensor shard gathered from every rank (a collective: all ranks call it)."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor

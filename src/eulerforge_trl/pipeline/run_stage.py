@@ -11,8 +11,9 @@ from pathlib import Path
 
 from ..config import Preset, load_preset, preset_to_yaml
 from ..config.shipped import resolve_preset_path
+from ..distributed import check_sharding
 from ..rundir import RunDir, atomic_write_text, checkpoint_step, read_metrics, trim_metrics
-from ..runtime import process_state
+from ..runtime import process_state, use_cpu
 from ..stages import STAGES
 from .inputs import check_earlier_stages, step_cap_note
 from .plots import plot_training_curves
@@ -63,6 +64,7 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
     stage = preset.training.type
     run = RunDir(Path(preset.output_dir))
     training_rows = check_inputs(preset)  # before anything in the output directory is touched
+    check_sharding(stage, on_cpu=use_cpu())  # an FSDP/DeepSpeed launch this stage cannot honour refuses
     state = process_state()
     resume_from = run.last_loadable_checkpoint() if resume else None
     if state.is_main_process:

@@ -7,8 +7,9 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ..config.schema import Preset
+from ..distributed import fit_wrap_policy, is_sharded, sharded_trainer_args
 from ..rundir import RunDir, append_metrics, atomic_directory, write_final_marker
-from ..runtime import use_cpu, write_rank_digest
+from ..runtime import use_cpu, write_rank_digest, write_rank_holdings
 
 
 def use_bf16(preset: Preset) -> bool:
@@ -149,6 +150,7 @@ def common_trainer_args(preset: Preset, run: RunDir, has_eval: bool) -> dict:
         dataloader_pin_memory=not use_cpu(),
         use_cpu=use_cpu(),  # joins `accelerate launch` CPU processes into one gloo group
         disable_tqdm=False,
+        **sharded_trainer_args(),
     )
 
 
@@ -174,12 +176,13 @@ def train_and_save_merged(trainer, preset: Preset, run: RunDir, resume_from, has
     """
     if preset.quantization is not None:
         adapters_in_fp32(trainer.model)  # TRL cast them to bf16; the optimizer is built in train()
+    fit_wrap_policy(trainer.accelerator, trainer.model)
     result = trainer.train(resume_from_checkpoint=resume_from)
     metrics = dict(result.metrics)
     if has_eval:
         metrics.update(evaluation_at_end(trainer))
+    model = trained_model_to_save(trainer, lambda: same_model_unsharded(trainer, preset))
     if trainer.is_world_process_zero():
-        model = trainer.model
         if preset.quantization is not None:
             model = merged_in_full_precision(model, preset, trainer.processing_class)
         elif hasattr(model, "merge_and_unload"):
@@ -190,6 +193,43 @@ def train_and_save_merged(trainer, preset: Preset, run: RunDir, resume_from, has
             write_final_marker(tmp, stage=stage, base=preset.model_name, merged=preset.lora is not None)
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def trained_model_to_save(trainer, build, model=None):
+    """The trained model as rank 0 writes it to `final/` (None on the other ranks when sharded).
+
+    Unsharded, that is `model` (default `trainer.model`). Sharded (FSDP2, ZeRO-3), no process holds
+    the whole model: every rank takes part in gathering the full state dict onto rank 0's CPU
+    (accelerate's `get_state_dict`), which loads it into `build()`, the same model unsharded, so
+    that merging and saving run as without sharding and `final/` has the same layout. Rank 0 then holds the
+    model twice in CPU memory for a moment (the gathered state and the copy). `build()` may leave
+    out parts that are not saved (GRPO's copy has no RM adapter); it may not have weights the
+    trained model lacks.
+    """
+    if not is_sharded(trainer.accelerator):
+        return trainer.model if model is None else model
+    # a collective: every rank calls it; DeepSpeed gathers through its engine (`model_wrapped`)
+    state = trainer.accelerator.get_state_dict(getattr(trainer, "model_wrapped", None) or trainer.model)
+    if not trainer.is_world_process_zero():
+        return None
+    copy = build()
+    own = copy.state_dict().keys()
+    missing = [k for k in own if k not in state]
+    if missing:  # our bug: the copy is not the model that trained
+        raise RuntimeError(f"the gathered state dict lacks {len(missing)} weights of the copy, e.g. {missing[:3]}")
+    copy.load_state_dict({k: v for k, v in state.items() if k in own})  # its own weights only (GRPO: no RM adapter)
+    return copy
+
+
+def same_model_unsharded(trainer, preset: Preset):
+    """A fresh, unsharded copy of a causal-LM trainer's model: the base, with its LoRA if it has one."""
+    base = load_base(preset, trainer.processing_class)
+    if not hasattr(trainer.model, "peft_config"):
+        return base
+    from peft import get_peft_model
+
+    (name, config), *_ = trainer.model.peft_config.items()
+    return get_peft_model(base, config, adapter_name=name)
 
 
 def logging_callbacks(preset: Preset, run: RunDir) -> list[TrainerCallback]:
@@ -220,6 +260,7 @@ class RankDigestCallback(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if model is not None:
             write_rank_digest((n, p) for n, p in model.named_parameters() if p.requires_grad)
+            write_rank_holdings(model)
 
 
 def _plain(value):

@@ -38,6 +38,7 @@ from trl.trainer.utils import disable_dropout_in_model
 from ..config.schema import Preset
 from ..data import render
 from ..data.jsonl import is_conversational, split_rows
+from ..distributed import fit_wrap_policy
 from ..errors import DataError
 from ..models.loading import load_tokenizer
 from ..models.scorer import REWARD_ADAPTER
@@ -50,6 +51,7 @@ from .common import (
     evaluation_at_end,
     logging_callbacks,
     sampling_policy,
+    trained_model_to_save,
     weights_dtype,
 )
 from .grpo_generation import grpo_generation_args
@@ -319,10 +321,12 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     if resume_from and is_main:
         trim_metrics(run.samples, checkpoint_step(resume_from) or 0)
         trim_metrics(run.eval_samples, checkpoint_step(resume_from) or 0)
+    fit_wrap_policy(trainer.accelerator, trainer.model)
     result = trainer.train(resume_from_checkpoint=resume_from)
     final_eval = evaluation_at_end(trainer) if eval_rows else {}  # the trained policy on the held-out prompts
+    policy = trained_model_to_save(trainer, lambda: sampling_policy(preset, tokenizer, POLICY), model)
     if trainer.is_world_process_zero():
-        save_policy_final(run, model, tokenizer, preset, stage="grpo", steps=trainer.state.global_step)
+        save_policy_final(run, policy, tokenizer, preset, stage="grpo", steps=trainer.state.global_step)
     trainer.accelerator.wait_for_everyone()
     last = next((h for h in reversed(trainer.state.log_history) if "reward_mean" in h), {})
     return {

@@ -16,6 +16,7 @@ from trl import RewardConfig, RewardTrainer
 from ..config.schema import Preset
 from ..data.jsonl import split_rows
 from ..data.render import reward_ids
+from ..distributed import fit_wrap_policy
 from ..errors import ModelError
 from ..models.backbone import final_hidden, gather_last_hidden
 from ..models.fingerprint import base_identity
@@ -24,7 +25,14 @@ from ..models.reward_files import save_reward_files
 from ..models.reward_head import RewardHead
 from ..models.scorer import load_reward_model, score
 from ..rundir import RunDir, append_metrics, atomic_directory, write_final_marker
-from .common import adapters_in_fp32, common_trainer_args, load_base, logging_callbacks, lora_config
+from .common import (
+    adapters_in_fp32,
+    common_trainer_args,
+    load_base,
+    logging_callbacks,
+    lora_config,
+    trained_model_to_save,
+)
 
 
 def to_reward_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> RewardConfig:
@@ -114,10 +122,11 @@ def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     )
     if preset.quantization is not None:
         adapters_in_fp32(trainer.model)  # the adapter and the head train in fp32 over the quantized base
+    fit_wrap_policy(trainer.accelerator, trainer.model)
     result = trainer.train(resume_from_checkpoint=resume_from)
     metrics = dict(result.metrics)
+    peft_model = trained_model_to_save(trainer, lambda: _unsharded_copy(trainer, preset, base_name))
     if trainer.is_world_process_zero():
-        peft_model = trainer.model
         score_layer = peft_model.get_base_model().score
         if hasattr(score_layer, "modules_to_save"):
             score_layer = score_layer.modules_to_save[peft_model.active_adapter]
@@ -130,6 +139,15 @@ def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
             metrics.update(evaluate_checkpoint(run, eval_rows, trainer.state.global_step))
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def _unsharded_copy(trainer, preset: Preset, base_name: str):
+    """The RM trainer's model built again unsharded (the classifier on a fresh base, the same LoRA)."""
+    from peft import get_peft_model
+
+    classifier = sequence_classifier_on(load_base(preset, trainer.processing_class), base_name)
+    (name, config), *_ = trainer.model.peft_config.items()
+    return get_peft_model(classifier, config, adapter_name=name)
 
 
 def evaluate_checkpoint(run: RunDir, eval_rows, step: int) -> dict:
