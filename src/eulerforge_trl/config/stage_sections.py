@@ -123,8 +123,9 @@ class PPOSection:
     entropy_coef: float = setting(0.0, "weight of an entropy bonus in the policy loss (0 = off); try 0.001-0.01")
     critic: Literal["value_head", "adapter"] = setting(
         "value_head",
-        "value_head = a head on the policy's own hidden states (no extra pass; learned as well as adapter on "
-        "the tiny pipeline at ~60% of the step time); adapter = its own LoRA + head, initialised from the RM",
+        "value_head = a head on the policy's own hidden states (no extra pass; not detached, so the value loss "
+        "also trains the policy adapter; learned as well as adapter on the tiny pipeline at ~60% of the step "
+        "time); adapter = its own LoRA + head, initialised from the RM, sharing no weights with the policy",
     )
     sample_every: int = setting(10, "write sample generations to samples.jsonl every N steps (0 = never)")
     num_samples: int = setting(4, "generations written each time")

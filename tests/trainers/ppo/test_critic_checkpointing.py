@@ -75,3 +75,26 @@ def test_active_is_reentrant_and_restores_the_policy(tmp_path):
     with torch.no_grad():
         critic.values(torch.ones(1, 4, dtype=torch.long), torch.ones(1, 4, dtype=torch.long), 2)
     assert model.active_adapter == POLICY
+
+
+def test_the_value_head_loss_reaches_the_policy_adapter_as_documented():
+    """docs/ppo.md: the default critic reads the policy's hidden states undetached, so its value loss
+    trains the policy adapter too (and counts in grad_norm_policy); its head is the critic's alone."""
+    from peft import LoraConfig, get_peft_model
+
+    from eulerforge_trl.models.tiny import build_tiny_model
+    from eulerforge_trl.trainers.ppo.critic import ValueHeadCritic
+    from eulerforge_trl.trainers.ppo.rollout import response_forward
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        build_tiny_model(), LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False), adapter_name=POLICY
+    )
+    critic = ValueHeadCritic(model, None, torch.device("cpu"))
+    torch.nn.init.normal_(critic.head.linear.weight, std=0.1)
+    ids = torch.randint(3, 200, (2, 12), generator=torch.Generator().manual_seed(2))
+    forward = response_forward(model, ids, torch.ones_like(ids), 5, 1.0, value_head=critic.head)
+    (forward.values**2).mean().backward()  # the value loss alone, no policy loss
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+    assert all(p.grad is not None for p in critic.parameters())

@@ -68,7 +68,8 @@ class PPOUpdate:
             (loss + cfg.vf_coef * vf_loss).backward()
         if self.accelerator.num_processes > 1:
             average_gradients(self.policy_params + self.critic_params, self.accelerator.num_processes)
-        # clipped apart: a critic far from its targets must not shrink the policy's step
+        # clipped apart: a large gradient on the critic's own weights must not shrink the policy's step (the
+        # value_head critic's loss also reaches the policy adapter through the undetached hidden states: docs/ppo.md)
         max_norm = self.preset.training.max_grad_norm
         policy_norm = torch.nn.utils.clip_grad_norm_(self.policy_params, max_norm)
         critic_norm = torch.nn.utils.clip_grad_norm_(self.critic_params, max_norm)
