@@ -181,7 +181,9 @@ def train_and_save_merged(trainer, preset: Preset, run: RunDir, resume_from, has
     metrics = dict(result.metrics)
     if has_eval:
         metrics.update(evaluation_at_end(trainer))
-    model = trained_model_to_save(trainer, lambda: same_model_unsharded(trainer, preset))
+    model = trained_model_to_save(
+        trainer, lambda: same_model_unsharded(trainer, load_base(preset, trainer.processing_class))
+    )
     if trainer.is_world_process_zero():
         if preset.quantization is not None:
             model = merged_in_full_precision(model, preset, trainer.processing_class)
@@ -221,9 +223,9 @@ def trained_model_to_save(trainer, build, model=None):
     return copy
 
 
-def same_model_unsharded(trainer, preset: Preset):
-    """A fresh, unsharded copy of a causal-LM trainer's model: the base, with its LoRA if it has one."""
-    base = load_base(preset, trainer.processing_class)
+def same_model_unsharded(trainer, base):
+    """`base` (a fresh, unsharded model) with the trainer's LoRA configuration, if its model has one:
+    the trained model built again, for `trained_model_to_save`."""
     if not hasattr(trainer.model, "peft_config"):
         return base
     from peft import get_peft_model

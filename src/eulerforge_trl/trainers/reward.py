@@ -31,6 +31,7 @@ from .common import (
     load_base,
     logging_callbacks,
     lora_config,
+    same_model_unsharded,
     trained_model_to_save,
 )
 
@@ -125,7 +126,12 @@ def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     fit_wrap_policy(trainer.accelerator, trainer.model)
     result = trainer.train(resume_from_checkpoint=resume_from)
     metrics = dict(result.metrics)
-    peft_model = trained_model_to_save(trainer, lambda: _unsharded_copy(trainer, preset, base_name))
+    peft_model = trained_model_to_save(  # sharded: the classifier built again on a fresh base, the same LoRA
+        trainer,
+        lambda: same_model_unsharded(
+            trainer, sequence_classifier_on(load_base(preset, trainer.processing_class), base_name)
+        ),
+    )
     if trainer.is_world_process_zero():
         score_layer = peft_model.get_base_model().score
         if hasattr(score_layer, "modules_to_save"):
@@ -139,15 +145,6 @@ def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
             metrics.update(evaluate_checkpoint(run, eval_rows, trainer.state.global_step))
     trainer.accelerator.wait_for_everyone()
     return metrics
-
-
-def _unsharded_copy(trainer, preset: Preset, base_name: str):
-    """The RM trainer's model built again unsharded (the classifier on a fresh base, the same LoRA)."""
-    from peft import get_peft_model
-
-    classifier = sequence_classifier_on(load_base(preset, trainer.processing_class), base_name)
-    (name, config), *_ = trainer.model.peft_config.items()
-    return get_peft_model(classifier, config, adapter_name=name)
 
 
 def evaluate_checkpoint(run: RunDir, eval_rows, step: int) -> dict:

@@ -53,8 +53,9 @@ def ppo_targets(
     if cfg.score_clip is not None:  # one outlier must not dominate the batch
         scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
     scores = losses.penalize_missing_eos(scores, contains_eos, cfg.missing_eos_penalty, cfg.missing_eos_mode)
-    beta = 0.0 if cfg.use_kl_loss else cfg.kl_coef if kl_coef is None else kl_coef
-    rewards, kl = losses.shape_rewards(scores, logprobs, ref_logprobs, mask, beta, cfg.kl_estimator)
+    beta = cfg.kl_coef if kl_coef is None else kl_coef
+    reward_beta = 0.0 if cfg.use_kl_loss else beta  # with use_kl_loss the KL is in the loss (update.py)
+    rewards, kl = losses.shape_rewards(scores, logprobs, ref_logprobs, mask, reward_beta, cfg.kl_estimator)
     if cfg.whiten_rewards:
         rewards = losses.masked_whiten(rewards, mask, shift_mean=False)
     advantages, returns = losses.compute_gae(rewards, values, mask, cfg.gamma, cfg.lam)
