@@ -1,12 +1,13 @@
 """Sharded training (FSDP2) on 2 CPU processes (gloo), against data parallelism (DDP) on the same 2.
 
-SFT, RM, DPO and GRPO run once under each config (`examples/accelerate/multi_cpu_2proc.yaml` and
-`fsdp2_cpu_2proc.yaml`), the four stages in one launch per config (tests/multiprocess_stages.py).
+SFT, RM, DPO, GRPO and PPO (twice: with each critic) run once under each config
+(`examples/accelerate/multi_cpu_2proc.yaml` and `fsdp2_cpu_2proc.yaml`), all in one launch per
+config (tests/multiprocess_stages.py).
 Both see the same rows in the same order and start from the same weights, so the sharded run must
 reproduce the replicated one step for step: the losses agree to LOSS_RTOL (only the order of
 floating-point sums differs, reduce-scatter against all-reduce). Each rank writes what it holds
 ($EULERFORGE_RANK_DIGEST_DIR, `runtime.write_rank_holdings`): sharded, about half; replicated, all.
-A sharded SFT run killed after its checkpoint resumes from it and ends where it would have.
+Every sharded run, killed after its checkpoint at step 2, resumes from it and ends where it would have.
 """
 
 from __future__ import annotations
@@ -21,14 +22,19 @@ import pytest
 
 from eulerforge_trl.rundir import read_metrics
 
-pytestmark = pytest.mark.slow  # 3 launches of 2 processes: ~2.5 min, 3.5 min with the shared tiny SFT/RM runs
+pytestmark = pytest.mark.slow  # 3 launches of 2 processes: ~3.5 min, 4.5 min with the shared tiny SFT/RM runs
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "ddp": REPO / "examples" / "accelerate" / "multi_cpu_2proc.yaml",
     "fsdp2": REPO / "examples" / "accelerate" / "fsdp2_cpu_2proc.yaml",
 }
-STAGES = ("sft", "rm", "dpo", "grpo")
+STAGES = ("sft", "rm", "dpo", "grpo", "ppo", "ppo_adapter")  # run names; ppo_adapter: PPO, critic=adapter
+TYPE = {"ppo_adapter": "ppo"}  # training.type and preset (tiny_<type>.yml) where not the run's name
+# what each stage's metrics.jsonl must agree on, step by step (GRPO and PPO: the sampled rewards too:
+# both configs sample the same completions from the same weights and seeds)
+PPO_KEYS = ("ppo_loss", "value_loss", "reward_mean", "grad_norm_critic")
+COMPARED = {"grpo": ("loss", "reward_mean"), "ppo": PPO_KEYS, "ppo_adapter": PPO_KEYS}
 STEPS = 4
 # Measured here (torch 2.13, 2 ranks): the sharded losses equal the replicated ones to the last bit
 # over the 4 steps of every stage; the tolerance leaves room for other reduction orders (more
@@ -40,22 +46,40 @@ LOSS_RTOL = 1e-4
 def runs(tmp_path_factory, tiny_argv, tiny_sft_final, tiny_rm_final) -> Path:
     """`<root>/<config>/<stage>/` (output dir) and `<root>/<config>/<stage>.ranks/` (what each rank wrote)."""
     root = tmp_path_factory.mktemp("fsdp")
-    overrides = [f"training.max_steps={STEPS}", "training.batch_size=4", "training.logging_steps=1"]
+    # checkpoint-2 of every stage is resumed below
+    overrides = [
+        f"training.max_steps={STEPS}",
+        "training.batch_size=4",
+        "training.logging_steps=1",
+        "training.save_steps=2",
+    ]
     extra = {  # no held-out evaluation: it is not what differs between the configs, and costs time
-        "sft": ["data.eval_path=null", "training.save_steps=2"],  # checkpoint-2: resumed below
+        "sft": ["data.eval_path=null"],
         "rm": [f"model_name={tiny_sft_final}", "data.eval_path=null"],
         "dpo": [f"model_name={tiny_sft_final}", "data.eval_path=null"],
         "grpo": [
             f"model_name={tiny_sft_final}",
             f"training.reward_model.checkpoint_path={tiny_rm_final}",
             "training.grpo.max_completion_length=8",
-            "training.save_steps=100",
+        ],
+        "ppo": [  # the policy LoRA, the RM adapter and the critic on one sharded base
+            f"model_name={tiny_sft_final}",
+            f"training.reward_model.checkpoint_path={tiny_rm_final}",
+            "training.ppo.max_gen_len=8",
+        ],
+        "ppo_adapter": [  # the critic's own adapter beside the policy's (its gradients: sharded LoRA + plain head)
+            f"model_name={tiny_sft_final}",
+            f"training.reward_model.checkpoint_path={tiny_rm_final}",
+            "training.ppo.max_gen_len=8",
+            "training.ppo.critic=adapter",
+            "training.gradient_checkpointing=true",
+            "training.ppo.save_merged=true",
         ],
     }
     for name, config in CONFIGS.items():
         plan = []
         for stage in STAGES:
-            argv = tiny_argv(f"tiny_{stage}.yml", root / name / stage, *overrides, *extra[stage])
+            argv = tiny_argv(f"tiny_{TYPE.get(stage, stage)}.yml", root / name / stage, *overrides, *extra[stage])
             plan.append({"argv": argv, "digests": str(root / name / f"{stage}.ranks")})
         (root / f"{name}.json").write_text(json.dumps(plan))
         (root / f"{name}.log").write_text(launch(config, root / f"{name}.json"))
@@ -79,7 +103,9 @@ def holdings(runs: Path, config: str, stage: str) -> list[dict]:
 
 
 def losses(out: Path, key: str = "loss") -> list[tuple[int, float]]:
-    return [(r["step"], r[key]) for r in read_metrics(out / "metrics.jsonl") if key in r and "epoch" in r]
+    """(step, value) of every training step's `key` (TRL's per-step rows carry `epoch`, PPO's `ppo_loss`)."""
+    rows = read_metrics(out / "metrics.jsonl")
+    return [(r["step"], r[key]) for r in rows if key in r and ("epoch" in r or "ppo_loss" in r)]
 
 
 def test_an_fsdp_launch_no_longer_runs_ddp(runs):
@@ -101,8 +127,7 @@ def test_each_rank_holds_half_of_the_weights_when_sharded(runs, stage):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_sharded_run_matches_the_data_parallel_one_step_for_step(runs, stage):
-    # GRPO: the rewards too (both sample the same completions from the same weights and seeds)
-    for key in ("loss", "reward_mean") if stage == "grpo" else ("loss",):
+    for key in COMPARED.get(stage, ("loss",)):
         ddp, fsdp = losses(runs / "ddp" / stage, key), losses(runs / "fsdp2" / stage, key)
         assert [s for s, _ in fsdp] == [s for s, _ in ddp] == list(range(1, STEPS + 1))
         for (step, expected), (_, got) in zip(ddp, fsdp, strict=True):
@@ -124,22 +149,40 @@ def test_sharded_final_is_the_usual_layout_with_the_trained_weights(runs, stage)
         torch.testing.assert_close(got[name], tensor, rtol=1e-3, atol=1e-4, msg=f"{stage}: {name}")
 
 
-def test_a_sharded_run_resumes_from_its_checkpoint_exactly(runs, tmp_path):
-    """Killed after step 2: the rerun loads the sharded run's checkpoint-2 (accelerate's FSDP
-    checkpoint: weights, optimizer, RNG) and ends where the uninterrupted run ended."""
+@pytest.fixture(scope="module")
+def resumed(runs, tmp_path_factory) -> tuple[Path, str]:
+    """Every sharded run as if killed after step 2 (its output dir without checkpoint-4 and final/),
+    run again with the same argv in one launch: (the resumed runs' root, the launch's log)."""
     import shutil
 
-    first = runs / "fsdp2" / "sft"
-    resumed = tmp_path / "sft"
-    shutil.copytree(first, resumed, ignore=shutil.ignore_patterns(f"checkpoint-{STEPS}", "final"))
-    assert (resumed / "checkpoints" / "checkpoint-2").is_dir()
-    plan = json.loads((runs / "fsdp2.json").read_text())[0]  # the sft run: the same argv but the output dir
-    argv = [str(resumed) if a == str(first) else a for a in plan["argv"]]
-    (tmp_path / "plan.json").write_text(json.dumps([{"argv": argv, "digests": str(tmp_path / "ranks")}]))
-    log = launch(CONFIGS["fsdp2"], tmp_path / "plan.json")
-    assert f"resuming sft from {resumed / 'checkpoints' / 'checkpoint-2'}" in log
-    assert losses(resumed) == losses(first)  # steps 1-2 kept from the first run, 3-4 trained again, equal
-    assert (resumed / "final" / "model.safetensors").is_file()
+    root = tmp_path_factory.mktemp("resumed")
+    plan = []
+    for stage, run in zip(STAGES, json.loads((runs / "fsdp2.json").read_text()), strict=True):
+        first = runs / "fsdp2" / stage
+        shutil.copytree(first, root / stage, ignore=shutil.ignore_patterns(f"checkpoint-{STEPS}", "final"))
+        assert (root / stage / "checkpoints" / "checkpoint-2").is_dir(), stage
+        argv = [str(root / stage) if a == str(first) else a for a in run["argv"]]
+        plan.append({"argv": argv, "digests": str(root / f"{stage}.ranks")})
+    (root / "plan.json").write_text(json.dumps(plan))
+    return root, launch(CONFIGS["fsdp2"], root / "plan.json")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_sharded_run_resumes_from_its_checkpoint_exactly(runs, resumed, stage):
+    """The rerun loads the sharded checkpoint-2 (TRL's stages: accelerate's FSDP checkpoint; PPO:
+    its own, full tensors cut into each rank's shards; both with every rank's RNG) and ends where the
+    uninterrupted run ended: the same numbers at steps 3-4 and the same final weights."""
+    root, log = resumed
+    first = runs / "fsdp2" / stage
+    assert f"resuming {TYPE.get(stage, stage)} from {root / stage / 'checkpoints' / 'checkpoint-2'}" in log
+    for key in COMPARED.get(stage, ("loss",)):
+        assert losses(root / stage, key) == losses(first, key), f"{stage} {key}"  # steps 3-4 trained again
+    assert digests(root / f"{stage}.ranks") == digests(runs / "fsdp2" / f"{stage}.ranks")
+
+
+def digests(ranks: Path) -> list[str]:
+    """Each rank's hash of its trainable weights, gathered whole, at the end of training (`runtime.write_rank_digest`)."""
+    return [f.read_text() for f in sorted(ranks.glob("rank*.txt"))]
 
 
 def weights(final: Path, stage: str) -> dict:
@@ -149,17 +192,27 @@ def weights(final: Path, stage: str) -> dict:
 
         scorer, _ = load_reward_model(str(final))
         return {**scorer.model.state_dict(), **{f"head.{k}": v for k, v in scorer.head.state_dict().items()}}
+    import torch
+    from safetensors.torch import load_file
+
     from eulerforge_trl.models.loading import load_causal_lm, load_tokenizer
 
-    return load_causal_lm(str(final), tokenizer=load_tokenizer(str(final))).state_dict()
+    found = load_causal_lm(str(final), tokenizer=load_tokenizer(str(final))).state_dict()
+    if (final / "value_head.pt").is_file():  # PPO's critic: its head, and its adapter when it has one
+        found.update({f"value_head.{k}": v for k, v in torch.load(final / "value_head.pt").items()})
+    for adapter in sorted(final.glob("critic_adapter/*/adapter_model.safetensors")):
+        found.update({f"critic.{k}": v for k, v in load_file(adapter).items()})
+    if (final / "merged").is_dir():
+        found.update({f"merged.{k}": v for k, v in load_file(final / "merged" / "model.safetensors").items()})
+    return found
 
 
-def test_ppo_refuses_sharding_in_one_line(tmp_path, tiny_argv, tiny_sft_final, tiny_rm_final, monkeypatch, capsys):
-    """Our PPO trainer does not shard: an FSDP launch stops before loading anything, naming DDP."""
+def test_ppo_refuses_deepspeed_in_one_line(tmp_path, tiny_argv, tiny_sft_final, tiny_rm_final, monkeypatch, capsys):
+    """Our PPO trainer shards with FSDP2 only: a DeepSpeed launch stops before loading anything,
+    naming what works instead."""
     from eulerforge_trl.train import main
 
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    monkeypatch.setenv("FSDP_VERSION", "2")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     argv = tiny_argv(
         "tiny_ppo.yml",
         tmp_path / "out",
@@ -168,8 +221,8 @@ def test_ppo_refuses_sharding_in_one_line(tmp_path, tiny_argv, tiny_sft_final, t
     )
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: training.type ppo cannot be sharded"), err
-    assert "multi_cpu_2proc.yaml" in err[0] and "FSDP2" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: training.type ppo cannot be sharded with DeepSpeed"), err
+    assert "fsdp2_cpu_2proc.yaml" in err[0] and "multi_cpu_2proc.yaml" in err[0]
     assert not (tmp_path / "out").exists()
 
 

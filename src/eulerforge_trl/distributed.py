@@ -9,7 +9,8 @@ device mesh over gloo, so on CPU we make the shared state what accelerate makes 
 (`shard_cpu_processes`); everything after that, `fsdp2_prepare_model` included, is accelerate's
 own code. The promotion can go once accelerate promotes MULTI_CPU itself.
 
-What cannot be sharded refuses in one line (`check_sharding`) instead of replicating.
+What cannot be sharded refuses in one line (`check_sharding`) instead of replicating. Our PPO
+trainer shards with the same plugin in `trainers/ppo/sharding.py`.
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ def shard_cpu_processes() -> None:
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
 
-# Stages whose trainer cannot shard the model, and why (TRL's trainers, SFT/RM/DPO/GRPO, can).
-UNSHARDED_STAGES = {
-    "ppo": "our PPO trainer keeps the policy LoRA, the RM adapter and the critic on one unsharded base",
+# Stages that shard with FSDP2 only, and why (TRL's trainers, SFT/RM/DPO/GRPO, also run under
+# DeepSpeed and FSDP1 on GPUs).
+FSDP2_ONLY_STAGES = {
+    "ppo": "our PPO trainer shards its one shared base with FSDP2 (trainers/ppo/sharding.py) and has no DeepSpeed or FSDP1 path",
 }
 
 
@@ -81,12 +83,11 @@ def check_sharding(stage: str, on_cpu: bool) -> None:
     if kind is None:
         return
     asked = {"fsdp2": "FSDP2", "fsdp1": "FSDP (version 1)", "deepspeed": "DeepSpeed"}[kind]
-    if stage in UNSHARDED_STAGES:
+    if stage in FSDP2_ONLY_STAGES and kind != "fsdp2":
         raise PresetError(
-            f"training.type {stage} cannot be sharded: the accelerate config asks for {asked} "
-            f"(distributed_type: {'DEEPSPEED' if kind == 'deepspeed' else 'FSDP'}), but "
-            f"{UNSHARDED_STAGES[stage]}; launch it data-parallel instead (examples/accelerate/multi_cpu_2proc.yaml "
-            "on CPUs, `accelerate launch --num_processes N` on GPUs)"
+            f"training.type {stage} cannot be sharded with {asked}: {FSDP2_ONLY_STAGES[stage]}; use an FSDP2 "
+            "config (examples/accelerate/fsdp.yaml on GPUs, fsdp2_cpu_2proc.yaml on CPUs) or launch it "
+            "data-parallel (multi_cpu_2proc.yaml, `accelerate launch --num_processes N`)"
         )
     if kind == "fsdp1" and on_cpu:
         raise PresetError(
@@ -109,17 +110,23 @@ def sharded_trainer_args() -> dict:
     a model fixes the plugin's wrap policy to that model's layer classes, and a pipeline runs
     several stages in one process.
     """
+    return {"accelerator_config": {"use_configured_state": True}} if renew_cpu_fsdp_plugin() else {}
+
+
+def renew_cpu_fsdp_plugin() -> bool:
+    """On CPU processes made to shard (`shard_cpu_processes`), a fresh FSDP plugin for the next
+    trainer, as accelerate gives each `Accelerator` on GPUs; returns whether the state is such."""
     from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     state = AcceleratorState._shared_state
     if state.get("distributed_type") != DistributedType.FSDP or not state.get("_cpu"):
-        return {}
+        return False
     plugin = FullyShardedDataParallelPlugin()
     if state["_mixed_precision"] != "no":
         plugin.set_mixed_precision(state["_mixed_precision"])
     state["fsdp_plugin"] = plugin
-    return {"accelerator_config": {"use_configured_state": True}}
+    return True
 
 
 def is_sharded(accelerator) -> bool:

@@ -46,9 +46,19 @@ def backbone_of(model) -> nn.Module:
     return backbone
 
 
+def forward_from_root(model, module: nn.Module, **inputs):
+    """`module(**inputs)`, `module` being a part of `model`, entered through `model`'s FSDP2 root when
+    `model` is sharded (PPO: `trainers.ppo.sharding.shard` gives it `forward_from_root`): a sharded
+    model's forward must start at its root. Unsharded, simply `module(**inputs)`."""
+    through_root = getattr(model, "forward_from_root", None)
+    return through_root(module, **inputs) if through_root is not None else module(**inputs)
+
+
 def final_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """[B, T, H] final (normed) hidden states of the backbone with whatever adapter is active."""
-    out = backbone_of(model)(
+    out = forward_from_root(
+        model,
+        backbone_of(model),
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),

@@ -9,10 +9,12 @@ import torch
 from trl.trainer.utils import disable_dropout_in_model
 
 from ...config.schema import Preset
+from ...distributed import is_sharded
 from ...models.scorer import REWARD_ADAPTER
 from ...rewards.sources import RewardSources
 from ..common import sampling_policy, weights_dtype
 from .critic import POLICY, build_critic
+from .sharding import shard
 
 
 @dataclass
@@ -30,9 +32,10 @@ class PolicyStack:
         return [(names[id(p)], p) for p in self.policy_params + self.critic_params]
 
 
-def assemble(preset: Preset, tokenizer, device) -> PolicyStack:
+def assemble(preset: Preset, tokenizer, device, accelerator=None) -> PolicyStack:
     """Load the SFT model with a fresh policy adapter, place the reward sources and the critic on it,
-    turn every dropout off, and leave the policy adapter active."""
+    turn every dropout off, and leave the policy adapter active; sharded when `accelerator` shards
+    (FSDP2: `sharding.shard`, once every adapter is on the model)."""
     model = sampling_policy(preset, tokenizer, POLICY, preset.training.gradient_checkpointing).to(device)
     rewards = RewardSources.from_preset(preset, model, tokenizer, device, REWARD_ADAPTER, dtype=weights_dtype(preset))
     rm_adapter = rewards.rm.shared_checkpoint if rewards.rm is not None else ""
@@ -41,6 +44,8 @@ def assemble(preset: Preset, tokenizer, device) -> PolicyStack:
     # place (an adapter loaded later, the RM's or the critic's, brings its own LoRA dropout)
     disable_dropout_in_model(model)
     model.set_adapter(POLICY)
+    if accelerator is not None and is_sharded(accelerator):
+        model = shard(accelerator, model)  # in place: the reward sources and the critic keep their model
     policy_params = [p for n, p in model.named_parameters() if "lora_" in n and f".{POLICY}." in n]
     return PolicyStack(model, rewards, critic, policy_params, critic.parameters())
 

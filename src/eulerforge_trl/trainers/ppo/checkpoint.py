@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ...rundir import RunDir, atomic_directory, trim_metrics
+from .sharding import full_tensors, load_adapter_state, shard_optimizer_state
 
 logger = logging.getLogger(__name__)
 
@@ -63,29 +64,32 @@ class Checkpointer:
 
 
 def training_state(model, critic, optimizer, scheduler) -> dict:
-    """What trains, as a checkpoint holds it: the policy adapter, the critic, optimizer and schedule."""
+    """What trains, as a checkpoint holds it: the policy adapter, the critic, optimizer and schedule.
+
+    Whole tensors, sharded or not (`sharding.full_tensors`, a collective: every rank calls this).
+    """
     from peft import get_peft_model_state_dict
 
     from ..policy_final import POLICY
 
-    return {
-        "policy": get_peft_model_state_dict(model, adapter_name=POLICY),
-        "critic": critic.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-    }
+    return full_tensors(
+        {
+            "policy": get_peft_model_state_dict(model, adapter_name=POLICY),
+            "critic": critic.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        }
+    )
 
 
 def restore_training_state(state: dict, model, critic, optimizer, scheduler) -> None:
-    """`training_state` put back; the policy adapter active again."""
-    from peft import set_peft_model_state_dict
-
+    """`training_state` put back (into this rank's shards when sharded); the policy adapter active again."""
     from ..policy_final import POLICY
 
-    set_peft_model_state_dict(model, state["policy"], adapter_name=POLICY)
+    load_adapter_state(model, state["policy"], POLICY)
     critic.load_state_dict(state["critic"])
     model.set_adapter(POLICY)
-    optimizer.load_state_dict(state["optimizer"])
+    optimizer.load_state_dict(shard_optimizer_state(state["optimizer"], optimizer))
     scheduler.load_state_dict(state["scheduler"])
 
 

@@ -33,6 +33,7 @@ import torch
 from ...models.reward_head import RewardHead
 from ..policy_final import POLICY
 from .rollout import value_forward
+from .sharding import load_adapter_state
 
 CRITIC = "critic"
 VALUE_HEAD_FILE = "value_head.pt"
@@ -84,7 +85,8 @@ class ValueHeadCritic:
     def load_state_dict(self, state: dict) -> None:
         self.head.load_state_dict(state["head"])
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, model=None) -> None:
+        """Into `final/`; `model`: the one holding the critic's adapter, if not `self.model` (an unsharded copy)."""
         torch.save(self.head.state_dict(), directory / VALUE_HEAD_FILE)
 
 
@@ -142,15 +144,13 @@ class AdapterCritic(ValueHeadCritic):
         return {**super().state_dict(), "adapter": get_peft_model_state_dict(self.model, adapter_name=CRITIC)}
 
     def load_state_dict(self, state: dict) -> None:
-        from peft import set_peft_model_state_dict
-
         super().load_state_dict(state)
-        set_peft_model_state_dict(self.model, state["adapter"], adapter_name=CRITIC)
+        load_adapter_state(self.model, state["adapter"], CRITIC)
         self.model.set_adapter(POLICY)
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, model=None) -> None:
         super().save(directory)
-        self.model.save_pretrained(directory / CRITIC_ADAPTER_DIR, selected_adapters=[CRITIC])
+        (model or self.model).save_pretrained(directory / CRITIC_ADAPTER_DIR, selected_adapters=[CRITIC])
 
 
 def build_critic(kind: str, model, reward_head: RewardHead | None, device, reward_checkpoint: str):

@@ -8,6 +8,7 @@ import logging
 from accelerate import Accelerator
 
 from ...config.schema import Preset
+from ...distributed import renew_cpu_fsdp_plugin
 from ...errors import PresetError
 from ...rundir import RunDir, append_metrics
 from ...runtime import use_cpu
@@ -32,6 +33,7 @@ def build_accelerator(preset: Preset, run: RunDir) -> Accelerator:
         logger.warning("training.report_to: %s is not installed here; PPO does not log to it", name)
     log_with = [name for name in wanted if name not in missing]
     project = ProjectConfiguration(project_dir=str(run.root), logging_dir=str(run.tensorboard))
+    renew_cpu_fsdp_plugin()  # sharded CPU processes: this trainer's own plugin (a pipeline runs several)
     return Accelerator(cpu=use_cpu(), log_with=log_with or None, project_config=project)
 
 

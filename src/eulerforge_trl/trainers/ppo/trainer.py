@@ -12,6 +12,7 @@ score scale, KL control and logging each live in a module beside this one.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -23,14 +24,15 @@ from transformers import TrainerState
 from ...config.schema import Preset
 from ...data import render
 from ...data.jsonl import is_conversational, split_rows
+from ...distributed import is_sharded
 from ...errors import PresetError
 from ...generation import Rollout, build_sampler, completion_ids, response_texts
 from ...generation.vllm import require_vllm
 from ...models.loading import load_tokenizer
 from ...rewards.sources import columns_of
 from ...rundir import RunDir, read_metrics
-from ...runtime import write_rank_digest
-from ..common import use_bf16
+from ...runtime import write_rank_digest, write_rank_holdings
+from ..common import sampling_policy, use_bf16
 from ..policy_final import save_policy_final
 from .assembly import assemble, optimizer_and_schedule
 from .checkpoint import Checkpointer, restore_training_state, training_state
@@ -41,6 +43,7 @@ from .metrics import step_numbers, write_samples
 from .prompts import PromptSet
 from .rollout import Forward
 from .score_scale import ScoreNormalizer, sft_scores
+from .sharding import gathered, unsharded_copy
 from .targets import Targets, ppo_targets
 from .timing import PhaseTimer
 from .tracking import MetricsLog, build_accelerator
@@ -73,7 +76,7 @@ class PPOTrainer(PPOUpdate):
         self.held_out = HeldOutEvaluation(
             held_out or [], self.cfg.eval_prompts, self.accelerator, run.eval_samples, preset.training.batch_size
         )
-        self.stack = stack = assemble(preset, self.tokenizer, self.device)
+        self.stack = stack = assemble(preset, self.tokenizer, self.device, self.accelerator)
         self.model, self.rewards, self.critic = stack.model, stack.rewards, stack.critic
         self.policy_params, self.critic_params = stack.policy_params, stack.critic_params
         self.total_steps = self._total_steps()
@@ -119,8 +122,10 @@ class PPOTrainer(PPOUpdate):
         return response_texts(self.tokenizer, roll, self.stop_ids)
 
     def sample(self, prompt_ids, prompt_mask) -> Rollout:
-        """1. Responses of the policy (pure sampling at `temperature`) from the rollout engine."""
-        return self.sampler.sample(prompt_ids, prompt_mask)
+        """1. Responses of the policy (pure sampling at `temperature`) from the rollout engine; a
+        sharded policy is gathered whole for it (`sharding.gathered`), not layer by layer per token."""
+        with gathered(self.model):
+            return self.sampler.sample(prompt_ids, prompt_mask)
 
     def score(self, roll: Rollout, rows: list[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """2. [B] raw total reward and {"reward/<name>": [B]} per source, for the prompts of `rows`.
@@ -279,7 +284,8 @@ class PPOTrainer(PPOUpdate):
             final_eval = self.evaluate()
             self.log({"step": self.step, **final_eval})
             metrics = {**metrics, **final_eval}
-        write_rank_digest(self.stack.named_trainable())  # what the multi-process test compares across ranks
+        write_rank_digest(self.stack.named_trainable())  # what the multi-process tests compare across ranks
+        write_rank_holdings(self.model)  # and how much of the model each rank stores (sharded: about 1/N)
         self.log.finish()
         return metrics
 
@@ -306,10 +312,15 @@ class PPOTrainer(PPOUpdate):
         self.sampler.sync_weights()  # the engine samples the resumed policy, not the SFT model
 
     def save_final(self) -> None:
-        """`final/`: the policy adapter (loadable as model_name), the critic, preset, tokenizer."""
+        """`final/`: the policy adapter (loadable as model_name), the critic, preset, tokenizer. Sharded,
+        rank 0 writes it from an unsharded copy holding the gathered adapters (`sharding.unsharded_copy`)."""
+        model = self.model
+        if is_sharded(self.accelerator):
+            model = unsharded_copy(self.model, lambda: sampling_policy(self.preset, self.tokenizer, POLICY))
         if self.accelerator.is_main_process:
-            final = dict(stage="ppo", steps=self.step, merged=self.cfg.save_merged, extra=self.critic.save)
-            save_policy_final(self.run, self.model, self.tokenizer, self.preset, **final)
+            extra = functools.partial(self.critic.save, model=model)
+            final = dict(stage="ppo", steps=self.step, merged=self.cfg.save_merged, extra=extra)
+            save_policy_final(self.run, model, self.tokenizer, self.preset, **final)
         self.accelerator.wait_for_everyone()
 
 

@@ -1,5 +1,5 @@
 """6. The PPO epochs of a step: minibatch passes over one rollout batch, the clipped objectives,
-backward, gradient averaging across processes, separate clipping of policy and critic, one
+backward, gradient averaging across processes (FSDP2's own for a sharded model), separate clipping of policy and critic, one
 optimizer step per minibatch. A part of `PPOTrainer` (a base class of it), kept apart so the
 trainer file reads as the loop and its phases."""
 
@@ -11,6 +11,7 @@ from ...generation import Rollout
 from . import losses
 from .gradients import average_gradients
 from .rollout import Forward, response_forward
+from .sharding import clip_grad_norm, is_dtensor
 from .targets import Targets
 
 
@@ -66,13 +67,14 @@ class PPOUpdate:
                 values, targets.values[idx], targets.returns[idx], mask, cfg.clip_range_value
             )
             (loss + cfg.vf_coef * vf_loss).backward()
-        if self.accelerator.num_processes > 1:
-            average_gradients(self.policy_params + self.critic_params, self.accelerator.num_processes)
+        if self.accelerator.num_processes > 1:  # a sharded model's own gradients FSDP2 has averaged already
+            unsharded = [p for p in self.policy_params + self.critic_params if not is_dtensor(p)]
+            average_gradients(unsharded, self.accelerator.num_processes)
         # clipped apart: a large gradient on the critic's own weights must not shrink the policy's step (the
         # value_head critic's loss also reaches the policy adapter through the undetached hidden states: docs/ppo.md)
         max_norm = self.preset.training.max_grad_norm
-        policy_norm = torch.nn.utils.clip_grad_norm_(self.policy_params, max_norm)
-        critic_norm = torch.nn.utils.clip_grad_norm_(self.critic_params, max_norm)
+        policy_norm = clip_grad_norm(self.policy_params, max_norm)
+        critic_norm = clip_grad_norm(self.critic_params, max_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {
