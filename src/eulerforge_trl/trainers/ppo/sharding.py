@@ -156,9 +156,10 @@ def load_adapter_state(model, state: dict, adapter: str) -> None:
     set_peft_model_state_dict(model, shard_state_dict(state, live), adapter_name=adapter)
 
 
-def unsharded_copy(model, build):
+def unsharded_copy(model, build, adapters: list[str]):
     """On rank 0, `build()` (the same model unsharded: the SFT model + a fresh policy adapter) with
-    every trained adapter of the sharded `model` gathered into it; None on the other ranks.
+    the trained `adapters` of the sharded `model` gathered into it, the first active; None on the
+    other ranks.
 
     A collective: every rank calls it. Only the adapters are gathered (the base is the SFT model's,
     loaded again), so rank 0 briefly holds the base twice: its shard and the copy.
@@ -166,9 +167,6 @@ def unsharded_copy(model, build):
     import torch.distributed as dist
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-    from .critic import CRITIC, POLICY
-
-    adapters = [name for name in (POLICY, CRITIC) if name in model.peft_config]
     states = {name: full_tensors(get_peft_model_state_dict(model, adapter_name=name)) for name in adapters}
     if dist.get_rank() != 0:
         return None
@@ -177,5 +175,5 @@ def unsharded_copy(model, build):
         if name not in copy.peft_config:
             copy.add_adapter(name, model.peft_config[name])
         set_peft_model_state_dict(copy, state, adapter_name=name)
-    copy.set_adapter(POLICY)
+    copy.set_adapter(adapters[0])
     return copy

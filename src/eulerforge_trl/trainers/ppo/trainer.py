@@ -36,7 +36,7 @@ from ..common import sampling_policy, use_bf16
 from ..policy_final import save_policy_final
 from .assembly import assemble, optimizer_and_schedule
 from .checkpoint import Checkpointer, restore_training_state, training_state
-from .critic import POLICY
+from .critic import CRITIC, POLICY
 from .evaluation import HeldOutEvaluation
 from .kl_control import KLController
 from .metrics import step_numbers, write_samples
@@ -316,7 +316,8 @@ class PPOTrainer(PPOUpdate):
         rank 0 writes it from an unsharded copy holding the gathered adapters (`sharding.unsharded_copy`)."""
         model = self.model
         if is_sharded(self.accelerator):
-            model = unsharded_copy(self.model, lambda: sampling_policy(self.preset, self.tokenizer, POLICY))
+            trained = [name for name in (POLICY, CRITIC) if name in self.model.peft_config]
+            model = unsharded_copy(self.model, lambda: sampling_policy(self.preset, self.tokenizer, POLICY), trained)
         if self.accelerator.is_main_process:
             extra = functools.partial(self.critic.save, model=model)
             final = dict(stage="ppo", steps=self.step, merged=self.cfg.save_merged, extra=extra)
