@@ -229,3 +229,50 @@ def test_hf_static_cache_keeps_the_rollout_layout(tmp_path):
     assert batch["input_ids"].shape[1] % PROMPT_BUCKET  # the bucket really pads
     assert static.n_prompt == plain.n_prompt == batch["input_ids"].shape[1]
     assert torch.equal(static.input_ids, plain.input_ids) and torch.equal(static.response_mask, plain.response_mask)
+
+
+@pytest.mark.slow  # two launches of 2 processes, each with its own engine
+def test_ppo_with_vllm_on_two_processes_data_parallel_and_sharded(tmp_path, tiny_argv, tiny_llama_sft_final):
+    """Each training process runs its own colocated engine (vLLM's `external_launcher` on the launch's
+    process group), seeded apart, and pushes the merged policy into it after every step, gathered
+    whole when the policy is sharded: the engines' log-probs match the trainer's at every step, and
+    the sharded run computes what the data-parallel one does."""
+    pytest.importorskip("vllm", reason="vLLM is not installed: make install-vllm")
+    import os
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    functions = tmp_path / "rewards.py"
+    functions.write_text(PLEASANT, encoding="utf-8")
+    history = {}
+    for config in ("multi_cpu_2proc", "fsdp2_cpu_2proc"):
+        out = tmp_path / config
+        argv = tiny_argv(
+            "tiny_ppo.yml",
+            out,
+            f"model_name={tiny_llama_sft_final}",
+            "training.reward_model.checkpoint_path=",
+            f"training.reward_funcs=[{functions}:pleasant_count]",
+            "generation.backend=vllm",
+            "generation.vllm_enforce_eager=true",
+            "training.max_steps=3",
+            "training.batch_size=4",
+            "training.logging_steps=1",
+            "training.ppo.max_gen_len=8",
+        )
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+        command += [str(repo / "examples" / "accelerate" / f"{config}.yaml"), "--main_process_port", "0"]
+        command += ["-m", "eulerforge_trl.train", *argv]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "EULERFORGE_RANK_DIGEST_DIR": str(tmp_path / f"{config}.ranks")}
+        result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"{config}: {result.stderr[-3000:]}"
+        history[config] = [r for r in read_metrics(out / "metrics.jsonl") if "ppo_loss" in r]
+        assert [r["step"] for r in history[config]] == [1, 2, 3]
+        for r in history[config]:  # the mean over both ranks' engines: each follows its trainer's weights
+            assert r["generation/logprob_gap"] < 1e-3 and r["time_weight_sync"] > 0, r
+    for replicated, sharded in zip(history["multi_cpu_2proc"], history["fsdp2_cpu_2proc"], strict=True):
+        for key in ("reward_mean", "ppo_loss", "value_loss"):
+            assert sharded[key] == pytest.approx(replicated[key], rel=1e-4, abs=1e-6), (key, replicated["step"])
+    held = [json.loads(f.read_text()) for f in sorted((tmp_path / "fsdp2_cpu_2proc.ranks").glob("rank*.json"))]
+    assert len(held) == 2 and all(0.45 < rank["held"] / rank["total"] < 0.55 for rank in held), held

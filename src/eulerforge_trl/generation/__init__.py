@@ -59,6 +59,8 @@ def build_sampler(
             as it is, e.g. a merged or full model).
         seed: seeds the vllm engine (vLLM's CPU build cannot seed single requests); hf samples from
             torch's global generator, which the caller seeds.
+        synced_gpus: several processes sample together (hf: `generate` keeps their forwards in step;
+            vllm: one engine per process, over the launcher's process group).
         max_prompt_length: longest prompt the engine must accept (sizes vLLM's context).
     """
     common = dict(
@@ -79,6 +81,7 @@ def build_sampler(
             gpu_memory_utilization=generation.vllm_gpu_memory_utilization,
             dtype=generation.vllm_dtype,
             enforce_eager=generation.vllm_enforce_eager,
+            distributed=synced_gpus,
             **common,
         )
     from .hf import HFSampler

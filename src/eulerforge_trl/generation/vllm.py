@@ -66,6 +66,7 @@ class VLLMSampler:
         dtype: str,
         enforce_eager: bool,
         max_batch: int = 64,
+        distributed: bool = False,
     ):
         vllm = require_vllm()
         self.model, self.adapter = model, adapter
@@ -90,6 +91,9 @@ class VLLMSampler:
                 **_cpu_kv_cache(_base_model(model).config, engine_dtype, max_batch, max_model_len),
                 enable_prefix_caching=False,  # weights change every step: a cached prefix would be stale
                 logprobs_mode="processed_logprobs",  # after the temperature, as the trainer computes them
+                # several training processes: one engine in each, on the launcher's process group
+                # (TRL's colocate mode does the same), each seeded apart by the caller
+                **({"distributed_executor_backend": "external_launcher"} if distributed else {}),
             )
         except Exception:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -135,7 +139,11 @@ class VLLMSampler:
     @torch.no_grad()
     def merged_weights(self) -> dict[str, torch.Tensor]:
         """The base model's weights under their transformers names, each LoRA layer's weight merged
-        with `adapter`'s delta (out of place: the training model is left as it is)."""
+        with `adapter`'s delta (out of place: the training model is left as it is).
+
+        A sharded model's weights are gathered whole (a collective: every process pushes to its own
+        engine, in the same order): the engine holds a full copy, so sampling never waits on the shards.
+        """
         from peft.tuners.lora import LoraLayer
 
         base = _base_model(self.model)
@@ -150,7 +158,7 @@ class VLLMSampler:
                 weights[f"{name}.weight"] = layer.weight + module.get_delta_weight(self.adapter).to(layer.weight.dtype)
         if self.tied:
             weights.pop("lm_head.weight", None)
-        return weights
+        return {name: _whole(tensor) for name, tensor in weights.items()}
 
     def close(self) -> None:
         """Free the engine and its weights directory."""
@@ -179,6 +187,11 @@ def _cpu_kv_cache(config, dtype: str, max_batch: int, max_model_len: int) -> dic
         2 * config.num_hidden_layers * kv_heads * head_dim * torch.empty(0, dtype=getattr(torch, dtype)).element_size()
     )
     return {"kv_cache_memory_bytes": max(64 << 20, 2 * per_token * max_batch * max_model_len)}
+
+
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor (a shard of a sharded model's weight) gathered whole; any other tensor as it is."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
 def _base_model(model):

@@ -25,7 +25,6 @@ from ...config.schema import Preset
 from ...data import render
 from ...data.jsonl import is_conversational, split_rows
 from ...distributed import is_sharded
-from ...errors import PresetError
 from ...generation import Rollout, build_sampler, completion_ids, response_texts
 from ...generation.vllm import require_vllm
 from ...models.loading import load_tokenizer
@@ -60,11 +59,6 @@ class PPOTrainer(PPOUpdate):
         if preset.generation.backend == "vllm":
             require_vllm()  # one line naming the install command, before any model is loaded
         self.accelerator = accelerator or build_accelerator(preset, run)
-        if preset.generation.backend == "vllm" and self.accelerator.num_processes > 1:
-            raise PresetError(
-                "generation.backend=vllm runs one colocated engine in a single training process; with "
-                f"{self.accelerator.num_processes} processes use generation.backend=hf (not supported yet)"
-            )
         self.device = self.accelerator.device
         self.tokenizer = load_tokenizer(preset.model_name)
         self.tokenizer.padding_side, self.tokenizer.truncation_side = "left", "left"
