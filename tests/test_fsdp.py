@@ -8,6 +8,7 @@ reproduce the replicated one step for step: the losses agree to LOSS_RTOL (only 
 floating-point sums differs, reduce-scatter against all-reduce). Each rank writes what it holds
 ($EULERFORGE_RANK_DIGEST_DIR, `runtime.write_rank_holdings`): sharded, about half; replicated, all.
 Every sharded run, killed after its checkpoint at step 2, resumes from it and ends where it would have.
+Every run, replicated or sharded, ends with the same weights on both ranks and writes its files once.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ TYPE = {"ppo_adapter": "ppo"}  # training.type and preset (tiny_<type>.yml) wher
 PPO_KEYS = ("ppo_loss", "value_loss", "reward_mean", "grad_norm_critic")
 COMPARED = {"grpo": ("loss", "reward_mean"), "ppo": PPO_KEYS, "ppo_adapter": PPO_KEYS}
 STEPS = 4
+BATCH = 4  # rows per process and step
+TRAINING_ROWS = {"sft": 2000, "rm": 1500, "dpo": 1500}  # the tiny presets' training files (for the epoch count)
 # Measured here (torch 2.13, 2 ranks): the sharded losses equal the replicated ones to the last bit
 # over the 4 steps of every stage; the tolerance leaves room for other reduction orders (more
 # ranks, other kernels). A rank training on other rows or other weights moves them by > 1e-2.
@@ -49,7 +52,7 @@ def runs(tmp_path_factory, tiny_argv, tiny_sft_final, tiny_rm_final) -> Path:
     # checkpoint-2 of every stage is resumed below
     overrides = [
         f"training.max_steps={STEPS}",
-        "training.batch_size=4",
+        f"training.batch_size={BATCH}",
         "training.logging_steps=1",
         "training.save_steps=2",
     ]
@@ -111,6 +114,20 @@ def losses(out: Path, key: str = "loss") -> list[tuple[int, float]]:
 def test_an_fsdp_launch_no_longer_runs_ddp(runs):
     assert "find_unused_parameters" in (runs / "ddp.log").read_text()  # DDP says so: the check can fail
     assert "find_unused_parameters" not in (runs / "fsdp2.log").read_text()
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("stage", STAGES)
+def test_both_ranks_end_with_the_same_weights_and_rank_0_writes_once(runs, config, stage):
+    out = runs / config / stage
+    ranks = digests(runs / config / f"{stage}.ranks")
+    assert len(ranks) == 2 and ranks[0] == ranks[1], "ranks ended with different weights"
+    key = COMPARED.get(stage, ("loss",))[0]
+    assert [step for step, _ in losses(out, key)] == list(range(1, STEPS + 1))  # each step once: no duplicates
+    assert TYPE.get(stage, stage) in (out / "final" / "eulerforge_final.json").read_text()
+    if stage in TRAINING_ROWS:  # each rank saw its own half of every global batch
+        epoch = [r["epoch"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r][-1]
+        assert epoch == pytest.approx(STEPS * BATCH * 2 / TRAINING_ROWS[stage], rel=0.05)
 
 
 @pytest.mark.parametrize("stage", STAGES)

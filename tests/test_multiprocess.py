@@ -1,7 +1,9 @@
-"""Data parallelism on the CPU: every stage under `accelerate launch` with 2 processes (gloo).
+"""Data parallelism on the CPU: PPO under `accelerate launch` with 2 processes (gloo), resumed.
 
-Each run must finish, end with identical trainable weights on both ranks (each rank writes a
-digest when $EULERFORGE_RANK_DIGEST_DIR is set) and write its files once (rank 0 only).
+The run must finish, end with identical trainable weights on both ranks (each rank writes a
+digest when $EULERFORGE_RANK_DIGEST_DIR is set), write its files once (rank 0 only), keep each
+rank's RNG stream and resume both ranks exactly. Every other stage's data-parallel run (and all of
+them sharded) is in tests/test_fsdp.py, which launches the stages together.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pytest
 
 from eulerforge_trl.rundir import read_metrics
 
-pytestmark = pytest.mark.slow  # two processes per stage: ~40 s
+pytestmark = pytest.mark.slow  # two launches of two processes: ~40 s
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIG = REPO / "examples" / "accelerate" / "multi_cpu_2proc.yaml"
@@ -54,22 +56,6 @@ def assert_written_once(out: Path, stage: str):
     assert stage in (out / "final" / "eulerforge_final.json").read_text()
 
 
-@pytest.mark.parametrize("stage", ["sft", "rm", "dpo"])
-def test_trl_stages_train_data_parallel(stage, tmp_path, tiny_argv, tiny_sft_final):
-    preset = f"tiny_{stage}.yml"
-    overrides = ["training.max_steps=6", "training.batch_size=8", "training.logging_steps=2"]
-    if stage != "sft":
-        overrides.append(f"model_name={tiny_sft_final}")
-    out = tmp_path / "out"
-    launch(tiny_argv, preset, out, tmp_path / "digests", *overrides)
-    assert_ranks_in_sync(tmp_path / "digests")
-    assert_written_once(out, stage)
-    # each rank saw its own half of every global batch: 6 steps x 8 rows x 2 ranks of training rows
-    epoch = [r["epoch"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r][-1]
-    rows = {"sft": 2000, "rm": 1500, "dpo": 1500}[stage]
-    assert epoch == pytest.approx(6 * 8 * 2 / rows, rel=0.05)
-
-
 def test_ppo_trains_data_parallel_and_resumes_every_rank_exactly(tmp_path, tiny_argv, tiny_sft_final, tiny_rm_final):
     import shutil
 
@@ -104,22 +90,3 @@ def test_ppo_trains_data_parallel_and_resumes_every_rank_exactly(tmp_path, tiny_
     again = read_metrics(resumed / "metrics.jsonl")[-1]
     for key in ("reward_mean", "kl_divergence", "ppo_loss", "value_loss"):
         assert again[key] == pytest.approx(last[key], abs=1e-6), key
-
-
-def test_grpo_trains_data_parallel_on_the_shared_base(tmp_path, tiny_argv, tiny_sft_final, tiny_rm_final):
-    """Two processes, each sampling its own 4 completions (1 prompt x 4 generations) per step."""
-    out = tmp_path / "out"
-    args = (
-        f"model_name={tiny_sft_final}",
-        f"training.reward_model.checkpoint_path={tiny_rm_final}",
-        "training.max_steps=4",
-        "training.save_steps=2",
-        "training.batch_size=4",
-        "training.grpo.max_completion_length=8",
-        "training.grpo.sample_every=1",
-    )
-    launch(tiny_argv, "tiny_grpo.yml", out, tmp_path / "digests", *args)
-    assert_ranks_in_sync(tmp_path / "digests")
-    assert_written_once(out, "grpo")
-    history = [r for r in read_metrics(out / "metrics.jsonl") if "reward_mean" in r]
-    assert [r["step"] for r in history] == [1, 2, 3, 4]

@@ -45,10 +45,12 @@ def add_stage_arguments(parser: argparse.ArgumentParser, preset_flag: bool) -> N
 
 def run_train_command(args: argparse.Namespace) -> int:
     from .pipeline.run_stage import run_stage
+    from .runtime import process_state
 
     # the path, not a loaded Preset: a missing earlier stage's message names that stage's preset beside it
     result = run_stage(args.preset, args.overrides, args.output_dir, resume=not args.no_resume)
-    print(f"{result.stage} finished: {result.final_dir}")
+    if process_state().is_main_process:  # once per launch, not once per process
+        print(f"{result.stage} finished: {result.final_dir}")
     return 0
 
 
