@@ -89,7 +89,7 @@ def write_rank_digest(named_parameters) -> None:
     digest = hashlib.sha256()
     for name, param in sorted(named_parameters, key=lambda item: item[0]):
         digest.update(name.encode())
-        digest.update(_full(param.detach()).float().cpu().contiguous().numpy().tobytes())
+        digest.update(whole_tensor(param.detach()).float().cpu().contiguous().numpy().tobytes())
     Path(directory).mkdir(parents=True, exist_ok=True)
     (Path(directory) / f"rank{process_state().process_index}.txt").write_text(digest.hexdigest() + "\n")
 
@@ -147,6 +147,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _full(tensor):
+def whole_tensor(tensor):
     """The whole tensor: a DTensor shard gathered from every rank (a collective: all ranks call it)."""
     return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..runtime import whole_tensor
 from .rollout import Rollout, build_rollout
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class VLLMSampler:
                 weights[f"{name}.weight"] = layer.weight + module.get_delta_weight(self.adapter).to(layer.weight.dtype)
         if self.tied:
             weights.pop("lm_head.weight", None)
-        return {name: _whole(tensor) for name, tensor in weights.items()}
+        return {name: whole_tensor(tensor) for name, tensor in weights.items()}
 
     def close(self) -> None:
         """Free the engine and its weights directory."""
@@ -187,11 +188,6 @@ def _cpu_kv_cache(config, dtype: str, max_batch: int, max_model_len: int) -> dic
         2 * config.num_hidden_layers * kv_heads * head_dim * torch.empty(0, dtype=getattr(torch, dtype)).element_size()
     )
     return {"kv_cache_memory_bytes": max(64 << 20, 2 * per_token * max_batch * max_model_len)}
-
-
-def _whole(tensor: torch.Tensor) -> torch.Tensor:
-    """A DTensor (a shard of a sharded model's weight) gathered whole; any other tensor as it is."""
-    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
 def _base_model(model):

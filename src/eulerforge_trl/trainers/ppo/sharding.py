@@ -26,6 +26,8 @@ from collections.abc import Iterator
 
 import torch
 
+from ...runtime import whole_tensor
+
 
 def is_dtensor(tensor) -> bool:
     from torch.distributed.tensor import DTensor
@@ -86,7 +88,7 @@ def full_tensors(tree):
     A collective: every rank calls it on the same structure, in the same order.
     """
     if is_dtensor(tree):
-        return tree.full_tensor().cpu()
+        return whole_tensor(tree).cpu()
     if isinstance(tree, dict):
         return {key: full_tensors(value) for key, value in tree.items()}
     if isinstance(tree, (list, tuple)):
@@ -132,19 +134,17 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.T
     The mix is clipped by the norm of both together, as the unsharded run clips them."""
     sharded = [p for p in params if is_dtensor(p)]
     if not sharded or len(sharded) == len(params):
-        return _plain(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        return whole_tensor(torch.nn.utils.clip_grad_norm_(params, max_norm))
     grads = [
         [p.grad for p in group if p.grad is not None] for group in (sharded, [p for p in params if not is_dtensor(p)])
     ]
-    total = torch.linalg.vector_norm(torch.stack([_plain(torch.nn.utils.get_total_norm(g)).float() for g in grads]))
+    total = torch.linalg.vector_norm(
+        torch.stack([whole_tensor(torch.nn.utils.get_total_norm(g)).float() for g in grads])
+    )
     scale = min(1.0, max_norm / (total.item() + 1e-6))  # torch's clip coefficient, clamped at 1
     for grad in grads[0] + grads[1]:
         grad.mul_(scale)
     return total
-
-
-def _plain(norm: torch.Tensor) -> torch.Tensor:
-    return norm.full_tensor() if is_dtensor(norm) else norm
 
 
 def load_adapter_state(model, state: dict, adapter: str) -> None:
