@@ -293,3 +293,17 @@ def test_weight_decay_and_logging_steps_are_honoured_and_grad_accum_refused(tmp_
     assert logged == [1, 2, 4, 5]  # every 2nd step, the first and the last
     with pytest.raises(PresetError, match="training.grad_accum"):
         tiny_ppo_preset(tmp_path, "training.grad_accum=2")
+
+
+def test_two_trainers_built_in_one_process_start_from_the_same_weights(tmp_path):
+    """The new LoRA's and the critic's initial weights come from `training.seed` in `__init__` (as
+    transformers' Trainer seeds), not from whatever the global RNG holds: a notebook's second run
+    starts where its first, and the CLI's, did."""
+    preset = tiny_ppo_preset(tmp_path)
+    built = []
+    for _ in range(2):
+        trainer = PPOTrainer(preset, RunDir(tmp_path / "out"))
+        built.append([p.detach().clone() for p in trainer.policy_params + trainer.critic_params])
+        torch.rand(1000)  # anything else drawing from the global RNG in between
+    assert all(torch.equal(a, b) for a, b in zip(*built, strict=True))
+    assert any(p.abs().sum() > 0 for p in built[0])  # LoRA's A and the heads are random, not zero

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from transformers import TrainerState
 
 from ...config.schema import Preset
@@ -70,6 +71,9 @@ class PPOTrainer(PPOUpdate):
         self.held_out = HeldOutEvaluation(
             held_out or [], self.cfg.eval_prompts, self.accelerator, run.eval_samples, preset.training.batch_size
         )
+        # the new adapters' and heads' initial weights come from the seed, as transformers' Trainer seeds in its
+        # __init__: a trainer built in a notebook, or after another one, starts where the CLI's does
+        set_seed(preset.training.seed)
         self.stack = stack = assemble(preset, self.tokenizer, self.device, self.accelerator)
         self.model, self.rewards, self.critic = stack.model, stack.rewards, stack.critic
         self.policy_params, self.critic_params = stack.policy_params, stack.critic_params
@@ -248,7 +252,6 @@ class PPOTrainer(PPOUpdate):
         return self.held_out(self.step, sample, self.score, self.response_texts)
 
     def train(self, resume_from: str | None = None) -> dict[str, float]:
-        from accelerate.utils import set_seed
         from tqdm.auto import tqdm
 
         # every process samples its own stream (the weights were built before, identical everywhere)
