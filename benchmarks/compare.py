@@ -180,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.critic:
         ours_cmd += ["--critic", args.critic]
     engine = ["--generation", args.generation, "--vllm-dtype", args.vllm_dtype]
-    ours = run_json("ppo_step.py", [*ours_cmd, *engine])
+    merged = ["--merged-copy", args.merged_copy]
+    ours = run_json("ppo_step.py", [*ours_cmd, *engine, *merged])
     # with vllm, the same step with hf beside it: what the engine buys, measured in this run
-    hf = run_json("ppo_step.py (hf)", ours_cmd) if args.generation == "vllm" else None
+    hf = run_json("ppo_step.py (hf)", [*ours_cmd, *merged]) if args.generation == "vllm" else None
     peer = None
     if not args.no_peer:
         # a pretrained model brings its tokenizer; the random one gets the tokenizer ours uses
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         **{k: ours[k] for k in ("device", "dtype", "threads", "vocab", *_shapes.SHAPE_FLAGS, "critic", "steps")},
         "model_name": model_name,
         "generation": args.generation,
+        "merged_copy": ours.get("merged_copy"),
         "hf_step_s": hf["step_s"] if hf else None,
         "vllm_over_hf": round(ours["step_s"] / hf["step_s"], 3) if hf else None,
         "hf_generate_s": hf["generate_s"] if hf else None,

@@ -83,13 +83,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
-    """--generation and --vllm-dtype: the preset's generation.backend and generation.vllm_dtype."""
+    """--generation, --vllm-dtype, --merged-copy: the preset's generation.backend, vllm_dtype, merged_copy."""
     p.add_argument("--generation", choices=["hf", "vllm"], default="hf", help="generation.backend (default hf)")
     p.add_argument(
         "--vllm-dtype",
         choices=["auto", "fp32", "bf16", "fp16"],
         default="auto",
         help="generation.vllm_dtype (auto = the training dtype)",
+    )
+    p.add_argument(
+        "--merged-copy",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="PPO with hf: generation.merged_copy (auto = null: on with CUDA); GRPO refuses on",
     )
 
 
@@ -100,7 +106,10 @@ def generation_preset(args: argparse.Namespace) -> dict:
     if "generation" not in Preset.__dataclass_fields__:
         return {}
     # vLLM's CPU build: an explicit KV cache is sized by the engine itself; the RAM share stays small
-    return {"generation": {"backend": args.generation, "vllm_dtype": args.vllm_dtype}}
+    section = {"backend": args.generation, "vllm_dtype": args.vllm_dtype}
+    if getattr(args, "merged_copy", "auto") != "auto":
+        section["merged_copy"] = args.merged_copy == "on"
+    return {"generation": section}
 
 
 def log(msg: str) -> None:
@@ -408,6 +417,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         short = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
         weights_dtype = short[trainer.model.get_input_embeddings().weight.dtype]  # what the preset gave
 
+        sampler = getattr(trainer, "sampler", None)  # (ab.py: older revisions have none)
+        merged_copy = getattr(sampler, "name", "hf") == "hf" and getattr(sampler, "own_weights", False)
         walls, metrics = time_train_steps(trainer, args, now)
         generated_width = trainer._last[0].response_ids.shape[1]  # columns generate() produced
         mem, mem_kind = peak_memory_mib(device)
@@ -453,6 +464,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "critic": args.critic,
         "generation": args.generation,
         "vllm_dtype": args.vllm_dtype if args.generation == "vllm" else None,
+        "merged_copy": merged_copy,  # as resolved (hf on a merged copy of the policy)
         "steps": args.steps,
         "warmup": args.warmup,
         "seed": args.seed,

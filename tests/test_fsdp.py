@@ -77,6 +77,7 @@ def runs(tmp_path_factory, tiny_argv, tiny_sft_final, tiny_rm_final) -> Path:
             "training.ppo.critic=adapter",
             "training.gradient_checkpointing=true",
             "training.ppo.save_merged=true",
+            "generation.merged_copy=true",  # sampled from a merged copy: gathered whole once, refreshed each step
         ],
     }
     for name, config in CONFIGS.items():

@@ -1,7 +1,8 @@
 """The rollout engines: one seam through which PPO's rollouts, PPO's held-out evaluation and
 `eulerforge evaluate` sample responses (`generation.backend`: hf or vllm).
 
-An engine has three methods: `sample(prompt_ids, prompt_mask) -> Rollout` on left-padded prompts,
+An engine has three methods and says whether it samples a copy of its own (`own_weights`: then a
+sharded training model need not be gathered for it): `sample(prompt_ids, prompt_mask) -> Rollout` on left-padded prompts,
 `sync_weights()` after every optimizer step (the policy's current weights reach the engine before
 the next rollout), and `close()`. Log-probs are never the engine's business: the trainer computes
 them on its own weights, so PPO's ratio stays exact whichever engine sampled.
@@ -31,6 +32,7 @@ __all__ = [
 
 class Sampler(Protocol):
     name: str
+    own_weights: bool
 
     def sample(self, prompt_ids, prompt_mask) -> Rollout: ...
 
@@ -84,6 +86,12 @@ def build_sampler(
             distributed=synced_gpus,
             **common,
         )
-    from .hf import HFSampler
+    from .hf import HFSampler, MergedCopySampler
+    from .merged import merges_by_default
 
+    merged = generation.merged_copy
+    if merged is None:
+        merged = adapter is not None and merges_by_default(model)
+    if merged and adapter is not None:
+        return MergedCopySampler(model, adapter=adapter, compile=generation.compile, **common)
     return HFSampler(model, synced_gpus=synced_gpus, compile=generation.compile, **common)

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..runtime import whole_tensor
+from .merged import base_model, merged_weights
 from .rollout import Rollout, build_rollout
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class VLLMSampler:
     """Samples with a colocated vLLM engine that follows the training model's `adapter` weights."""
 
     name = "vllm"
+    own_weights = True  # the engine's copy: the training model is not sampled
 
     def __init__(
         self,
@@ -72,13 +73,12 @@ class VLLMSampler:
         vllm = require_vllm()
         self.model, self.adapter = model, adapter
         self.stop_ids, self.pad_token_id = list(stop_ids), pad_token_id
-        self.tied = bool(getattr(_base_model(model).config, "tie_word_embeddings", False))
         # the engine's process is this one: the weights are pushed in memory, and a script without a
         # `__main__` guard still works (vLLM would otherwise spawn its engine core)
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self.workdir = Path(tempfile.mkdtemp(prefix="eulerforge-vllm-"))
         try:
-            _write_engine_model(model, tokenizer, self.workdir, self.merged_weights())
+            _write_engine_model(model, tokenizer, self.workdir, merged_weights(self.model, self.adapter))
             engine_dtype = DTYPES.get(dtype) or str(next(model.parameters()).dtype).removeprefix("torch.")
             self.llm = vllm.LLM(
                 model=str(self.workdir),
@@ -89,7 +89,7 @@ class VLLMSampler:
                 gpu_memory_utilization=gpu_memory_utilization,
                 enforce_eager=enforce_eager,
                 max_num_seqs=max_batch,
-                **_cpu_kv_cache(_base_model(model).config, engine_dtype, max_batch, max_model_len),
+                **_cpu_kv_cache(base_model(model).config, engine_dtype, max_batch, max_model_len),
                 enable_prefix_caching=False,  # weights change every step: a cached prefix would be stale
                 logprobs_mode="processed_logprobs",  # after the temperature, as the trainer computes them
                 # several training processes: one engine in each, on the launcher's process group
@@ -133,33 +133,9 @@ class VLLMSampler:
     @torch.no_grad()
     def sync_weights(self) -> None:
         """Push the policy's current merged weights into the engine (after each optimizer step)."""
-        weights = self.merged_weights()
+        weights = merged_weights(self.model, self.adapter)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items())})
         self.llm.reset_prefix_cache()
-
-    @torch.no_grad()
-    def merged_weights(self) -> dict[str, torch.Tensor]:
-        """The base model's weights under their transformers names, each LoRA layer's weight merged
-        with `adapter`'s delta (out of place: the training model is left as it is).
-
-        A sharded model's weights are gathered whole (a collective: every process pushes to its own
-        engine, in the same order): the engine holds a full copy, so sampling never waits on the shards.
-        """
-        from peft.tuners.lora import LoraLayer
-
-        base = _base_model(self.model)
-        weights: dict[str, torch.Tensor] = {}
-        for name, tensor in base.state_dict().items():
-            if "lora_" in name or "modules_to_save" in name:
-                continue
-            weights[name.replace(".base_layer.", ".").replace(".original_module.", ".")] = tensor
-        for name, module in base.named_modules():
-            if isinstance(module, LoraLayer) and self.adapter in getattr(module, "lora_A", {}):
-                layer = module.get_base_layer()
-                weights[f"{name}.weight"] = layer.weight + module.get_delta_weight(self.adapter).to(layer.weight.dtype)
-        if self.tied:
-            weights.pop("lm_head.weight", None)
-        return {name: whole_tensor(tensor) for name, tensor in weights.items()}
 
     def close(self) -> None:
         """Free the engine and its weights directory."""
@@ -190,16 +166,11 @@ def _cpu_kv_cache(config, dtype: str, max_batch: int, max_model_len: int) -> dic
     return {"kv_cache_memory_bytes": max(64 << 20, 2 * per_token * max_batch * max_model_len)}
 
 
-def _base_model(model):
-    """The transformers model under a peft wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def _write_engine_model(model, tokenizer, directory: Path, weights: dict[str, torch.Tensor]) -> None:
     """A model directory vLLM can start from: config, tokenizer and the current merged weights."""
     from safetensors.torch import save_file
 
-    base = _base_model(model)
+    base = base_model(model)
     base.config.save_pretrained(directory)
     if base.generation_config is not None:
         base.generation_config.save_pretrained(directory)

@@ -16,6 +16,11 @@ from ..errors import PresetError
 def grpo_generation_args(preset: Preset) -> dict:
     """The GRPOConfig fields for `preset.generation`; settings TRL cannot honour are refused."""
     gen, grpo = preset.generation, preset.training.grpo
+    if gen.merged_copy:
+        raise PresetError(
+            "generation.merged_copy: GRPO samples through TRL's generate on the policy itself, which has no "
+            "such setting; leave it null (PPO reads it)"
+        )
     if gen.backend == "hf":
         compile = torch.cuda.is_available() if gen.compile is None else gen.compile
         return {"use_vllm": False, "cache_implementation": "static" if compile else None}

@@ -12,6 +12,7 @@ score scale, KL control and logging each live in a module beside this one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -121,8 +122,9 @@ class PPOTrainer(PPOUpdate):
 
     def sample(self, prompt_ids, prompt_mask) -> Rollout:
         """1. Responses of the policy (pure sampling at `temperature`) from the rollout engine; a
-        sharded policy is gathered whole for it (`sharding.gathered`), not layer by layer per token."""
-        with gathered(self.model):
+        sharded policy is gathered whole for it (`sharding.gathered`), not layer by layer per token,
+        unless the engine samples a copy of its own."""
+        with contextlib.nullcontext() if self.sampler.own_weights else gathered(self.model):
             return self.sampler.sample(prompt_ids, prompt_mask)
 
     def score(self, roll: Rollout, rows: list[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

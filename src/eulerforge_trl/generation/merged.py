@@ -1,0 +1,108 @@
+"""The policy's weights with its LoRA merged in, computed out of place: what the rollout engines that
+hold their own copy sample from (`vllm`, and `hf` with `generation.merged_copy`).
+
+Merging in place and unmerging after sampling would leave bf16 rounding in the base, which is also
+the reference (adapters off); so each LoRA layer's merged weight is base + delta in new memory, and
+the training model is never touched.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..runtime import whole_tensor
+
+
+def base_model(model):
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def plain_name(name: str) -> str:
+    """A peft-wrapped module's weight name -> its transformers name."""
+    return name.replace(".base_layer.", ".").replace(".original_module.", ".")
+
+
+def lora_layers(model, adapter: str | None) -> dict[str, torch.nn.Module]:
+    """{transformers weight name: peft LoRA layer} for the layers holding `adapter`."""
+    from peft.tuners.lora import LoraLayer
+
+    if adapter is None:
+        return {}
+    return {
+        f"{name}.weight": module
+        for name, module in base_model(model).named_modules()
+        if isinstance(module, LoraLayer) and adapter in getattr(module, "lora_A", {})
+    }
+
+
+def merged_weight(layer, adapter: str) -> torch.Tensor:
+    """One LoRA layer's base weight + `adapter`'s delta, in new memory, gathered whole if sharded."""
+    base = layer.get_base_layer().weight
+    return whole_tensor(base + layer.get_delta_weight(adapter).to(base.dtype))
+
+
+@torch.no_grad()
+def merged_weights(model, adapter: str | None) -> dict[str, torch.Tensor]:
+    """The base model's weights under their transformers names, each LoRA layer's weight merged with
+    `adapter`'s delta. The other weights are the model's own tensors (no copy), a sharded model's
+    gathered whole (a collective: every process calls it, in the same order). A tied LM head is left
+    out (it is the embedding)."""
+    base = base_model(model)
+    weights = {
+        plain_name(name): tensor
+        for name, tensor in base.state_dict().items()
+        if "lora_" not in name and "modules_to_save" not in name
+    }
+    weights.update({name: merged_weight(layer, adapter) for name, layer in lora_layers(model, adapter).items()})
+    if getattr(base.config, "tie_word_embeddings", False):
+        weights.pop("lm_head.weight", None)
+    return {name: whole_tensor(tensor) for name, tensor in weights.items()}
+
+
+def merges_by_default(model) -> bool:
+    """`generation.merged_copy: null`: on with CUDA, where LoRA's hooks dominate decoding, unless the
+    base is quantized (a full-precision copy undoes the saving) or sharded (a full copy per process)."""
+    base = base_model(model)
+    weight = next(base.parameters())
+    quantized = getattr(base, "is_quantized", False) or getattr(base, "hf_quantizer", None) is not None
+    return weight.device.type == "cuda" and not quantized and not hasattr(weight, "full_tensor")
+
+
+class MergedCopy:
+    """A plain transformers model (no peft layers, so no LoRA hooks while decoding) holding the
+    policy's merged weights, refreshed in place after each optimizer step.
+
+    It costs memory only for the weights LoRA touches: every other weight is the training model's
+    own tensor (a sharded model's is gathered whole once). Refreshing writes into the same tensors,
+    so a compiled decode step (static cache, CUDA graphs) keeps its addresses.
+    """
+
+    def __init__(self, model, adapter: str):
+        self.source, self.adapter = model, adapter
+        self.layers = lora_layers(model, adapter)
+        if not self.layers:
+            raise ValueError(f"the model has no LoRA layers of adapter {adapter!r} to merge")
+        base = base_model(model)
+        with torch.device("meta"):
+            copy = type(base)(base.config)
+        weights = {
+            name: torch.nn.Parameter(t, requires_grad=False) for name, t in merged_weights(model, adapter).items()
+        }
+        missing, unexpected = copy.load_state_dict(weights, strict=False, assign=True)
+        if unexpected or set(missing) - {"lm_head.weight"}:
+            raise RuntimeError(f"merged copy of {type(base).__name__}: missing {missing}, unexpected {unexpected}")
+        for name, buffer in base.named_buffers():  # non-persistent ones (rotary frequencies) are not in the state dict
+            owner, _, leaf = plain_name(name).rpartition(".")
+            if leaf in copy.get_submodule(owner)._buffers:
+                copy.get_submodule(owner)._buffers[leaf] = buffer
+        copy.tie_weights()
+        copy.generation_config = base.generation_config
+        self.model = copy.eval().requires_grad_(False)
+        self.targets = dict(self.model.named_parameters(remove_duplicate=False))
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """The copy's merged weights recomputed from the policy's current LoRA weights."""
+        for name, layer in self.layers.items():
+            self.targets[name].copy_(merged_weight(layer, self.adapter))

@@ -1,0 +1,147 @@
+"""`generation.merged_copy`: the hf engine sampling from a plain copy of the model with the policy's
+LoRA merged in (no LoRA hooks while decoding), refreshed after every optimizer step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eulerforge_trl.config import load_preset
+from eulerforge_trl.errors import PresetError
+from eulerforge_trl.generation import build_sampler
+from eulerforge_trl.generation.hf import HFSampler, MergedCopySampler
+from eulerforge_trl.models.loading import load_causal_lm, load_tokenizer
+from eulerforge_trl.rundir import RunDir, read_metrics
+
+
+def lora_policy(seed: int = 0):
+    """The tiny Qwen3.5 (Gated DeltaNet and attention layers) with an all-linear LoRA whose B is not zero."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = get_peft_model(load_causal_lm("tiny-qwen3.5"), LoraConfig(r=4, target_modules="all-linear"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.05)
+    return model.eval()
+
+
+def prompts(tokenizer):
+    tokenizer.padding_side = "left"
+    texts = ["Describe the cat near the park.\nAnswer:", "The dog"]
+    batch = tokenizer.pad({"input_ids": [tokenizer(t)["input_ids"] for t in texts]}, return_tensors="pt")
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def test_the_copy_samples_the_lora_policy_follows_its_updates_and_leaves_the_reference_alone():
+    tokenizer = load_tokenizer("tiny-qwen3.5")
+    policy = lora_policy()
+    ids, mask = prompts(tokenizer)
+    with torch.no_grad(), policy.disable_adapter():
+        reference = policy(input_ids=ids, attention_mask=mask).logits
+    settings = dict(max_new_tokens=8, temperature=1e-4, stop_ids=[tokenizer.eos_token_id], pad_token_id=0)
+    copy = MergedCopySampler(policy, adapter="default", **settings)
+    hooked = HFSampler(policy, **settings)
+    merged = copy.copy.model
+
+    def logits(model):
+        with torch.no_grad():
+            return model(input_ids=ids, attention_mask=mask).logits
+
+    assert not any("lora" in name for name, _ in merged.named_modules())  # a plain transformers model
+    assert torch.allclose(logits(merged), logits(policy), atol=1e-5)
+    assert torch.equal(copy.sample(ids, mask).input_ids, hooked.sample(ids, mask).input_ids)  # greedy
+
+    # what LoRA does not touch is the training model's own memory; what it touches is the copy's
+    own = {p.data_ptr() for p in policy.parameters()}
+    shared = [name for name, p in merged.named_parameters() if p.data_ptr() in own]
+    assert "model.embed_tokens.weight" in shared and not any(name.endswith("proj.weight") for name in shared)
+
+    with torch.no_grad():  # an optimizer step on the policy's LoRA
+        for name, param in policy.named_parameters():
+            if "lora_" in name:
+                param.add_(torch.randn_like(param) * 0.05)
+    assert not torch.allclose(logits(merged), logits(policy), atol=1e-3)  # stale until synced
+    copy.sync_weights()
+    assert torch.allclose(logits(merged), logits(policy), atol=1e-5)
+    with torch.no_grad(), policy.disable_adapter():
+        assert torch.equal(policy(input_ids=ids, attention_mask=mask).logits, reference)  # base untouched
+    copy.close()
+
+
+def test_null_resolves_to_the_plain_engine_off_cuda_and_true_builds_the_copy():
+    tokenizer = load_tokenizer("tiny-qwen3.5")
+    policy = lora_policy()
+    settings = dict(adapter="default", max_new_tokens=4, temperature=1.0, stop_ids=[tokenizer.eos_token_id])
+
+    def preset(*overrides):
+        return load_preset("presets/tiny_ppo.yml", list(overrides)).generation
+
+    default = build_sampler(preset(), policy, tokenizer, **settings)
+    assert type(default) is (MergedCopySampler if torch.cuda.is_available() else HFSampler)
+    assert (
+        type(build_sampler(preset("generation.merged_copy=true"), policy, tokenizer, **settings)) is MergedCopySampler
+    )
+    assert type(build_sampler(preset("generation.merged_copy=false"), policy, tokenizer, **settings)) is HFSampler
+    # `eulerforge evaluate` samples models as loaded (no adapter to merge): always the plain engine
+    no_adapter = {**settings, "adapter": None}
+    assert type(build_sampler(preset("generation.merged_copy=true"), policy, tokenizer, **no_adapter)) is HFSampler
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["generation.merged_copy=true", "generation.backend=vllm"], "is for backend hf"),
+        (["generation.merged_copy=true", "quantization=4bit"], "quantization=4bit"),
+    ],
+)
+def test_merged_copy_is_refused_where_it_cannot_be_honoured(overrides, message):
+    with pytest.raises(PresetError, match=message):
+        load_preset("presets/tiny_ppo.yml", overrides)
+
+
+def test_grpo_refuses_merged_copy():
+    from eulerforge_trl.trainers.grpo_generation import grpo_generation_args
+
+    with pytest.raises(PresetError, match="generation.merged_copy"):
+        grpo_generation_args(load_preset("presets/tiny_grpo.yml", ["generation.merged_copy=true"]))
+
+
+def test_ppo_on_the_merged_copy_trains_as_on_the_hooked_policy(tmp_path, tiny_sft_final, tiny_rm_final):
+    """Same seed, same steps: the copy samples the tokens the hooked policy samples (fp32, logits equal to
+    ~1e-6), so the rewards and losses match step for step: the copy follows every update."""
+    from eulerforge_trl.trainers.ppo.trainer import PPOTrainer
+
+    history = {}
+    for merged in ("false", "true"):
+        out = tmp_path / merged
+        preset = load_preset(
+            "presets/tiny_ppo.yml",
+            [
+                f"model_name={tiny_sft_final}",
+                f"training.reward_model.checkpoint_path={tiny_rm_final}",
+                f"generation.merged_copy={merged}",
+                "training.max_steps=3",
+                "training.batch_size=4",
+                "training.report_to=[]",
+                "training.ppo.max_gen_len=8",
+                "training.ppo.score_norm_samples=8",
+            ],
+            output_dir=str(out),
+        )
+        run = RunDir(out)
+        run.root.mkdir(parents=True)
+        trainer = PPOTrainer(preset, run)
+        assert trainer.sampler.own_weights is (merged == "true")
+        try:
+            trainer.train()
+        finally:
+            trainer.sampler.close()
+        history[merged] = [m for m in read_metrics(run.metrics) if m.get("step", 0) > 0 and "reward_mean" in m]
+    plain, copy = history["false"], history["true"]
+    assert [m["step"] for m in copy] == [m["step"] for m in plain] == [1, 2, 3]
+    for a, b in zip(plain, copy):
+        for key in ("reward_mean", "kl_divergence", "ppo_loss", "value_loss", "response_length"):
+            assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), key
+        assert "time_weight_sync" in b  # the copy's refresh, timed as vllm's push is
