@@ -56,3 +56,46 @@ def test_compiled_static_cache_rollouts_on_cuda(tmp_path, tiny_argv, tiny_sft_fi
     history = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "reward_mean" in r]
     assert len(history) == 3 and history[0]["kl_divergence"] == pytest.approx(0.0, abs=1e-2)  # bf16
     assert all(torch.isfinite(torch.tensor(r["reward_mean"])) and r["response_length"] > 0 for r in history)
+
+
+def test_compiled_merged_copy_follows_in_place_refreshes_on_cuda():
+    """The default `hf` engine on CUDA: a merged copy decoded through a static, compiled cache. Its
+    refresh writes into the tensors the compiled step captured, so after an update the copy samples
+    the updated policy (greedy tokens equal to the hooked policy's, in fp32) without recompiling."""
+    from peft import LoraConfig, get_peft_model
+
+    from eulerforge_trl.config import load_preset
+    from eulerforge_trl.generation import build_sampler
+    from eulerforge_trl.generation.hf import HFSampler, MergedCopySampler
+    from eulerforge_trl.models.loading import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer("tiny-qwen3.5")
+    tokenizer.padding_side = "left"
+    torch.manual_seed(0)
+    policy = get_peft_model(load_causal_lm("tiny-qwen3.5").cuda(), LoraConfig(r=4, target_modules="all-linear"))
+    policy.eval()
+    texts = ["Describe the cat near the park.\nAnswer:", "The dog"]
+    batch = tokenizer.pad({"input_ids": [tokenizer(t)["input_ids"] for t in texts]}, return_tensors="pt").to("cuda")
+    settings = dict(adapter="default", max_new_tokens=8, temperature=1e-4, stop_ids=[tokenizer.eos_token_id])
+    copy = build_sampler(load_preset("presets/tiny_ppo.yml").generation, policy, tokenizer, **settings)
+    assert type(copy) is MergedCopySampler and copy.compile
+    hooked = HFSampler(
+        policy, max_new_tokens=8, temperature=1e-4, stop_ids=settings["stop_ids"], pad_token_id=0, compile=False
+    )
+
+    def both():
+        return copy.sample(batch["input_ids"], batch["attention_mask"]), hooked.sample(
+            batch["input_ids"], batch["attention_mask"]
+        )
+
+    before = []
+    for _ in range(2):  # each step: an update to the policy's LoRA, then the sync the trainer does
+        with torch.no_grad():
+            for name, param in policy.named_parameters():
+                if "lora_" in name:
+                    param.add_(torch.randn_like(param) * 0.2)
+        copy.sync_weights()
+        from_copy, from_policy = both()
+        assert torch.equal(from_copy.input_ids, from_policy.input_ids)
+        before.append(from_copy.input_ids)
+    assert not torch.equal(before[0], before[1])  # the updates changed what is sampled
