@@ -45,6 +45,7 @@ def load_preset(
     path = None if preset is None or isinstance(preset, Preset) else resolve_preset_path(preset)
     source, yaml_text = (str(path), path.read_text(encoding="utf-8")) if path else ("preset", None)
     explicit: set[str] = set()  # dotted keys the file or the overrides set
+    loaded: dict = {}
     schema = OmegaConf.structured(Preset)
     try:
         if isinstance(preset, Preset):
@@ -62,6 +63,9 @@ def load_preset(
         raise PresetError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
     except OmegaConfBaseException as err:
         raise PresetError(_omegaconf_message(err, source, yaml_text)) from None
+    except (TypeError, ValueError):  # omegaconf: a list or mapping where the schema has the other kind
+        raise PresetError(_shape_message(schema, loaded, source, yaml_text)) from None
+    item = None
     try:
         if isinstance(overrides, dict):
             _check_model_section(overrides, f"{source} (in --set)", None)
@@ -69,14 +73,19 @@ def load_preset(
             schema = OmegaConf.merge(schema, OmegaConf.create(overrides))
         else:
             for item in overrides:
-                if "=" not in item:
+                if "=" not in item or item.startswith("="):
                     raise PresetError(f"--set {item}: expected KEY=VALUE, e.g. --set training.lr=1e-4")
                 dotlist = OmegaConf.from_dotlist([item])
                 _check_model_section(OmegaConf.to_container(dotlist), f"{source} (in --set)", None)
                 explicit |= _leaf_keys(OmegaConf.to_container(dotlist))
                 schema = OmegaConf.merge(schema, dotlist)
+    except yaml.YAMLError as err:
+        raise PresetError(f"--set {item}: the value is not valid YAML ({getattr(err, 'problem', err)})") from None
     except OmegaConfBaseException as err:
         raise PresetError(_omegaconf_message(err, f"{source} (in --set)", None)) from None
+    except (TypeError, ValueError):
+        tree = overrides if isinstance(overrides, dict) else OmegaConf.to_container(OmegaConf.from_dotlist([item]))
+        raise PresetError(_shape_message(schema, tree, f"{source} (in --set)", None)) from None
     if output_dir is not None:
         schema.output_dir = str(output_dir)
     try:
@@ -94,6 +103,14 @@ def load_preset(
         raise PresetError(f"{source}: " + "; ".join(problems))
     for warning in unused_stage_keys(result, explicit):
         logger.warning("%s: %s", source, warning)
+    if result.data.eval_path and result.data.eval_split:
+        logger.warning(
+            "%s: data.eval_split (%s) is not used: data.eval_path (%s) is the held-out data and all of data.path "
+            "trains (set data.eval_split=0 to silence this)",
+            source,
+            result.data.eval_split,
+            result.data.eval_path,
+        )
     return result
 
 
@@ -218,20 +235,50 @@ def _omegaconf_message(err: OmegaConfBaseException, source: str, yaml_text: str 
     return f"{where}: {key}: {reason}"
 
 
+def _shape_message(schema, tree: dict, source: str, yaml_text: str | None) -> str:
+    """One line for a list or mapping given where the schema holds the other kind (or a scalar):
+    omegaconf's TypeError names no key, so the first key whose merge fails is looked for."""
+    key = _unmergeable_key(schema, tree) or "?"
+    node = OmegaConf.select(schema, key) if key != "?" else None
+    expected = "a list" if OmegaConf.is_list(node) else "a mapping of keys" if OmegaConf.is_dict(node) else "a value"
+    line = _line_of_key(yaml_text, key) if yaml_text else None
+    return f"{source}:{line}: {key}: expected {expected}" if line else f"{source}: {key}: expected {expected}"
+
+
+def _unmergeable_key(schema, tree, prefix: str = "") -> str | None:
+    """The dotted key of `tree` deepest in the schema whose value cannot be merged onto it."""
+    if not isinstance(tree, dict):
+        return None
+    for key, value in tree.items():
+        try:
+            OmegaConf.merge(schema, {key: value})
+        except (TypeError, ValueError, OmegaConfBaseException):
+            below = schema.get(key) if OmegaConf.is_dict(schema) and key in schema else None
+            deeper = _unmergeable_key(below, value, f"{prefix}{key}.") if OmegaConf.is_dict(below) else None
+            return deeper or f"{prefix}{key}"
+    return None
+
+
 def _line_of_key(yaml_text: str, dotted_key: str) -> int | None:
-    """1-based line of `a.b.c` in the YAML text, so errors can point at it."""
+    """1-based line of `a.b.c` (or `a.b[2]`) in the YAML text, so errors can point at it."""
     try:
         node = yaml.compose(yaml_text)
     except yaml.YAMLError:
         return None
     line = None
     for part in dotted_key.split("."):
+        name, _, index = part.partition("[")
         if not isinstance(node, yaml.MappingNode):
             break
         for key_node, value_node in node.value:
-            if key_node.value == part:
+            if key_node.value == name:
                 line, node = key_node.start_mark.line + 1, value_node
                 break
         else:
             break
+        if index and isinstance(node, yaml.SequenceNode) and index.rstrip("]").isdigit():
+            position = int(index.rstrip("]"))
+            if position < len(node.value):
+                node = node.value[position]
+                line = node.start_mark.line + 1
     return line

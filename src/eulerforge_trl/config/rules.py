@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import operator
 from collections.abc import Iterable
 
@@ -60,6 +62,8 @@ def preset_problems(p: Preset) -> list[str]:
             "train it: add a lora: section (QLoRA) or set quantization=null",
         ),
     )
+    problems += [f"{key} ({value}) must be a finite number" for key, value in non_finite_numbers(p)]
+    problems += missing_trackers(p.training.report_to)
     read = [operator.attrgetter(key)(p) for key in (stage.config_section, *stage.reads) if key]
     for section in (p.data, p.training, p.lora, *read):
         check = getattr(section, "problems", None)  # a list (training.reward_funcs) or None (no lora) has none
@@ -88,3 +92,51 @@ def unused_stage_keys(p: Preset, keys: Iterable[str]) -> list[str]:
                     f"training.type={p.training.type}, so it has no effect"
                 )
     return warnings
+
+
+def non_finite_numbers(node, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) of every NaN or infinite float in a preset (YAML's .nan and .inf parse as
+    floats, and a NaN passes no comparison a rule could make)."""
+    if dataclasses.is_dataclass(node):
+        return [
+            found
+            for field in dataclasses.fields(node)
+            for found in non_finite_numbers(getattr(node, field.name), f"{prefix}.{field.name}".lstrip("."))
+        ]
+    if isinstance(node, (list, tuple)):
+        return [found for i, item in enumerate(node) for found in non_finite_numbers(item, f"{prefix}[{i}]")]
+    if isinstance(node, float) and not math.isfinite(node):
+        return [(prefix, node)]
+    return []
+
+
+# transformers' `report_to` names -> the module each needs (transformers' integration_utils checks the same)
+TRACKER_MODULES = {
+    "wandb": "wandb",
+    "tensorboard": "tensorboard",
+    "mlflow": "mlflow",
+    "comet_ml": "comet_ml",
+    "clearml": "clearml",
+    "neptune": "neptune",
+    "dvclive": "dvclive",
+    "swanlab": "swanlab",
+    "trackio": "trackio",
+    "codecarbon": "codecarbon",
+    "dagshub": "dagshub",
+    "azure_ml": "azureml",
+    "flyte": "flytekit",
+}
+
+
+def missing_trackers(report_to) -> list[str]:
+    """One problem per logger of `training.report_to` whose package this machine lacks: the stage
+    would fail at its first step (transformers) or not log there (accelerate)."""
+    import importlib.util
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    return [
+        f"training.report_to: {name} is not installed here: pip install {TRACKER_MODULES[name].replace('_', '-')}, "
+        "or drop it from training.report_to"
+        for name in names
+        if name in TRACKER_MODULES and importlib.util.find_spec(TRACKER_MODULES[name]) is None
+    ]

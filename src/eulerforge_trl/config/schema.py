@@ -93,7 +93,9 @@ class DataSection:
         "Plain-text rows always train the response",
     )
     max_length: int = setting(
-        512, "tokens of prompt + response; longer rows are cut at the end (SFT, DPO) or dropped (RM)"
+        512,
+        "tokens of prompt + response; the trainers cut or drop longer rows (SFT keeps a cut row while a response "
+        "token is left; RM and DPO drop it), and the stage logs how many rows it dropped (none left: an error)",
     )
     max_prompt_length: int = setting(
         256, "PPO and GRPO: prompts are cut to their last N tokens (GRPO refuses a longer conversation)"

@@ -143,6 +143,8 @@ class PPOSection:
         batch = preset.training.batch_size
         return failed(
             (self.kl_coef >= 0, f"training.ppo.kl_coef ({self.kl_coef}) must be >= 0"),
+            (self.vf_coef >= 0, f"training.ppo.vf_coef ({self.vf_coef}) must be >= 0"),
+            (self.sample_every >= 0, f"training.ppo.sample_every ({self.sample_every}) must be >= 0 (0 = never)"),
             (self.clip_range > 0, f"training.ppo.clip_range ({self.clip_range}) must be > 0"),
             (self.clip_range_value > 0, f"training.ppo.clip_range_value ({self.clip_range_value}) must be > 0"),
             (self.epochs >= 1, f"training.ppo.epochs ({self.epochs}) must be >= 1"),

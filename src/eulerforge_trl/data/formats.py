@@ -53,10 +53,12 @@ def recognise(row: dict, task: str, where: str) -> dict:
 
 def from_sharegpt(messages: list, name: str, where: str) -> list:
     """ShareGPT messages (`from`/`value`) as role/content messages; others are returned as they are."""
+    if not isinstance(messages, list):
+        raise DataError(f"{where}: field '{name}' must be a list of messages, got {type(messages).__name__}")
     out = []
     for i, message in enumerate(messages):
         if isinstance(message, dict) and "role" not in message and "from" in message and "value" in message:
-            role = SHAREGPT_ROLES.get(message["from"])
+            role = SHAREGPT_ROLES.get(message["from"]) if isinstance(message["from"], str) else None
             if role is None:
                 known = ", ".join(SHAREGPT_ROLES)
                 raise DataError(f"{where}: field '{name}'[{i}] has role '{message['from']}'; known roles: {known}")

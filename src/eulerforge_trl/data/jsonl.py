@@ -225,6 +225,8 @@ def _split_messages(messages, task: str, where: str) -> dict:
 
 
 def _check_messages(value, name: str, where: str) -> None:
+    if not isinstance(value, (list, tuple)):
+        raise DataError(f"{where}: field '{name}' must be a list of messages, got {type(value).__name__}")
     if not value:
         raise DataError(f"{where}: field '{name}' is an empty message list")
     for i, message in enumerate(value):

@@ -190,8 +190,12 @@ def _from_datasets(
         if "config" in message.lower():
             raise DataError(f"data.subset ({subset}): {name}: {message}") from None
         raise DataError(f"{key}: {name}: {message}") from None
-    except (OSError, datasets.exceptions.DatasetsError) as err:
-        raise DataError(f"{key}: {name}: cannot read it ({_first_line(err)})") from None
+    except StopIteration:  # the json builder on an empty file
+        raise DataError(f"{key}: {name}: holds no rows") from None
+    except Exception as err:  # noqa: BLE001 - any reader failure (pyarrow's, a builder's) is the file's problem
+        cause = err.__cause__ or err.__context__ or err
+        reason = _first_line(err) if cause is err else f"{_first_line(err)}: {_first_line(cause)}"
+        raise DataError(f"{key}: {name}: cannot read it ({reason})") from None
     label = f"{name} ({split})" if hub or split != "train" else name
     rows = loaded.to_list()
     return Records(

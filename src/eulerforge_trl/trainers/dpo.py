@@ -27,6 +27,7 @@ from .common import (
     train_and_save_merged,
     weights_dtype,
 )
+from .rows_kept import check_rows_kept, given_rows
 
 
 def to_dpo_config(preset: Preset, run: RunDir, has_eval: bool) -> DPOConfig:
@@ -89,6 +90,7 @@ def run_dpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         peft_config=peft_config,
         callbacks=logging_callbacks(preset, run),
     )
+    check_rows_kept(trainer, given_rows(preset, train_rows, eval_rows), preset.data.max_length)
     return train_and_save_merged(trainer, preset, run, resume_from, has_eval=eval_rows is not None, stage="dpo")
 
 

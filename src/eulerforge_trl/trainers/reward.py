@@ -34,6 +34,7 @@ from .common import (
     same_model_unsharded,
     trained_model_to_save,
 )
+from .rows_kept import check_rows_kept, given_rows
 
 
 def to_reward_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> RewardConfig:
@@ -121,6 +122,7 @@ def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         peft_config=lora_config(preset, "SEQ_CLS"),  # SEQ_CLS makes peft train and save `score`
         callbacks=logging_callbacks(preset, run),
     )
+    check_rows_kept(trainer, given_rows(preset, train_rows, eval_rows), preset.data.max_length)
     if preset.quantization is not None:
         adapters_in_fp32(trainer.model)  # the adapter and the head train in fp32 over the quantized base
     fit_wrap_policy(trainer.accelerator, trainer.model)

@@ -24,6 +24,7 @@ from ..errors import DataError
 from ..models.loading import load_tokenizer
 from ..rundir import RunDir
 from .common import common_trainer_args, load_base, logging_callbacks, lora_config, train_and_save_merged
+from .rows_kept import check_rows_kept, given_rows
 
 logger = logging.getLogger(__name__)
 
@@ -108,4 +109,5 @@ def run_sft(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         peft_config=lora_config(preset, "CAUSAL_LM"),
         callbacks=logging_callbacks(preset, run),
     )
+    check_rows_kept(trainer, given_rows(preset, train_rows, eval_rows), preset.data.max_length)
     return train_and_save_merged(trainer, preset, run, resume_from, has_eval=eval_rows is not None, stage="sft")
