@@ -72,6 +72,42 @@ def test_pipeline_override_without_stage_prefix_is_exit_2(tmp_path, capsys, monk
     assert "start with a stage name" in capsys.readouterr().err
 
 
+def test_a_copied_pipeline_preset_finds_the_shipped_stage_presets(tmp_path, monkeypatch):
+    from eulerforge_trl.config.shipped import SHIPPED_DIR
+    from eulerforge_trl.pipeline.full import read_pipeline_preset
+
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "my.yml").write_text((REPO / "presets" / "tiny_pipeline.yml").read_text())
+    (tmp_path / "presets" / "tiny_rm.yml").write_text((REPO / "presets" / "tiny_rm.yml").read_text())
+    monkeypatch.chdir(tmp_path)
+    # a file beside the pipeline preset still wins; a name not found there is the shipped preset
+    assert read_pipeline_preset("presets/my.yml") == {
+        "sft": SHIPPED_DIR / "tiny_sft.yml",
+        "rm": Path("presets/tiny_rm.yml"),
+        "ppo": SHIPPED_DIR / "tiny_ppo.yml",
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("ppo.training.nosuch=2", "tiny_ppo.yml (in --set): training.nosuch: unknown key"),
+        ("ppo.training.ppo.kl_coef=abc", "tiny_ppo.yml (in --set): training.ppo.kl_coef: Value 'abc'"),
+        ("ppo.data.path=missing.jsonl", "tiny_ppo.yml): data.path: file not found: missing.jsonl"),
+        ("rm.data.eval_path=missing.jsonl", "tiny_rm.yml): data.eval_path: file not found: missing.jsonl"),
+    ],
+)
+def test_a_later_stage_s_bad_override_fails_before_anything_trains(tmp_path, capsys, monkeypatch, override, message):
+    # from a copy in another folder: the shipped stage presets, their shipped data, nothing trained yet
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "my.yml").write_text((REPO / "presets" / "tiny_pipeline.yml").read_text())
+    monkeypatch.chdir(tmp_path)
+    assert pipeline_main(["presets/my.yml", "--output-dir", "out", "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_example_notebook_runs(tmp_path):
     import nbformat
     from nbclient import NotebookClient

@@ -2,8 +2,10 @@
 
     python -m eulerforge_trl.pipeline presets/tiny_pipeline.yml --output-dir outputs/tiny
 
-A pipeline preset names one stage preset per stage (paths relative to the pipeline file). A rerun
-skips the stages whose `final/` is complete and resumes the interrupted one from its checkpoint.
+A pipeline preset names one stage preset per stage (paths relative to the pipeline file; a bare name
+not found there is the shipped preset of that name). Every stage's preset, its `--set` overrides and
+its data are checked before the first stage trains. A rerun skips the stages whose `final/` is
+complete and resumes the interrupted one from its checkpoint.
 Which stages may run together, in which order, and which `final/` feeds which key all come from
 the stage table (`eulerforge_trl.stages`).
 """
@@ -17,14 +19,14 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..config import load_preset
-from ..errors import PresetError
+from ..config import Preset, load_preset
+from ..errors import DataError, PresetError
 from ..rundir import RunDir, read_metrics
 from ..stages import STAGES, pipeline_chains
 from .run_stage import StageResult, run_stage
 
 # `stages:` holds one optional key per stage of the table: the stage preset it runs, relative to
-# the pipeline file (a stage left out does not run).
+# the pipeline file, else a shipped preset by name (a stage left out does not run).
 PipelineStages = make_dataclass(
     "PipelineStages",
     [(name, str | None, field(default=None)) for name in STAGES],
@@ -95,7 +97,22 @@ def read_pipeline_preset(path: str | Path) -> dict[str, Path]:
             f"{_at(path, _line_of_key(text, 'stages'))}: stages must be one of {options} (each stage takes the "
             f"final/ of the one before it); got {', '.join(n for n in STAGES if n in chosen) or 'none'}"
         )
-    return {name: path.parent / getattr(preset.stages, name) for name in chain}
+    return {name: _stage_preset_path(path.parent, getattr(preset.stages, name)) for name in chain}
+
+
+def _stage_preset_path(folder: Path, name: str) -> Path:
+    """`name` beside the pipeline file when that file exists, else (for a bare name) the shipped preset
+    of that name, as `--preset NAME` finds it; else the path beside it, whose loading says it is missing.
+
+    A copy of a shipped pipeline preset in `./presets/` still finds `tiny_sft.yml` that way.
+    """
+    from ..config.shipped import SHIPPED_DIR, SUFFIX
+
+    beside = folder / name
+    if beside.is_file() or len(Path(name).parts) != 1:
+        return beside
+    shipped = (SHIPPED_DIR / candidate for candidate in (name, name + SUFFIX))
+    return next((candidate for candidate in shipped if candidate.is_file()), beside)
 
 
 def _at(path: Path, line: int | None) -> str:
@@ -115,9 +132,36 @@ def run_pipeline(
         >>> print(result.summary())
     """
     stage_presets = read_pipeline_preset(pipeline_preset)
-    per_stage = _split_overrides(overrides or [], stage_presets)
     out = Path(output_dir)
+    plan = plan_pipeline(stage_presets, _split_overrides(overrides or [], stage_presets), out, resume)
     result = PipelineResult(output_dir=out)
+    for stage, (preset, skip) in plan.items():
+        run = RunDir(Path(preset.output_dir))
+        if skip:
+            print(f"[pipeline] {stage}: {run.final} is complete, skipping", flush=True)
+            result.stages[stage] = StageResult(stage, run.root, run.final)
+        else:
+            print(f"[pipeline] {stage}: training into {run.root}", flush=True)
+            result.stages[stage] = run_stage(preset, resume=resume)
+    return result
+
+
+def plan_pipeline(
+    stage_presets: dict[str, Path], per_stage: dict[str, list[str]], out: Path, resume: bool = True
+) -> dict[str, tuple[Preset, bool]]:
+    """{stage: (its loaded preset, whether its complete `final/` is skipped)}, every one checked before
+    anything trains.
+
+    Each stage's preset is loaded with the earlier stages' `final/` wired in (they need not exist yet)
+    and its `--set` overrides, as the stage itself loads it; a stage that will train has its data
+    read as it reads it (`data.path`, `data.eval_path`).
+
+    Raises:
+        PresetError, DataError: one line; the first problem of the first stage that has one.
+    """
+    from ..data.jsonl import read_data
+
+    plan: dict[str, tuple[Preset, bool]] = {}
     finals: dict[str, str] = {}
     for stage, preset_path in stage_presets.items():
         run = RunDir(out / STAGES[stage].pipeline_dir)
@@ -127,14 +171,16 @@ def run_pipeline(
             raise PresetError(
                 f"{preset_path}: training.type is {preset.training.type}, but it is listed as stages.{stage}"
             )
-        if resume and run.final_is_complete():
-            print(f"[pipeline] {stage}: {run.final} is complete, skipping", flush=True)
-            result.stages[stage] = StageResult(stage, run.root, run.final)
-        else:
-            print(f"[pipeline] {stage}: training into {run.root}", flush=True)
-            result.stages[stage] = run_stage(preset, resume=resume)
+        skip = resume and run.final_is_complete()
+        if not skip:
+            try:
+                for key in ("data.path", "data.eval_path") if preset.data.eval_path else ("data.path",):
+                    read_data(preset.data, key=key)
+            except DataError as err:
+                raise DataError(f"{stage} stage ({preset_path}): {err}") from None
+        plan[stage] = (preset, skip)
         finals[stage] = str(run.final)
-    return result
+    return plan
 
 
 def pipeline_summary(out: Path, stages: list[str]) -> str:
