@@ -202,3 +202,55 @@ def test_help_answers_at_once_without_loading_torch():
     loaded = subprocess.run([sys.executable, "-c", "import json; " + probe], capture_output=True, text=True, timeout=60)
     assert loaded.returncode == 0, loaded.stderr
     assert json.loads(loaded.stdout) == []
+
+
+# ------------------------------------------------------------------------------------ the output directory of a rerun
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {name: (directory / name).read_bytes() for name in ("preset.yml", "metrics.jsonl")}
+
+
+@pytest.mark.parametrize("resume", [True, False], ids=["resume", "no-resume"])
+def test_a_run_that_fails_before_its_first_step_leaves_the_earlier_run_as_it_was(
+    resume, tiny_argv, tmp_path, monkeypatch
+):
+    """The data and the model load before preset.yml and metrics.jsonl change: a failure on the way
+    leaves the finished run's files (with --no-resume too: it starts over only once it can train)."""
+    from eulerforge_trl.trainers import sft
+
+    out = tmp_path / "out"
+    assert _run_eulerforge(tiny_argv("tiny_sft.yml", out, "training.max_steps=2")) == 0
+    before = _files(out)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the model does not load")
+
+    monkeypatch.setattr(sft, "load_base", broken)
+    argv = tiny_argv("tiny_sft.yml", out, "training.lr=0.001") + ([] if resume else ["--no-resume"])
+    with pytest.raises(RuntimeError, match="does not load"):
+        _run_eulerforge(argv)
+    assert _files(out) == before
+
+
+def test_no_resume_on_a_finished_run_logs_each_step_once(tiny_argv, tmp_path):
+    """--no-resume starts metrics.jsonl over (no line of the earlier run stays); resuming a finished
+    run logs its closing lines (the train summary) again instead of beside the old ones."""
+    out = tmp_path / "out"
+    argv = tiny_argv("tiny_sft.yml", out, "training.max_steps=3", "training.save_steps=2", "training.logging_steps=1")
+
+    def steps():
+        return [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    assert _run_eulerforge(argv) == 0
+    first = steps()
+    # losses at 1, 2, 3; evaluations at save_steps 2 and after the last step; the train summary at 3
+    assert first == [1, 2, 2, 3, 3, 3]
+    assert _run_eulerforge([*argv, "--no-resume"]) == 0
+    assert steps() == first
+    assert _run_eulerforge(argv) == 0  # from checkpoint-3, the last step
+    # the lines checkpoint-3 had seen stay (its loss and evaluation), the old summary goes; transformers
+    # itself may train a step past max_steps when it resumes at max_steps, so later lines are not checked
+    assert [s for s in steps() if s <= 3] == first[:-1]
+    summaries = [line for line in (out / "metrics.jsonl").read_text().splitlines() if "train_runtime" in line]
+    assert len(summaries) == 1

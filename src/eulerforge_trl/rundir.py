@@ -171,17 +171,52 @@ def default_mode(mode: int) -> int:
     return mode & ~umask
 
 
-def trim_metrics(path: Path, after_step: int) -> None:
-    """Drop metric lines logged after `after_step` (a resumed run logs those steps again)."""
+def trim_metrics(path: Path, after_step: int, at_step: int | None = None) -> None:
+    """Keep the lines a run going on from `after_step` does not write again.
+
+    Those logged before `after_step` stay, and of those logged at it the first `at_step` (all when
+    None): what was written before checkpoint-<after_step> was saved, not what came after it (a
+    last evaluation, a summary), which a resumed run writes again. A run from step 0 keeps nothing:
+    it starts the file fresh, step-0 lines included.
+    """
     path = Path(path)
     if not path.is_file():
         return
-    kept = [
-        line
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= after_step
-    ]
+    if after_step <= 0:
+        at_step = 0
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        step = json.loads(line).get("step", 0)
+        if step == after_step and at_step is not None:
+            if at_step <= 0:
+                continue
+            at_step -= 1
+        if step <= after_step:
+            kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def start_run(
+    run: RunDir,
+    preset_yaml: str,
+    step: int,
+    metric_lines_at_step: int | None = None,
+    eval_lines_at_step: int | None = None,
+) -> None:
+    """What a run changes in its directory, once its data and models have loaded and just before its
+    first step (main process only): preset.yml becomes this run's, and metrics.jsonl, samples.jsonl
+    and eval_samples.jsonl keep what was logged up to `step`, the step it starts from (see
+    `trim_metrics`; 0 starts them fresh). A run that fails before this leaves an earlier run's files
+    as they were. `metric_lines_at_step` / `eval_lines_at_step`: how many lines of metrics.jsonl /
+    eval_samples.jsonl at `step` the checkpoint had seen (None: all of them).
+    """
+    run.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.preset, preset_yaml)
+    trim_metrics(run.metrics, step, metric_lines_at_step)
+    trim_metrics(run.samples, step)
+    trim_metrics(run.eval_samples, step, eval_lines_at_step)
 
 
 def append_metrics(path: Path, record: dict) -> None:

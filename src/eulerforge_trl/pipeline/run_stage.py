@@ -9,10 +9,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Preset, load_preset, preset_to_yaml
+from ..config import Preset, load_preset
 from ..config.shipped import resolve_preset_path
 from ..distributed import check_sharding
-from ..rundir import RunDir, atomic_write_text, checkpoint_step, read_metrics, trim_metrics
+from ..rundir import RunDir, read_metrics
 from ..runtime import process_state, use_cpu
 from ..stages import STAGES
 from .inputs import check_earlier_stages, step_cap_note
@@ -68,9 +68,9 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
     state = process_state()
     resume_from = run.last_loadable_checkpoint() if resume else None
     if state.is_main_process:
+        # preset.yml and metrics.jsonl change only once training starts (`rundir.start_run`, called by
+        # the trainers): a run that fails before its first step leaves an earlier run's files as they were
         run.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.preset, preset_to_yaml(preset))
-        trim_metrics(run.metrics, checkpoint_step(resume_from) if resume_from else 0)
         if resume_from:
             logger.warning("resuming %s from %s", stage, resume_from)
         note = step_cap_note(preset, training_rows, state.num_processes)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from transformers import TrainerCallback
 
+from ..config import preset_to_yaml
 from ..config.schema import Preset
 from ..distributed import fit_wrap_policy, is_sharded, sharded_trainer_args
-from ..rundir import RunDir, append_metrics, atomic_directory, write_final_marker
+from ..rundir import RunDir, append_metrics, atomic_directory, start_run, write_final_marker
 from ..runtime import use_cpu, write_rank_digest, write_rank_holdings
 
 
@@ -235,8 +234,9 @@ def same_model_unsharded(trainer, base):
 
 
 def logging_callbacks(preset: Preset, run: RunDir) -> list[TrainerCallback]:
-    """metrics.jsonl always; TensorBoard under `<output_dir>/tensorboard` when asked for."""
-    callbacks: list[TrainerCallback] = [MetricsFileCallback(run.metrics), RankDigestCallback()]
+    """metrics.jsonl always (and preset.yml, written as training starts); TensorBoard under
+    `<output_dir>/tensorboard` when asked for."""
+    callbacks: list[TrainerCallback] = [MetricsFileCallback(run, preset_to_yaml(preset)), RankDigestCallback()]
     if "tensorboard" in as_list(preset.training.report_to):
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
@@ -246,10 +246,24 @@ def logging_callbacks(preset: Preset, run: RunDir) -> list[TrainerCallback]:
 
 
 class MetricsFileCallback(TrainerCallback):
-    """Appends one JSON object per logging step (`step` + the logged metrics) on the main process."""
+    """Appends one JSON object per logging step (`step` + the logged metrics) on the main process.
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    As training begins (data and models loaded, a checkpoint's state restored) it makes the output
+    directory this run's (`rundir.start_run`): preset.yml, and metrics.jsonl cut to what the
+    checkpoint had logged (to nothing from step 0); a run that fails before that leaves them as
+    they were.
+    """
+
+    def __init__(self, run: RunDir, preset_yaml: str):
+        self.run, self.preset_yaml = run, preset_yaml
+        self.path = run.metrics
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            # the lines the checkpoint's trainer_state.json holds at its step were logged before it was
+            # saved; those after it (the train summary, a last evaluation) a resumed run logs again
+            at_step = sum(1 for h in state.log_history if h.get("step") == state.global_step)
+            start_run(self.run, self.preset_yaml, state.global_step, metric_lines_at_step=at_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ...rundir import RunDir, atomic_directory, trim_metrics
+from ...rundir import RunDir, atomic_directory
 from .sharding import full_tensors, load_adapter_state, shard_optimizer_state
 
 logger = logging.getLogger(__name__)
@@ -38,13 +38,10 @@ class Checkpointer:
         self.accelerator.wait_for_everyone()
 
     def load(self, path: Path) -> dict:
-        """The saved state (on the CPU), this process's RNG restored, samples past the step trimmed."""
+        """The saved state (on the CPU), this process's RNG restored (the trainer trims the logs, `start_run`)."""
         # on the CPU: the RNG states must stay there, and the rest is copied onto the parameters' device
         state = torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
         self._restore_rng(state["rng"], path)
-        if self.accelerator.is_main_process:
-            trim_metrics(self.run.samples, state["step"])
-            trim_metrics(self.run.eval_samples, state["step"])
         return state
 
     def _restore_rng(self, states: list[dict], path: Path) -> None:

@@ -23,6 +23,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from transformers import TrainerState
 
+from ...config import preset_to_yaml
 from ...config.schema import Preset
 from ...data import render
 from ...data.jsonl import is_conversational, split_rows
@@ -31,7 +32,7 @@ from ...generation import Rollout, build_sampler, completion_ids, response_texts
 from ...generation.vllm import require_vllm
 from ...models.loading import load_tokenizer
 from ...rewards.sources import columns_of
-from ...rundir import RunDir, read_metrics
+from ...rundir import RunDir, read_metrics, start_run
 from ...runtime import write_rank_digest, write_rank_holdings
 from ..common import sampling_policy, use_bf16
 from ..policy_final import save_policy_final
@@ -96,6 +97,7 @@ class PPOTrainer(PPOUpdate):
         self.checkpointer = Checkpointer(run, self.accelerator, preset.training.save_total_limit)
         self.log = MetricsLog(self.accelerator, run, preset)
         self.step = 0
+        self.lines_at_step = 0  # metrics.jsonl lines logged at `step` so far (a checkpoint records it)
         self.scale = ScoreNormalizer(self.cfg.normalize_scores, self.cfg.score_norm_samples)
         self.kl = KLController(self.cfg.kl_coef, self.cfg.target_kl, self.cfg.kl_horizon)
 
@@ -258,9 +260,18 @@ class PPOTrainer(PPOUpdate):
 
         # every process samples its own stream (the weights were built before, identical everywhere)
         set_seed(self.preset.training.seed, device_specific=True)
-        if resume_from:
-            self.load_checkpoint(Path(resume_from))
+        state = self.load_checkpoint(Path(resume_from)) if resume_from else {}
         main = self.accelerator.is_main_process
+        if main:  # only now, with data and models loaded: a run that failed before leaves the files as they were
+            # at a checkpoint's step, the lines logged before it was saved stay; the held-out evaluation
+            # after the last step (metrics and eval_samples.jsonl) comes again if that step is the last
+            start_run(
+                self.run,
+                preset_to_yaml(self.preset),
+                self.step,
+                metric_lines_at_step=state.get("metric_lines_at_step", int(self._logs(self.step))),
+                eval_lines_at_step=0,
+            )
         self.log.start()
         metrics: dict[str, float] = {}
         save_every = self.preset.training.save_steps
@@ -271,7 +282,8 @@ class PPOTrainer(PPOUpdate):
                 self.log({"step": 0, **before, **(self.evaluate() if self.held_out else {})})
             while self.step < self.total_steps:
                 metrics = self.train_step()
-                if self.step % self.preset.training.logging_steps == 0 or self.step in (1, self.total_steps):
+                self.lines_at_step = int(self._logs(self.step))
+                if self.lines_at_step:
                     self.log(metrics)
                 bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl_divergence']:.3f}")
                 bar.update(1)
@@ -288,6 +300,10 @@ class PPOTrainer(PPOUpdate):
         self.log.finish()
         return metrics
 
+    def _logs(self, step: int) -> bool:
+        """Whether the metrics of `step` go to metrics.jsonl: every `logging_steps`, the first and the last."""
+        return step % self.preset.training.logging_steps == 0 or step in (1, self.total_steps)
+
     def _write_samples(self) -> None:
         roll, _targets, scores, rows = self._last
         prompts = [self.prompt_rows[i]["prompt"] for i in rows]
@@ -297,18 +313,19 @@ class PPOTrainer(PPOUpdate):
 
     def save_checkpoint(self) -> None:
         """`checkpoints/checkpoint-<step>/` (see `Checkpointer`); the oldest beyond save_total_limit go."""
-        extra = {"score_stats": self.scale.stats, "kl_coef": self.kl.value}
+        extra = {"score_stats": self.scale.stats, "kl_coef": self.kl.value, "metric_lines_at_step": self.lines_at_step}
         self.checkpointer.save(
             self.step, {**training_state(self.model, self.critic, self.optimizer, self.scheduler), **extra}
         )
 
-    def load_checkpoint(self, path: Path) -> None:
+    def load_checkpoint(self, path: Path) -> dict:
         state = self.checkpointer.load(path)
         restore_training_state(state, self.model, self.critic, self.optimizer, self.scheduler)
         self.step = state["step"]
         self.scale.stats = state.get("score_stats")
         self.kl.value = state.get("kl_coef", self.cfg.kl_coef)
         self.sampler.sync_weights()  # the engine samples the resumed policy, not the SFT model
+        return state
 
     def save_final(self) -> None:
         """`final/`: the policy adapter (loadable as model_name), the critic, preset, tokenizer. Sharded,
