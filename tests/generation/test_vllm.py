@@ -276,3 +276,60 @@ def test_ppo_with_vllm_on_two_processes_data_parallel_and_sharded(tmp_path, tiny
             assert sharded[key] == pytest.approx(replicated[key], rel=1e-4, abs=1e-6), (key, replicated["step"])
     held = [json.loads(f.read_text()) for f in sorted((tmp_path / "fsdp2_cpu_2proc.ranks").glob("rank*.json"))]
     assert len(held) == 2 and all(0.45 < rank["held"] / rank["total"] < 0.55 for rank in held), held
+
+
+def test_an_architecture_vllm_cannot_load_is_one_line_before_the_engine(tmp_path, tiny_argv, capsys):
+    """The default tiny Qwen3.5 on vLLM's CPU build (its module imports torchvision, absent here): one
+    line naming the architecture and generation.backend=hf, not vLLM's pydantic traceback."""
+    pytest.importorskip("vllm", reason="vLLM is not installed: make install-vllm")
+    import importlib.util
+    from types import SimpleNamespace
+
+    from eulerforge_trl.generation.vllm import require_architecture
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed: vLLM can load Qwen3.5 here")
+    argv = tiny_argv(
+        "tiny_ppo.yml",
+        tmp_path,
+        "model_name=tiny-qwen3.5",
+        "training.reward_model.checkpoint_path=",
+        "training.reward_funcs=[eulerforge_trl.examples.animals:well_formed]",
+        "generation.backend=vllm",
+    )
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("error", "Traceback", "ERROR"))]
+    assert len(err) == 1, err
+    assert "architecture Qwen3_5ForCausalLM cannot run on vLLM's CPU build" in err[0]
+    assert "torchvision" in err[0] and "generation.backend=hf" in err[0]
+    assert not (tmp_path / "checkpoints").exists()
+    for arch in ("LlamaForCausalLM", "NoSuchForCausalLM"):  # loads here; not registered: left to vLLM
+        require_architecture(SimpleNamespace(config=SimpleNamespace(architectures=[arch])))
+
+
+def test_vllm_refusing_its_engine_is_one_line():
+    import os
+
+    from pydantic import BaseModel, ValidationError
+
+    from eulerforge_trl.generation.vllm import _engine_error
+
+    class Config(BaseModel):
+        max_model_len: int
+
+    with pytest.raises(ValidationError) as caught:
+        Config(max_model_len="long")
+    refused = _engine_error(caught.value)  # vLLM's config validation
+    assert refused is not None and "\n" not in str(refused)
+    assert str(refused).startswith("generation.backend=vllm: vLLM cannot start on this model: Input should be")
+    assert str(refused).endswith("set generation.backend=hf")
+    inside_vllm = compile(
+        "raise ValueError('Layer 0 cannot be handled')", os.path.join("", "x", "vllm", "m.py"), "exec"
+    )
+    with pytest.raises(ValueError) as caught:
+        exec(inside_vllm)
+    assert "Layer 0 cannot be handled" in str(_engine_error(caught.value))
+    with pytest.raises(ValueError) as caught:
+        raise ValueError("our bug")
+    assert _engine_error(caught.value) is None  # raised outside vLLM: keeps its traceback
+    assert _engine_error(RuntimeError("our bug")) is None

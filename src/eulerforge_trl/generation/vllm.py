@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import traceback
 from pathlib import Path
 
 import torch
@@ -44,6 +45,71 @@ def require_vllm():
     except ImportError as err:
         raise UserError(f"{INSTALL_HINT} ({err})") from None
     return vllm
+
+
+def require_architecture(model) -> None:
+    """Refuse, before the engine starts, a model whose architecture this vLLM cannot load.
+
+    vLLM inspects a registered architecture by importing its module (in a subprocess); where that
+    fails, say Qwen3.5 on the CPU build, whose module imports torchvision, the engine stops with a
+    long pydantic traceback. The same inspection here, asked of vLLM's own registry (its result is
+    cached, so the engine's start repeats nothing), turns that into one line. The architecture is
+    the config's (what vLLM reads from config.json), else the model's class (a model built in
+    memory, whose config names none). One vLLM does not register is left to vLLM (its Transformers
+    backend, or its own refusal: see `_engine_error`).
+    """
+    try:
+        from vllm import ModelRegistry
+
+        registered = ModelRegistry.models
+    except (ImportError, AttributeError):  # another vLLM layout: the engine's start says it
+        return
+    for arch in getattr(model.config, "architectures", None) or [type(model).__name__]:
+        entry = registered.get(arch)
+        if entry is None:
+            continue
+        try:
+            entry.inspect_model_cls()
+        except Exception as err:  # noqa: BLE001 - vLLM's model module does not import here: any reason
+            raise UserError(_unsupported(arch, _last_line(err))) from None
+
+
+def _unsupported(arch: str, reason: str) -> str:
+    where = "this vLLM build" if torch.cuda.is_available() else "vLLM's CPU build (it runs Llama-family models)"
+    return (
+        f"generation.backend=vllm: the model's architecture {arch} cannot run on {where}: {reason}; "
+        "set generation.backend=hf"
+    )
+
+
+def _last_line(err: BaseException) -> str:
+    """The root cause's last line: vLLM's inspection error carries the subprocess's traceback."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+def _engine_error(err: Exception) -> UserError | None:
+    """vLLM refusing to start its engine on this model or these settings (a pydantic ValidationError
+    of its config, or a ValueError raised inside vLLM: an architecture it cannot run, a length the
+    model does not allow) as one line; None for anything else (a bug keeps its traceback)."""
+    if not isinstance(err, ValueError):
+        return None
+    try:
+        from pydantic import ValidationError
+    except ImportError:
+        ValidationError = ()  # noqa: N806 - nothing is one
+    if isinstance(err, ValidationError):
+        messages = [str(e.get("msg", "")).removeprefix("Value error, ") for e in err.errors()]
+        reason = next((m for m in messages if m), _last_line(err))
+    else:
+        frames = traceback.extract_tb(err.__traceback__)
+        if not frames or f"{os.sep}vllm{os.sep}" not in frames[-1].filename:
+            return None
+        reason = _last_line(err)
+    hint = "" if torch.cuda.is_available() else " (vLLM's CPU build runs Llama-family models)"
+    return UserError(
+        f"generation.backend=vllm: vLLM cannot start on this model: {reason}{hint}; set generation.backend=hf"
+    )
 
 
 class VLLMSampler:
@@ -71,6 +137,7 @@ class VLLMSampler:
         distributed: bool = False,
     ):
         vllm = require_vllm()
+        require_architecture(base_model(model))
         self.model, self.adapter = model, adapter
         self.stop_ids, self.pad_token_id = list(stop_ids), pad_token_id
         # the engine's process is this one: the weights are pushed in memory, and a script without a
@@ -96,8 +163,11 @@ class VLLMSampler:
                 # (TRL's colocate mode does the same), each seeded apart by the caller
                 **({"distributed_executor_backend": "external_launcher"} if distributed else {}),
             )
-        except Exception:
+        except Exception as err:
             shutil.rmtree(self.workdir, ignore_errors=True)
+            refused = _engine_error(err)
+            if refused is not None:
+                raise refused from None
             raise
         self.params = vllm.SamplingParams(
             n=1,

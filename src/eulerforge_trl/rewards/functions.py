@@ -12,13 +12,15 @@ columns of the data file come one value per completion; `trainer_state` is the t
 `TrainerState` (None where no training runs, as in `evaluate --judge`); `log_extra(column, values)`
 and `log_metric(name, value)` let a function log. So TRL's own functions (`trl.rewards.
 think_format_reward(completions, **kwargs)`, `accuracy_reward(completions, solution, ...)`) and
-a user's `fn(prompts, completions, **kwargs)` work alike. `None` means "not applicable to this
-completion" (TRL's convention) and becomes NaN.
+a user's `fn(prompts, completions, **kwargs)` work alike. `None` (or NaN) means "not applicable to
+this completion" (TRL's convention) and becomes NaN, which adds nothing to the total; +-inf, or a
+number beyond float32's range, is refused (it would turn the advantages and then the weights NaN).
 
 `load_reward_function` finds one by its spec, `package.module:function` or
 `path/to/file.py:function`; `call_reward_function` calls it and turns whatever goes wrong
-(it cannot take those keywords, raises, returns the wrong number of values or something that is
-not a number) into a `UserError` naming the spec, so a user's bug is one line, not our traceback.
+(it cannot take those keywords, raises, returns the wrong number of values, something that is
+not a number or an infinite one) into a `UserError` naming the spec, so a user's bug is one line,
+not our traceback.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import logging
 import math
 import numbers
 import sys
@@ -38,6 +41,9 @@ from typing import Any
 from ..errors import UserError
 
 SPEC_FORMS = "package.module:function or path/to/file.py:function"
+logger = logging.getLogger(__name__)
+_WARNED_ALL_NONE: set[str] = set()  # functions warned about a batch without any number
+FLOAT32_MAX = 3.4028234663852886e38  # rewards become float32 tensors, in PPO and in TRL's GRPO
 
 
 def load_reward_function(spec: str, key: str = "--judge") -> Callable[..., Sequence[float | None]]:
@@ -82,7 +88,8 @@ def call_reward_function(
     """Call `fn` with TRL's keywords and check it returned one number per completion.
 
     Keywords the function does not declare are left out unless it takes `**kwargs` (TRL would pass
-    them and fail), so a plain `fn(prompts, completions)` works too. `None` values become NaN.
+    them and fail), so a plain `fn(prompts, completions)` works too. `None` values become NaN (no
+    reward for that completion); +-inf is refused.
 
     Example:
         >>> call_reward_function(trl.rewards.think_format_reward, "f", ["p"], ["<think>x</think>y"])
@@ -103,7 +110,7 @@ def call_reward_function(
 
     Raises:
         UserError: `fn` cannot be called with these keywords, raised, returned the wrong number of
-            values, or a value that is not a number.
+            values, or a value that is not a number, or is +-inf / beyond float32's range.
     """
     n = len(completions)
     arguments = {
@@ -124,7 +131,16 @@ def call_reward_function(
         raise UserError(f"{name}: returned {type(values).__name__}, expected a list of {n} numbers")
     if len(values) != n:
         raise UserError(f"{name}: returned {len(values)} values for {n} completions (one number per completion)")
-    return [_as_float(value, i, name) for i, value in enumerate(values)]
+    floats = [_as_float(value, i, name) for i, value in enumerate(values)]
+    if floats and all(math.isnan(v) for v in floats) and name not in _WARNED_ALL_NONE:
+        # documented: None / NaN adds nothing (TRL's nansum); a whole batch of them is legal but worth a word
+        _WARNED_ALL_NONE.add(name)
+        logger.warning(
+            "%s: no number (None/NaN) for any of %d completions: it adds nothing to their reward (warned once)",
+            name,
+            n,
+        )
+    return floats
 
 
 def _drop(*_args: Any) -> None:
@@ -192,7 +208,19 @@ def _as_float(value, index: int, name: str) -> float:
         except (ValueError, RuntimeError):
             pass
     if isinstance(value, numbers.Real):
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int past float's range
+            number = math.inf if value > 0 else -math.inf
+        if math.isinf(number) or abs(number) > FLOAT32_MAX:
+            # the rewards are float32 tensors (TRL's too): inf or an overflow there makes the advantages,
+            # the loss and then the weights NaN, so it stops here, before any optimizer step sees it
+            shown = "inf" if number > 0 else "-inf"
+            what = f"{shown}, not a finite number" if math.isinf(number) else f"{value!r}, beyond float32's range"
+            raise UserError(
+                f"{name}: value {index} is {what}; return a finite number (None for no reward for this completion)"
+            )
+        return number
     shown = repr(value)
     shown = shown if len(shown) <= 40 else shown[:37] + "..."
     raise UserError(f"{name}: value {index} is {type(value).__name__} {shown}, not a number")

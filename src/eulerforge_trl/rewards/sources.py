@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.render import as_completion
+from ..errors import UserError
 from ..models.reward_head import RewardHead
 from ..models.scorer import RewardScorer, load_reward_model, score_pairs
 from .functions import call_reward_function, load_reward_function
@@ -59,13 +60,31 @@ class RewardModelSource:
     shares_base: bool = True
     # the rm stage's final/ when its adapter sits on the policy's base (the adapter critic starts from it)
     shared_checkpoint: str = ""
+    # how errors name it: the checkpoint it was loaded from ("" for the random head)
+    checkpoint: str = ""
 
     def score(
         self, prompts: list, completions: list[str], batch_size: int, finished: list[bool] | None = None
     ) -> torch.Tensor:
         """[B] raw scores, each pair rendered as the RM was trained (`reward_ids`); a response that was
-        cut at the length limit (`finished` False) rendered as cut."""
-        return score_pairs(self.scorer, self.tokenizer, prompts, completions, batch_size, finished)
+        cut at the length limit (`finished` False) rendered as cut.
+
+        Raises:
+            UserError: a score is NaN or +-inf (broken RM weights): training on it would make the
+                policy NaN, so it stops before any optimizer step uses it.
+        """
+        scores = score_pairs(self.scorer, self.tokenizer, prompts, completions, batch_size, finished)
+        bad = ~torch.isfinite(scores)
+        if bool(bad.any()):
+            first = scores[bad][0].item()
+            where = (
+                f"training.reward_model.checkpoint_path {self.checkpoint}" if self.checkpoint else "the reward model"
+            )
+            raise UserError(
+                f"{where}: scored {int(bad.sum())} of {len(scores)} completions {first} (not a finite number); "
+                "its weights are broken (retrain the rm stage), and a policy trained on them would turn NaN"
+            )
+        return scores
 
 
 def load_functions(specs: list[str], weights: list[float] | None) -> list[RewardFunction]:
@@ -137,11 +156,13 @@ class RewardSources:
             scorer, rm_tokenizer = load_reward_model(checkpoint, dtype=dtype)
             scorer.model.to(device)
             scorer.head.to(device)
-            rm = RewardModelSource(scorer, rm_tokenizer, weight, shares_base=False)
+            rm = RewardModelSource(scorer, rm_tokenizer, weight, shares_base=False, checkpoint=checkpoint)
             return cls(rm, functions, device, batch_size)
         # "" with no functions: RewardScorer.attach scores with a random head, and warns loudly
         scorer = RewardScorer.attach(model, checkpoint, resolved_model_name(preset.model_name), adapter_name)
-        rm = RewardModelSource(scorer, tokenizer, weight, shares_base=True, shared_checkpoint=checkpoint)
+        rm = RewardModelSource(
+            scorer, tokenizer, weight, shares_base=True, shared_checkpoint=checkpoint, checkpoint=checkpoint
+        )
         return cls(rm, functions, device, batch_size)
 
     @property
@@ -173,11 +194,12 @@ class RewardSources:
 
         Returns:
             total: [B] float32, `sum(weight * value)` over the sources; a function's None (NaN)
-                adds nothing, as in TRL (nansum).
+                adds nothing, as in TRL (nansum), even when it gives no number for any completion.
             parts: {"reward/<name>": [B] float32 raw values} per source, NaN where a function gave None.
 
         Raises:
-            UserError: a function raised, returned the wrong number of values or a non-number.
+            UserError: a function raised, returned the wrong number of values, a non-number or +-inf;
+                the RM scored NaN or +-inf; the weighted total overflows float32.
         """
         parts: dict[str, torch.Tensor] = {}
         weights: list[float] = []
@@ -203,7 +225,13 @@ class RewardSources:
                 weights.append(f.weight)
         stacked = torch.stack(list(parts.values()), dim=1)  # [B, sources]
         weight = torch.tensor(weights, dtype=torch.float32, device=self.device)
-        return (stacked * weight).nansum(dim=1), parts
+        total = (stacked * weight).nansum(dim=1)
+        if bool(torch.isinf(total).any()):  # each value is finite (checked above): the weights overflowed
+            raise UserError(
+                f"{FUNCS_KEY} / training.reward_weights: the weighted total reward overflows float32 "
+                f"({', '.join(f'{n}={w:g}' for n, w in zip(self.names, weights))}); use smaller weights or values"
+            )
+        return total, parts
 
     def _log_metric(self, name: str, value: float) -> None:
         self.logged_metrics.setdefault(name, []).append(float(value))

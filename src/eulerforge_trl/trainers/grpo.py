@@ -22,6 +22,12 @@ Data as PPO reads it: `data.path` (with `data.split`/`subset`/`columns`), prompt
 held-out prompts (`data.eval_path` or a `data.eval_split` fraction) evaluated with TRL's own
 evaluation before the first step, every `save_steps` and after the last: `eval_reward_mean` and
 `eval_reward/<name>` in the logs, every held-out completion in `eval_samples.jsonl`.
+
+Refused before the model loads (one line, exit 2): fewer training prompts than one step takes
+(`require_one_step`; TRL would drop the incomplete batch, train nothing and exit 0), and a data
+column whose values mix types, which no Arrow table holds (`as_dataset`). A reward function's
++-inf, or an RM score that is not finite, stops the step that computed it (`call_reward_function`,
+`RewardModelSource.score`), before the optimizer uses it.
 """
 
 from __future__ import annotations
@@ -265,10 +271,58 @@ def cut_prompts(rows: list[dict], tokenizer, keep: int, key: str = "data.max_pro
     return out
 
 
+def require_one_step(preset: Preset, prompts: int, processes: int) -> None:
+    """Refuse training prompts too few for one optimizer step: TRL's sampler (`RepeatSampler`) takes
+    `generation_batch_size / num_generations` distinct prompts per step (generation_batch_size =
+    batch_size x processes x grad_accum) and drops an incomplete batch, so with fewer it trains on
+    nothing and still writes an untrained `final/`."""
+    t = preset.training
+    needed = t.batch_size * processes * t.grad_accum // t.grpo.num_generations
+    if prompts >= needed:
+        return
+    held = " after data.eval_split" if not preset.data.eval_path and preset.data.eval_split > 0 else ""
+    raise DataError(
+        f"data.path {preset.data.path}: {prompts} training prompt{'' if prompts == 1 else 's'}{held}, fewer than "
+        "one GRPO step needs: "
+        f"training.batch_size ({t.batch_size}) x grad_accum ({t.grad_accum}) x processes ({processes}) / "
+        f"training.grpo.num_generations ({t.grpo.num_generations}) = {needed} prompts (TRL drops an incomplete "
+        "batch); add prompts or lower training.batch_size"
+    )
+
+
+def as_dataset(rows: list[dict], key: str, source: str):
+    """`rows` as the `datasets.Dataset` TRL reads; a column whose values mix types (5 in one row, "cat"
+    in the next), which Arrow cannot hold in one column, is a DataError naming it."""
+    import pyarrow as pa
+    from datasets import Dataset
+
+    try:
+        return Dataset.from_list(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        column = _mixed_column(rows)
+        what = f"column {column!r} mixes value types" if column else "the columns cannot form one table"
+        raise DataError(
+            f"{key} {source}: {what} ({reason}); GRPO hands the data to TRL as an Arrow table, one type per "
+            "column: give every row the same type there (all strings, say), or drop the column"
+        ) from None
+
+
+def _mixed_column(rows: list[dict]) -> str | None:
+    """The first column Arrow cannot hold as one array (None: none on its own)."""
+    import pyarrow as pa
+
+    for name in dict.fromkeys(k for row in rows for k in row):
+        try:
+            pa.array([row.get(name) for row in rows])
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return name
+    return None
+
+
 def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     """Train and write `final/` (the policy adapter, tokenizer, preset.yml); returns the final metrics."""
     from accelerate import PartialState
-    from datasets import Dataset
 
     grpo_generation_args(preset)  # a generation: setting TRL cannot honour stops here, before any loading
     if preset.generation.backend == "vllm":
@@ -285,6 +339,12 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     train_rows = cut_prompts(train_rows, tokenizer, preset.data.max_prompt_length)
     if eval_rows:
         eval_rows = cut_prompts(eval_rows, tokenizer, preset.data.max_prompt_length)
+    require_one_step(preset, len(train_rows), state.num_processes)
+    train_dataset = as_dataset(train_rows, "data.path", preset.data.path)
+    eval_source = (
+        ("data.eval_path", preset.data.eval_path) if preset.data.eval_path else ("data.path", preset.data.path)
+    )
+    eval_dataset = as_dataset(eval_rows, *eval_source) if eval_rows else None
     model = sampling_policy(preset, tokenizer, POLICY).to(state.device)  # before the RM's head is placed beside it
     # the RM (its adapter beside the policy's, or `separate`) and the functions, as PPO builds them
     sources = RewardSources.from_preset(
@@ -306,8 +366,8 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         model=model,
         reward_funcs=reward_funcs,
         args=to_grpo_config(preset, run, weights, has_eval=eval_rows is not None),
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
@@ -336,4 +396,4 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     }
 
 
-__all__ = ["run_grpo", "to_grpo_config"]
+__all__ = ["as_dataset", "require_one_step", "run_grpo", "to_grpo_config"]
