@@ -209,13 +209,25 @@ def _load_quantized(model_name: str, dtype, attention: dict, quantization: str):
         with tempfile.TemporaryDirectory(prefix="eulerforge-quantize-") as tmp:
             full.save_pretrained(tmp)
             del full
-            return AutoModelForCausalLM.from_pretrained(tmp, **kwargs)
+            return _one_cpu_kernel(AutoModelForCausalLM.from_pretrained(tmp, **kwargs))
     source = local_source(model_name)
     _check_locatable(source)
     try:
-        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        return _one_cpu_kernel(AutoModelForCausalLM.from_pretrained(source, **kwargs))
     except (OSError, ValueError, ImportError, RuntimeError) as err:
         raise ModelError(_not_loadable(model_name, err, attention.get("attn_implementation"))) from None
+
+
+def _one_cpu_kernel(model):
+    """On CPUs with avx512_bf16, bitsandbytes (0.50) switches a 4-bit layer to another kernel the
+    first time it runs in eval mode without gradients: it repacks the weight in place, asserts when
+    the layer's output size is not a multiple of 32 (small models, Gated DeltaNet projections), and
+    computes in bf16. PPO's old log-probs (no gradients) and its update (with) must come from the
+    same numbers, and the reference must be exactly the base: every layer keeps the one generic path."""
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+    return model
 
 
 def architecture_of(model_name: str) -> dict:
