@@ -32,3 +32,9 @@ def test_an_empty_json_file_holds_no_rows(tmp_path):
     path.write_text("", encoding="utf-8")
     with pytest.raises(DataError, match="empty.json: holds no rows"):
         read_rows(path, "sft")
+
+
+def test_a_jsonl_file_starting_with_a_byte_order_mark_reads(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "a", "response": "b"}).encode() + b"\n")
+    assert read_rows(path, "sft") == [{"prompt": "a", "response": "b"}]

@@ -97,7 +97,7 @@ def _jsonl_records(path: Path) -> Records:
         for number, raw in enumerate(handle, start=1):
             here = f"{path}:{number}"
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM, as Windows editors write
             except UnicodeDecodeError as err:
                 raise DataError(f"{here}: not UTF-8 text (byte {err.start + 1} of the line)") from None
             if not line.strip():
