@@ -74,3 +74,10 @@ def test_eval_split_beside_eval_path_is_said_to_be_unused(caplog):
     with caplog.at_level(logging.WARNING):
         load_preset("tiny_sft.yml", ["data.eval_split=0.2"])
     assert "data.eval_split (0.2) is not used" in caplog.text
+
+
+def test_a_key_set_twice_in_a_preset_is_refused_with_both_lines(tmp_path):
+    path = tmp_path / "p.yml"
+    path.write_text("training:\n  lr: 1.0e-4\n  batch_size: 2\n  lr: 2.0e-4\n", encoding="utf-8")
+    with pytest.raises(PresetError, match=r"p.yml:4: not valid YAML \(key 'lr' is set twice \(also on line 2\)"):
+        load_preset(path)

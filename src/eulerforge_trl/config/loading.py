@@ -51,7 +51,7 @@ def load_preset(
         if isinstance(preset, Preset):
             schema = OmegaConf.merge(schema, OmegaConf.structured(preset))
         elif preset is not None:
-            loaded = yaml.safe_load(yaml_text) or {}
+            loaded = yaml.load(yaml_text, Loader=UniqueKeyLoader) or {}
             if not isinstance(loaded, dict):
                 raise PresetError(f"{source}: a preset must be a mapping of keys, got {type(loaded).__name__}")
             _check_model_section(loaded, source, yaml_text)
@@ -112,6 +112,21 @@ def load_preset(
             result.data.eval_path,
         )
     return result
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key set twice in one mapping (PyYAML keeps the last without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is set twice (also on line {seen[key]}): keep one", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def preset_to_yaml(preset: Preset) -> str:

@@ -66,17 +66,19 @@ def read_pipeline_preset(path: str | Path) -> dict[str, Path]:
         >>> read_pipeline_preset("presets/tiny_pipeline.yml")["rm"]
         PosixPath('presets/tiny_rm.yml')
     """
-    from ..config.loading import _line_of_key, _omegaconf_message
+    from ..config.loading import UniqueKeyLoader, _line_of_key, _omegaconf_message
     from ..config.shipped import resolve_preset_path
 
     path = resolve_preset_path(path)
     text = path.read_text(encoding="utf-8")
     chains = pipeline_chains()
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        raise PresetError(f"{_at(path, mark.line + 1 if mark else None)}: not valid YAML") from None
+        reason = getattr(err, "problem", None)
+        where = _at(path, mark.line + 1 if mark else None)
+        raise PresetError(f"{where}: not valid YAML" + (f" ({reason})" if reason else "")) from None
     if data is None:
         data = {}
     if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
