@@ -93,3 +93,13 @@ def test_call_errors_name_the_function(rules):
         call_reward_function(lambda prompts, completions: 1.0, "f", ["p"], ["a"])
     with pytest.raises(UserError, match="value 1 is str 'x', not a number"):
         call_reward_function(lambda prompts, completions: [1.0, "x"], "f", ["p", "q"], ["a", "b"])
+
+
+def test_a_reward_function_calling_sys_exit_is_one_line_not_a_silent_exit():
+    import sys
+
+    from eulerforge_trl.errors import UserError
+    from eulerforge_trl.rewards.functions import call_reward_function
+
+    with pytest.raises(UserError, match=r"rf.py:quits: called sys.exit\(3\)"):
+        call_reward_function(lambda prompts, completions: sys.exit(3), "rf.py:quits", ["p"], ["a"])

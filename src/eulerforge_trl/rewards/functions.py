@@ -127,6 +127,8 @@ def call_reward_function(
         values = fn(**arguments)
     except Exception as err:  # noqa: BLE001 - the user's code: any failure is theirs, reported in one line
         raise UserError(f"{name}: raised {_describe(err)}") from None
+    except SystemExit as err:  # sys.exit() in a reward function would end the run without a word
+        raise UserError(f"{name}: called sys.exit({err.code!r}); a reward function must return its numbers") from None
     if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__") or not hasattr(values, "__iter__"):
         raise UserError(f"{name}: returned {type(values).__name__}, expected a list of {n} numbers")
     if len(values) != n:
