@@ -79,7 +79,7 @@ class MergedCopy:
     """
 
     def __init__(self, model, adapter: str):
-        self.source, self.adapter = model, adapter
+        self.adapter = adapter
         self.layers = lora_layers(model, adapter)
         if not self.layers:
             raise ValueError(f"the model has no LoRA layers of adapter {adapter!r} to merge")

@@ -58,10 +58,13 @@ class RewardModelSource:
     weight: float
     # True: it reads the policy's own model (its adapter beside the policy's, or the random head)
     shares_base: bool = True
-    # the rm stage's final/ when its adapter sits on the policy's base (the adapter critic starts from it)
-    shared_checkpoint: str = ""
-    # how errors name it: the checkpoint it was loaded from ("" for the random head)
+    # the rm stage's final/ it was loaded from ("" for the random head); errors name it
     checkpoint: str = ""
+
+    @property
+    def shared_checkpoint(self) -> str:
+        """The rm stage's final/ when its adapter sits on the policy's base (the adapter critic starts from it)."""
+        return self.checkpoint if self.shares_base else ""
 
     def score(
         self, prompts: list, completions: list[str], batch_size: int, finished: list[bool] | None = None
@@ -160,9 +163,7 @@ class RewardSources:
             return cls(rm, functions, device, batch_size)
         # "" with no functions: RewardScorer.attach scores with a random head, and warns loudly
         scorer = RewardScorer.attach(model, checkpoint, resolved_model_name(preset.model_name), adapter_name)
-        rm = RewardModelSource(
-            scorer, tokenizer, weight, shares_base=True, shared_checkpoint=checkpoint, checkpoint=checkpoint
-        )
+        rm = RewardModelSource(scorer, tokenizer, weight, shares_base=True, checkpoint=checkpoint)
         return cls(rm, functions, device, batch_size)
 
     @property

@@ -46,15 +46,13 @@ def sft_datasets(preset: Preset, tokenizer):
 
     train, evaluation = split_rows(preset.data, preset.training.seed)
 
-    def build(rows: list[dict], key: str) -> Dataset:
+    def build(rows: list[dict]) -> Dataset:
         if preset.data.assistant_turns == "all" and is_conversational(rows[0]["prompt"]):
             pairs = _conversation_ids(tokenizer, [r["prompt"] + r["response"] for r in rows], preset.model_name)
-            _check_answers_fit([m for _, m in pairs], preset.data.max_length, key)
             return Dataset.from_dict({"input_ids": [i for i, _ in pairs], "assistant_masks": [m for _, m in pairs]})
         return Dataset.from_list(to_trainer_columns(rows, "sft"))
 
-    eval_key = "data.eval_path" if preset.data.eval_path else "data.eval_split"
-    return build(train, "data.path"), build(evaluation, eval_key) if evaluation else None
+    return build(train), build(evaluation) if evaluation else None
 
 
 def _conversation_ids(tokenizer, conversations: list[list[dict]], model_name: str) -> list[tuple[list, list]]:
@@ -74,25 +72,6 @@ def _conversation_ids(tokenizer, conversations: list[list[dict]], model_name: st
             raise DataError(f"{model_name}: {err}") from None
     logger.info("%s: multi-turn rows rendered with TRL's training version of the chat template", model_name)
     return [render.conversation_ids(tokenizer, messages, chat_template=template) for messages in conversations]
-
-
-def _check_answers_fit(masks: list[list[int]], max_length: int, key: str) -> None:
-    """TRL cuts rows to max_length and drops those left without a trained token: say so, in one line
-    when no row is left (TRL would fail later with `num_samples=0`)."""
-    cut = sum(1 not in mask[:max_length] for mask in masks)
-    if cut == len(masks):
-        raise DataError(
-            f"{key}: in every row the first assistant turn starts after data.max_length ({max_length}) tokens: "
-            "raise data.max_length"
-        )
-    if cut:
-        logger.warning(
-            "%s: %d of %d rows have no assistant token within data.max_length (%d) and are left out",
-            key,
-            cut,
-            len(masks),
-            max_length,
-        )
 
 
 def run_sft(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
