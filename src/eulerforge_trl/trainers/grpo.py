@@ -50,7 +50,7 @@ from ..models.loading import load_tokenizer
 from ..models.scorer import REWARD_ADAPTER
 from ..rewards.functions import call_reward_function
 from ..rewards.sources import FUNCS_KEY, RM_NAME, RewardFunction, RewardModelSource, RewardSources
-from ..rundir import RunDir, append_jsonl, checkpoint_step, trim_metrics
+from ..rundir import RunDir, append_jsonl
 from .common import (
     adapters_in_fp32,
     common_trainer_args,
@@ -378,9 +378,6 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         # (LoRA B = 0), so the SFT model with adapters disabled is the same reference without a copy
         model.delete_adapter("ref")
         model.set_adapter(POLICY)
-    if resume_from and is_main:
-        trim_metrics(run.samples, checkpoint_step(resume_from) or 0)
-        trim_metrics(run.eval_samples, checkpoint_step(resume_from) or 0)
     fit_wrap_policy(trainer.accelerator, trainer.model)
     result = trainer.train(resume_from_checkpoint=resume_from)
     final_eval = evaluation_at_end(trainer) if eval_rows else {}  # the trained policy on the held-out prompts
