@@ -145,3 +145,82 @@ def test_ppo_on_the_merged_copy_trains_as_on_the_hooked_policy(tmp_path, tiny_sf
         for key in ("reward_mean", "kl_divergence", "ppo_loss", "value_loss", "response_length"):
             assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), key
         assert "time_weight_sync" in b  # the copy's refresh, timed as vllm's push is
+
+
+def tied_lora_policy(target_modules, dtype=torch.float32):
+    """The tiny Qwen3.5 (its LM head tied to the embedding) with a LoRA on `target_modules`, every
+    LoRA weight non-zero (peft starts an embedding's A at zero, a linear layer's B)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_causal_lm("tiny-qwen3.5", dtype=dtype), LoraConfig(r=4, target_modules=target_modules))
+    assert model.get_base_model().config.tie_word_embeddings
+    step_lora(model, std=0.05, init=True)
+    return model.eval()
+
+
+@torch.no_grad()
+def step_lora(model, std: float, init: bool = False) -> None:
+    """An optimizer step's worth of change to every LoRA weight of the model."""
+    for name, param in model.named_parameters():
+        if "lora_" in name:
+            param.copy_(torch.randn_like(param) * std) if init else param.add_(torch.randn_like(param) * std)
+
+
+@pytest.mark.parametrize(
+    "targets", [["lm_head"], ["embed_tokens"], ["lm_head", "embed_tokens", "q_proj"]], ids=["head", "embed", "both"]
+)
+def test_lora_on_a_tied_head_or_the_embedding_is_merged_and_never_moves_the_reference(targets):
+    """The copy unties its head (base + the head's delta) from its embedding (base + the embedding's delta):
+    its logits are the hooked policy's after every refresh, and the training model's embedding, which is
+    also the reference's head, stays bit for bit what it was."""
+    from eulerforge_trl.generation.merged import MergedCopy, merged_weights
+
+    tokenizer = load_tokenizer("tiny-qwen3.5")
+    policy = tied_lora_policy(targets)
+    ids, mask = prompts(tokenizer)
+    embedding = policy.get_base_model().get_input_embeddings()
+    base_embedding = (embedding.get_base_layer() if hasattr(embedding, "get_base_layer") else embedding).weight
+    snapshot = base_embedding.detach().clone()
+    with torch.no_grad(), policy.disable_adapter():
+        reference = policy(input_ids=ids, attention_mask=mask).logits
+
+    def logits(model):
+        with torch.no_grad():
+            return model(input_ids=ids, attention_mask=mask).logits
+
+    copy = MergedCopy(policy, "default")
+    for refresh in range(3):
+        if refresh:
+            step_lora(policy, std=0.05)
+            copy.refresh()
+        assert not torch.allclose(logits(policy), reference, atol=1e-3)  # the LoRA matters
+        assert torch.allclose(logits(copy.model), logits(policy), atol=1e-5), refresh
+        assert torch.equal(base_embedding, snapshot), refresh
+        with torch.no_grad(), policy.disable_adapter():
+            assert torch.equal(policy(input_ids=ids, attention_mask=mask).logits, reference), refresh
+    assert not copy.model.config.tie_word_embeddings
+    assert "lm_head.weight" in merged_weights(policy, "default")  # whoever loads them (vllm) unties its head
+
+
+def test_the_copy_returns_the_log_prob_of_each_token_it_sampled():
+    """`Rollout.engine_logprobs`: log softmax(logits / temperature) at the sampled token, as the trainer
+    computes it on its own weights (fp32: equal to rounding; bf16: the gap PPO logs and corrects)."""
+    from eulerforge_trl.trainers.ppo.rollout import response_forward
+
+    tokenizer = load_tokenizer("tiny-qwen3.5")
+    ids, mask = prompts(tokenizer)
+    settings = dict(max_new_tokens=6, temperature=0.7, stop_ids=[tokenizer.eos_token_id], pad_token_id=0)
+    gaps = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        policy = tied_lora_policy("all-linear", dtype=dtype)
+        sampler = MergedCopySampler(policy, adapter="default", **settings)
+        roll = sampler.sample(ids, mask)
+        assert HFSampler(policy, **settings).sample(ids, mask).engine_logprobs is None  # the policy itself
+        with torch.no_grad():
+            trainer = response_forward(policy, roll.input_ids, roll.attention_mask, roll.n_prompt, 0.7).logprobs
+        assert roll.engine_logprobs.shape == trainer.shape
+        assert torch.equal(roll.engine_logprobs == 0, ~roll.response_mask)  # 0 on padding only
+        gaps[dtype] = (roll.engine_logprobs - trainer).abs()[roll.response_mask].max().item()
+    assert gaps[torch.float32] < 1e-5
+    assert gaps[torch.bfloat16] < 0.1

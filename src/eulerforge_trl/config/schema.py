@@ -134,7 +134,9 @@ class GenerationSection:
     compile: bool | None = setting(
         None,
         "hf only: decode with a static KV cache that transformers compiles (CUDA graphs on a GPU; one-off "
-        "compile of about a minute, then several times faster per token); null = on with CUDA, off elsewhere",
+        "compile of about a minute, then several times faster per token); true compiles on any device (inductor "
+        "on a CPU, which needs a C compiler); null = on with CUDA, off elsewhere and on a quantized model "
+        "(transformers does not compile bitsandbytes)",
     )
     merged_copy: bool | None = setting(
         None,
@@ -142,7 +144,9 @@ class GenerationSection:
         "policy's LoRA merged into its weights, refreshed after every optimizer step: no LoRA hooks while "
         "decoding (they made eager decoding 2.5x slower on a GPU), for the memory of the weights LoRA touches "
         "(the rest is shared; a sharded model's is gathered whole once); null = on with CUDA unless the model "
-        "is quantized or sharded, off elsewhere",
+        "is quantized or sharded, off elsewhere. A LoRA on a tied lm_head or on embed_tokens gets the copy an "
+        "untied head. The copy's log-prob of each sampled token is compared with the trainer's "
+        "(generation/logprob_gap) and corrected for (training.ppo.importance_sampling_correction)",
     )
     vllm_gpu_memory_utilization: float = setting(
         0.3,
@@ -161,6 +165,11 @@ class GenerationSection:
 
     def problems(self, preset: "Preset") -> list[str]:
         return failed(
+            (
+                not self.compile or preset.quantization is None,
+                f"generation.compile=true with quantization={preset.quantization}: transformers does not compile a "
+                "bitsandbytes-quantized model (it would decode eagerly on a static cache); leave generation.compile null",
+            ),
             (
                 self.backend != "vllm" or preset.quantization is None,
                 f"generation.backend=vllm with quantization={preset.quantization}: the engine holds a "

@@ -4,9 +4,16 @@ hold their own copy sample from (`vllm`, and `hf` with `generation.merged_copy`)
 Merging in place and unmerging after sampling would leave bf16 rounding in the base, which is also
 the reference (adapters off); so each LoRA layer's merged weight is base + delta in new memory, and
 the training model is never touched.
+
+A model whose LM head is tied to its input embedding (SmolLM2, tiny-qwen3.5) with a LoRA on either of
+the two gets an untied copy: the head is base + the head's delta, the embedding base + the
+embedding's delta, each in memory of its own (writing the head's merge into the shared tensor would
+move the embedding, and with it the reference).
 """
 
 from __future__ import annotations
+
+import copy as copying
 
 import torch
 
@@ -24,7 +31,8 @@ def plain_name(name: str) -> str:
 
 
 def lora_layers(model, adapter: str | None) -> dict[str, torch.nn.Module]:
-    """{transformers weight name: peft LoRA layer} for the layers holding `adapter`."""
+    """{transformers weight name: peft LoRA layer} for the layers holding `adapter`: linear ones
+    (`lora_A`) and embeddings (`lora_embedding_A`)."""
     from peft.tuners.lora import LoraLayer
 
     if adapter is None:
@@ -32,7 +40,8 @@ def lora_layers(model, adapter: str | None) -> dict[str, torch.nn.Module]:
     return {
         f"{name}.weight": module
         for name, module in base_model(model).named_modules()
-        if isinstance(module, LoraLayer) and adapter in getattr(module, "lora_A", {})
+        if isinstance(module, LoraLayer)
+        and (adapter in getattr(module, "lora_A", {}) or adapter in getattr(module, "lora_embedding_A", {}))
     }
 
 
@@ -42,21 +51,39 @@ def merged_weight(layer, adapter: str) -> torch.Tensor:
     return whole_tensor(base + layer.get_delta_weight(adapter).to(base.dtype))
 
 
+def untied_keys(model, adapter: str | None) -> dict[str, str]:
+    """{tied weight (lm_head.weight): its source (the embedding)} for the ties a LoRA of `adapter`
+    breaks: the head or the embedding LoRA'd, so the merged head is not the merged embedding."""
+    base = base_model(model)
+    layers = lora_layers(model, adapter)
+    tied = getattr(base, "all_tied_weights_keys", None) or {}
+    return {target: source for target, source in tied.items() if target in layers or source in layers}
+
+
 @torch.no_grad()
 def merged_weights(model, adapter: str | None) -> dict[str, torch.Tensor]:
     """The base model's weights under their transformers names, each LoRA layer's weight merged with
     `adapter`'s delta. The other weights are the model's own tensors (no copy), a sharded model's
-    gathered whole (a collective: every process calls it, in the same order). A tied LM head is left
-    out (it is the embedding)."""
+    gathered whole (a collective: every process calls it, in the same order).
+
+    A tied LM head is left out (it is the embedding) unless the LoRA breaks the tie (`untied_keys`):
+    then `lm_head.weight` is there, base + the head's delta (or the base embedding itself when only
+    the embedding is LoRA'd), and whoever loads these weights must untie its head."""
     base = base_model(model)
+    layers = lora_layers(model, adapter)
     weights = {
         plain_name(name): tensor
         for name, tensor in base.state_dict().items()
         if "lora_" not in name and "modules_to_save" not in name
     }
-    weights.update({name: merged_weight(layer, adapter) for name, layer in lora_layers(model, adapter).items()})
+    untied = untied_keys(model, adapter)
+    for target, source in untied.items():
+        weights[target] = weights[source]  # the base embedding; replaced below where the head is LoRA'd
+    weights.update({name: merged_weight(layer, adapter) for name, layer in layers.items()})
     if getattr(base.config, "tie_word_embeddings", False):
-        weights.pop("lm_head.weight", None)
+        for target in getattr(base, "all_tied_weights_keys", None) or {"lm_head.weight": None}:
+            if target not in untied:
+                weights.pop(target, None)
     return {name: whole_tensor(tensor) for name, tensor in weights.items()}
 
 
@@ -69,13 +96,24 @@ def merges_by_default(model) -> bool:
     return weight.device.type == "cuda" and not quantized and not hasattr(weight, "full_tensor")
 
 
+def untied_config(config):
+    """A copy of `config` whose LM head is a weight of its own (`tie_word_embeddings` false)."""
+    config = copying.deepcopy(config)
+    config.tie_word_embeddings = False
+    text = config.get_text_config() if hasattr(config, "get_text_config") else None
+    if text is not None and text is not config:
+        text.tie_word_embeddings = False
+    return config
+
+
 class MergedCopy:
     """A plain transformers model (no peft layers, so no LoRA hooks while decoding) holding the
     policy's merged weights, refreshed in place after each optimizer step.
 
     It costs memory only for the weights LoRA touches: every other weight is the training model's
     own tensor (a sharded model's is gathered whole once). Refreshing writes into the same tensors,
-    so a compiled decode step (static cache, CUDA graphs) keeps its addresses.
+    so a compiled decode step (static cache, CUDA graphs) keeps its addresses, and never into one the
+    training model holds (checked when the copy is built).
     """
 
     def __init__(self, model, adapter: str):
@@ -84,22 +122,27 @@ class MergedCopy:
         if not self.layers:
             raise ValueError(f"the model has no LoRA layers of adapter {adapter!r} to merge")
         base = base_model(model)
+        untied = untied_keys(model, adapter)
         with torch.device("meta"):
-            copy = type(base)(base.config)
+            copy = type(base)(untied_config(base.config) if untied else base.config)
         weights = {
             name: torch.nn.Parameter(t, requires_grad=False) for name, t in merged_weights(model, adapter).items()
         }
         missing, unexpected = copy.load_state_dict(weights, strict=False, assign=True)
-        if unexpected or set(missing) - {"lm_head.weight"}:
+        if unexpected or (set(missing) - {"lm_head.weight"}) or (untied and missing):
             raise RuntimeError(f"merged copy of {type(base).__name__}: missing {missing}, unexpected {unexpected}")
         for name, buffer in base.named_buffers():  # non-persistent ones (rotary frequencies) are not in the state dict
             owner, _, leaf = plain_name(name).rpartition(".")
             if leaf in copy.get_submodule(owner)._buffers:
                 copy.get_submodule(owner)._buffers[leaf] = buffer
-        copy.tie_weights()
+        if not untied:
+            copy.tie_weights()
         copy.generation_config = base.generation_config
         self.model = copy.eval().requires_grad_(False)
         self.targets = dict(self.model.named_parameters(remove_duplicate=False))
+        own = {p.data_ptr() for p in model.parameters()}
+        if shared := [name for name in self.layers if self.targets[name].data_ptr() in own]:
+            raise RuntimeError(f"merged copy: refreshing {shared} would write into the training model's weights")
 
     @torch.no_grad()
     def refresh(self) -> None:

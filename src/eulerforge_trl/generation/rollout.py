@@ -20,8 +20,9 @@ class Rollout:
     n_prompt: int  # P
     response_mask: torch.Tensor  # [B, R] bool, True up to and including the first stop token
     contains_eos: torch.Tensor  # [B] bool: a stop token ended the response (else it hit the length limit)
-    # [B, R] log-prob of each sampled token as the engine computed it (vLLM), 0 on padding; None with hf,
-    # whose tokens come from the trainer's own weights. Only compared with the trainer's, never trained on.
+    # [B, R] log-prob of each sampled token as the engine computed it (vllm, the hf merged copy), 0 on
+    # padding; None where the tokens come from the trainer's own weights. PPO logs the gap to its own and
+    # weights its loss by the truncated ratio of the two; never differentiated.
     engine_logprobs: torch.Tensor | None = None
 
     @property
