@@ -124,6 +124,25 @@ class PPOSection:
         "answers still score well",
     )
     entropy_coef: float = setting(0.0, "weight of an entropy bonus in the policy loss (0 = off); try 0.001-0.01")
+    importance_sampling_correction: bool = setting(
+        True,
+        "(TRL GRPO's vllm_importance_sampling_correction) when the tokens come from an engine that is not the "
+        "trainer's weights (generation.backend vllm, or the hf merged copy: in bf16 it rounds small LoRA deltas "
+        "away), weight each token's policy loss by pi_old / pi_engine, truncated or masked as "
+        "importance_sampling_mode says, so PPO optimises the policy it trains; logged as generation/is_weight_mean "
+        "and generation/is_capped_fraction beside generation/logprob_gap. A factor of its own: the ratio pi / pi_old "
+        "is still 1 on the first pass",
+    )
+    importance_sampling_mode: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = setting(
+        "token_truncate",
+        "(TRL's vllm_importance_sampling_mode) token_truncate = each token's ratio capped at importance_sampling_cap; "
+        "token_mask = a token above the cap is dropped; sequence_* = one ratio per response (the product of its "
+        "tokens'), capped or dropped. TRL's GRPO defaults to sequence_mask, which drops a whole long response for "
+        "a small per-token gap; PPO's per-token advantages take the per-token weight",
+    )
+    importance_sampling_cap: float = setting(
+        3.0, "(TRL's vllm_importance_sampling_clip_max) the upper bound of the importance weight; 2-5 is typical"
+    )
     critic: Literal["value_head", "adapter"] = setting(
         "value_head",
         "value_head = a head on the policy's own hidden states (no extra pass; not detached, so the value loss "
@@ -155,6 +174,10 @@ class PPOSection:
                 "has a zero expected gradient as a loss",
             ),
             (self.kl_horizon >= 1, f"training.ppo.kl_horizon ({self.kl_horizon}) must be >= 1"),
+            (
+                self.importance_sampling_cap > 0,
+                f"training.ppo.importance_sampling_cap ({self.importance_sampling_cap}) must be > 0",
+            ),
             (
                 self.score_clip is None or self.score_clip > 0,
                 f"training.ppo.score_clip ({self.score_clip}) must be > 0",

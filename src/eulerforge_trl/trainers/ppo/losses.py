@@ -20,11 +20,13 @@ __all__ = [
     "kl_per_token",
     "shape_rewards",
     "compute_gae",
+    "importance_weights",
     "policy_loss",
     "value_loss",
 ]
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
+IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 
 
 def _zero_pad(values: Tensor, mask: Tensor) -> Tensor:
@@ -209,8 +211,50 @@ def compute_gae(
     return advantages, advantages + values
 
 
+def importance_weights(
+    old_logprobs: Tensor, engine_logprobs: Tensor, mask: Tensor, mode: str = "token_truncate", cap: float = 3.0
+) -> tuple[Tensor, Tensor]:
+    """Truncated (or masked) importance weights for tokens an engine sampled from a distribution a
+    little off the trainer's (bf16 weights, other kernels): TRL GRPO's `vllm_importance_sampling_correction`.
+
+    The ratio is ``pi_old / pi_engine = exp(old_logprobs - engine_logprobs)``, per token or, in the
+    ``sequence_*`` modes, per sequence (the sum of the token log-ratios). ``*_truncate`` caps it at
+    ``cap``; ``*_mask`` sets a ratio above ``cap`` to 0 (the token or sequence is dropped).
+
+    Args:
+        old_logprobs: ``[B, T]`` the trainer's log pi_old of the sampled tokens.
+        engine_logprobs: ``[B, T]`` the engine's log-prob of the same tokens.
+        mask: ``[B, T]`` bool or 0/1 tensor.
+        mode: One of ``IS_MODES``.
+        cap: Upper bound of the ratio (> 0).
+
+    Returns:
+        ``(weights, capped)``, both ``[B, T]`` without gradients: the weights (0 on padding) and where
+        the ratio exceeded ``cap``.
+
+    Raises:
+        ValueError: Unknown ``mode``.
+    """
+    if mode not in IS_MODES:
+        raise ValueError(f"Unknown importance sampling mode {mode!r}; expected one of {IS_MODES}.")
+    mask = mask.bool()
+    with torch.no_grad():
+        log_ratio = _zero_pad(old_logprobs - engine_logprobs, mask)
+        if mode.startswith("sequence"):
+            log_ratio = log_ratio.sum(dim=1, keepdim=True).expand_as(mask)
+        ratio = torch.exp(log_ratio)
+        capped = mask & (ratio > cap)
+        weights = ratio.clamp(max=cap) if mode.endswith("truncate") else ratio.masked_fill(capped, 0.0)
+        return _zero_pad(weights, mask), capped
+
+
 def policy_loss(
-    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_range: float
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_range: float,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO clipped surrogate loss (to minimise).
 
@@ -220,6 +264,9 @@ def policy_loss(
         advantages: ``[B, T]`` advantages (usually whitened).
         mask: ``[B, T]`` bool or 0/1 tensor.
         clip_range: ``c`` in ``clip(ratio, 1 - c, 1 + c)``.
+        weights: ``[B, T]`` importance weights multiplying each token's loss (see
+            :func:`importance_weights`), without gradients; None = 1. They are a factor apart from the
+            ratio, which stays exactly 1 on the first pass over a batch.
 
     Returns:
         ``(loss, stats)``: 0-d loss and detached 0-d stats ``clipfrac`` (fraction of valid
@@ -232,7 +279,8 @@ def policy_loss(
     ratio = torch.exp(log_ratio)
     pg_losses = -advantages * ratio
     pg_losses_clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.max(pg_losses, pg_losses_clipped), mask)
+    per_token = torch.max(pg_losses, pg_losses_clipped)
+    loss = masked_mean(per_token if weights is None else per_token * weights.detach(), mask)
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean((pg_losses_clipped > pg_losses).to(ratio.dtype), mask),

@@ -31,6 +31,9 @@ def step_numbers(
     if roll.engine_logprobs is not None:
         # how far the engine's sampling distribution is from the trainer's (dtype, kernels): 0 = the same
         local["generation/logprob_gap"] = losses.masked_mean((roll.engine_logprobs - targets.logprobs).abs(), mask)
+    if targets.is_weights is not None:  # the importance weights of that gap (training.ppo.importance_sampling_*)
+        local["generation/is_weight_mean"] = losses.masked_mean(targets.is_weights, mask)
+        local["generation/is_capped_fraction"] = losses.masked_mean(targets.is_capped.float(), mask)
     return local
 
 

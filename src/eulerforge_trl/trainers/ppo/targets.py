@@ -24,6 +24,10 @@ class Targets:
     ref_logprobs: torch.Tensor  # log pi_ref(token), temperature-scaled (the KL loss's anchor)
     advantages: torch.Tensor  # whitened GAE advantages
     returns: torch.Tensor  # value targets
+    # pi_old / pi_engine, truncated (`losses.importance_weights`), multiplying each token's policy loss, and
+    # where the ratio passed the cap; None when the trainer's own weights sampled (or the correction is off)
+    is_weights: torch.Tensor | None = None
+    is_capped: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -36,6 +40,7 @@ def ppo_targets(
     values: torch.Tensor,
     cfg,
     kl_coef: float | None = None,
+    engine_logprobs: torch.Tensor | None = None,
 ) -> Targets:
     """Phases 4-5 from the step's numbers.
 
@@ -46,6 +51,9 @@ def ppo_targets(
         logprobs, ref_logprobs, values: [B, R] pi_old, pi_ref and V_old of the sampled tokens.
         cfg: the preset's `training.ppo` section.
         kl_coef: the KL coefficient of this step (the adaptive controller's); None = `cfg.kl_coef`.
+        engine_logprobs: [B, R] the rollout engine's log-probs of the sampled tokens, when the engine is
+            not the trainer's own weights (`Rollout.engine_logprobs`): with
+            `cfg.importance_sampling_correction` they give the importance weights.
     """
     logprobs = logprobs.detach().masked_fill(~mask, 0.0)
     ref_logprobs = ref_logprobs.masked_fill(~mask, 0.0)
@@ -59,6 +67,11 @@ def ppo_targets(
     if cfg.whiten_rewards:
         rewards = losses.masked_whiten(rewards, mask, shift_mean=False)
     advantages, returns = losses.compute_gae(rewards, values, mask, cfg.gamma, cfg.lam)
+    is_weights = is_capped = None
+    if engine_logprobs is not None and cfg.importance_sampling_correction:
+        is_weights, is_capped = losses.importance_weights(
+            logprobs, engine_logprobs, mask, cfg.importance_sampling_mode, cfg.importance_sampling_cap
+        )
     return Targets(
         logprobs=logprobs,
         values=values,
@@ -66,4 +79,6 @@ def ppo_targets(
         ref_logprobs=ref_logprobs,
         advantages=losses.masked_whiten(advantages, mask),
         returns=returns,
+        is_weights=is_weights,
+        is_capped=is_capped,
     )

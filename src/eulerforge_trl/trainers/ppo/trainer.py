@@ -170,7 +170,8 @@ class PPOTrainer(PPOUpdate):
         return Forward(forward.logprobs, values, None)
 
     def targets(self, roll: Rollout, scores: torch.Tensor, ref_logprobs: torch.Tensor, old: Forward) -> Targets:
-        """4-5. KL-shaped per-token rewards and GAE from the old pass (see `targets.ppo_targets`)."""
+        """4-5. KL-shaped per-token rewards and GAE from the old pass, and the importance weights of an
+        engine that is not the trainer's weights (see `targets.ppo_targets`)."""
         return ppo_targets(
             self.scale(scores),
             roll.contains_eos,
@@ -180,6 +181,7 @@ class PPOTrainer(PPOUpdate):
             old.values,
             self.cfg,
             kl_coef=self.kl.value,
+            engine_logprobs=roll.engine_logprobs,
         )
 
     # ------------------------------------------------------------------------------------ one step

@@ -45,16 +45,17 @@ class PPOUpdate:
     def _minibatch_step(self, roll: Rollout, targets: Targets, idx, forward: Forward) -> dict[str, torch.Tensor]:
         """Losses, backward, gradient sync, separate clipping of policy and critic, one optimizer step."""
         cfg, mask = self.cfg, roll.response_mask[idx]
+        # an engine sampling off the trainer's weights: its tokens weighted by the truncated pi_old / pi_engine
+        is_weights = None if targets.is_weights is None else targets.is_weights[idx]
         pg_loss, pg_stats = losses.policy_loss(
-            forward.logprobs, targets.logprobs[idx], targets.advantages[idx], mask, cfg.clip_range
+            forward.logprobs, targets.logprobs[idx], targets.advantages[idx], mask, cfg.clip_range, is_weights
         )
         entropy_mean = losses.masked_mean(forward.entropy, mask)
         loss = pg_loss - cfg.entropy_coef * entropy_mean
         kl_stats = {}
         if cfg.use_kl_loss:  # the KL to the reference in the loss, differentiated through the current policy
-            kl_loss = losses.masked_mean(
-                losses.kl_per_token(forward.logprobs, targets.ref_logprobs[idx], cfg.kl_estimator), mask
-            )
+            kl_token = losses.kl_per_token(forward.logprobs, targets.ref_logprobs[idx], cfg.kl_estimator)
+            kl_loss = losses.masked_mean(kl_token if is_weights is None else kl_token * is_weights, mask)
             loss = loss + self.kl.value * kl_loss
             kl_stats = {"kl_loss": kl_loss.detach()}
         if not self.critic.in_policy_pass:
