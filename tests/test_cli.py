@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -234,8 +235,9 @@ def test_a_run_that_fails_before_its_first_step_leaves_the_earlier_run_as_it_was
 
 
 def test_no_resume_on_a_finished_run_logs_each_step_once(tiny_argv, tmp_path):
-    """--no-resume starts metrics.jsonl over (no line of the earlier run stays); resuming a finished
-    run logs its closing lines (the train summary) again instead of beside the old ones."""
+    """--no-resume starts metrics.jsonl over (no line of the earlier run stays); a run resumed from a
+    checkpoint at its last step logs its closing lines (the train summary) again instead of beside
+    the old ones (a finished run itself is left alone: tests/test_first_day.py)."""
     out = tmp_path / "out"
     argv = tiny_argv("tiny_sft.yml", out, "training.max_steps=3", "training.save_steps=2", "training.logging_steps=1")
 
@@ -248,6 +250,7 @@ def test_no_resume_on_a_finished_run_logs_each_step_once(tiny_argv, tmp_path):
     assert first == [1, 2, 2, 3, 3, 3]
     assert _run_eulerforge([*argv, "--no-resume"]) == 0
     assert steps() == first
+    shutil.rmtree(out / "final")  # killed after checkpoint-3 was saved, before final/ was written
     assert _run_eulerforge(argv) == 0  # from checkpoint-3, the last step
     # the lines checkpoint-3 had seen stay (its loss and evaluation), the old summary goes; transformers
     # itself may train a step past max_steps when it resumes at max_steps, so later lines are not checked

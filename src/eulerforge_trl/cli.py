@@ -2,8 +2,8 @@
 `eulerforge_trl.pipeline.command`, shared with `python -m eulerforge_trl.pipeline`), and user
 errors become exit codes at this edge (`eulerforge_trl.errors.guarded`).
 
-Entry points: the `eulerforge` console script (`eulerforge train --preset P ...`,
-`eulerforge pipeline P ...`, `eulerforge export RUN/final --output DIR`) is `main`;
+Entry points: the `eulerforge` console script (`eulerforge train P ...`, `eulerforge pipeline P ...`,
+the preset also as `--preset P`; `eulerforge export RUN/final --output DIR`) is `main`;
 `python -m eulerforge_trl.train P ...` (also under `accelerate launch -m`) is `train_main`;
 `python -m eulerforge_trl.pipeline P ...` is `pipeline_main`. Each entry point turns on torch's
 huge-page CPU allocations first (`eulerforge_trl.enable_cpu_huge_pages`), before torch loads.
@@ -17,18 +17,22 @@ import sys
 
 from . import __version__
 from .errors import guarded
-from .pipeline.command import add_pipeline_arguments, pipeline_chains_text, pipeline_main, run_pipeline_command
+from .pipeline.command import (
+    add_pipeline_arguments,
+    add_preset_argument,
+    pipeline_chains_text,
+    pipeline_main,
+    preset_given,
+    run_pipeline_command,
+)
 from .runtime import enable_cpu_huge_pages
 from .stages import STAGES
 
 __all__ = ["build_parser", "main", "pipeline_main", "train_main"]
 
 
-def add_stage_arguments(parser: argparse.ArgumentParser, preset_flag: bool) -> None:
-    if preset_flag:
-        parser.add_argument("--preset", required=True, help="YAML preset file")
-    else:
-        parser.add_argument("preset", help="YAML preset file")
+def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
+    add_preset_argument(parser, "a stage's YAML preset (a path, or a shipped preset's name)")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -48,8 +52,8 @@ def run_train_command(args: argparse.Namespace) -> int:
     from .runtime import process_state
 
     # the path, not a loaded Preset: a missing earlier stage's message names that stage's preset beside it
-    result = run_stage(args.preset, args.overrides, args.output_dir, resume=not args.no_resume)
-    if process_state().is_main_process:  # once per launch, not once per process
+    result = run_stage(preset_given(args), args.overrides, args.output_dir, resume=not args.no_resume)
+    if process_state().is_main_process and result.finished_before is None:  # once per launch, not once per process
         print(f"{result.stage} finished: {result.final_dir}")
     return 0
 
@@ -59,8 +63,10 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         "--models",
         nargs="+",
         required=True,
-        metavar="DIR",
-        help="stage final/ directories (SFT, PPO, DPO ...); the first is the baseline for win rate and KL",
+        metavar="MODEL",
+        help="anything model_name takes: a stage's final/ (SFT, PPO, DPO ...), a transformers model directory, "
+        "a built-in name (smollm2-135m-instruct, tiny-qwen3.5) or a hub id; the first is the baseline for win "
+        "rate and KL",
     )
     parser.add_argument(
         "--prompts",
@@ -94,7 +100,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         metavar="T",
-        help="pure sampling (no top-k/top-p) at T, also for the KL (default 1.0)",
+        help="pure sampling (no top-k/top-p) at T, also for the KL (default 1.0); 0 decodes greedily",
     )
     parser.add_argument(
         "--batch-size", type=int, default=16, metavar="N", help="prompts per generate call (default 16)"
@@ -110,8 +116,10 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_export_command(args: argparse.Namespace) -> int:
     from .export import export_model
+    from .runtime import library_notes_silenced
 
-    result = export_model(args.final_dir, args.output)
+    with library_notes_silenced():
+        result = export_model(args.final_dir, args.output)
     print(f"exported {result.stage} final/ {args.final_dir} as {result.model_class}: {result.output_dir}")
     return 0
 
@@ -127,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"eulerforge-trl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train one stage from a preset (training.type picks it)")
-    add_stage_arguments(train, preset_flag=True)
+    add_stage_arguments(train)
     train.set_defaults(handler=run_train_command)
     pipeline = commands.add_parser(
         "pipeline",
@@ -140,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.set_defaults(handler=run_pipeline_command)
     evaluate = commands.add_parser(
         "evaluate",
-        help="sample several models (stage final/ dirs) on the same prompts; RM reward, judge, win rate, KL",
+        help="sample several models (final/ dirs, built-in or hub names) on the same prompts; RM, judge, win rate, KL",
         description="Sample every model on the same prompts with the same seed, score the samples with the RM "
         "and a judge, estimate each model's KL to the first; print a table and write samples.jsonl, "
         "summary.json and summary.png.",
@@ -193,7 +201,7 @@ def train_main(argv: list[str] | None = None) -> int:
         prog="python -m eulerforge_trl.train",
         description=f"Train one stage ({', '.join(names[:-1])} or {names[-1]}; picked by training.type) from a YAML preset.",
     )
-    add_stage_arguments(parser, preset_flag=False)
+    add_stage_arguments(parser)
     return guarded(run_train_command, parser.parse_args(argv))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FINAL_MARKER = "eulerforge_final.json"
+RUN_RECORD = "eulerforge_run.json"  # which stage, on which base, trains in this directory
 CHECKPOINT_PREFIX = "checkpoint-"
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,10 @@ class RunDir:
         return self.root / "preset.yml"
 
     @property
+    def record(self) -> Path:  # {"stage", "base"}: written as training starts (`start_run`)
+        return self.root / RUN_RECORD
+
+    @property
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
 
@@ -62,6 +68,26 @@ class RunDir:
 
     def final_is_complete(self) -> bool:
         return (self.final / FINAL_MARKER).is_file()
+
+    def final_info(self) -> dict:
+        """What the final marker records (stage, base, steps, ...); {} without a complete `final/`."""
+        return _read_json(self.final / FINAL_MARKER)
+
+    def recorded_run(self) -> dict | None:
+        """`{"stage", "base"}` of the run this directory holds, None when it holds none.
+
+        From the run record; a directory written without one (by an earlier version) is read from its
+        preset.yml, else from its final marker.
+        """
+        record = _read_json(self.record)
+        if record.get("stage"):
+            return record
+        if self.preset.is_file():
+            record = run_record_of(self.preset.read_text(encoding="utf-8"))
+            if record:
+                return record
+        info = self.final_info()
+        return {"stage": info["stage"], "base": base_name(str(info.get("base", "")))} if info.get("stage") else None
 
     def checkpoint_dir(self, step: int) -> Path:
         """Where the checkpoint of `step` goes (transformers' name, so one resume logic serves every stage)."""
@@ -138,6 +164,7 @@ def atomic_directory(target: Path):
     os.chmod(tmp, default_mode(0o777))  # mkdtemp makes 0700; final/ must be as readable as a plain mkdir
     try:
         yield tmp
+        _plain_modes(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -147,6 +174,18 @@ def atomic_directory(target: Path):
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _plain_modes(directory: Path) -> None:
+    """Every file and folder under `directory` as readable as `open`/`mkdir` would have made it.
+
+    Some writers create their files with `mkstemp` (safetensors' `save_file` in transformers'
+    `save_pretrained`: 0600), which would leave a `final/` or an exported model unreadable to the
+    other users of a shared machine while its other files are 0644.
+    """
+    for path in directory.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, default_mode(0o777 if path.is_dir() else 0o666))
 
 
 def write_final_marker(final_dir: Path, **info) -> None:
@@ -198,6 +237,28 @@ def trim_metrics(path: Path, after_step: int, at_step: int | None = None) -> Non
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
+def base_name(model_name: str) -> str:
+    """`model_name` as a run record keeps it: a local directory made absolute (as
+    `models.loading.resolved_model_name` makes it), a built-in or hub name as it is."""
+    path = Path(model_name).expanduser()
+    return str(path.resolve()) if model_name and path.is_dir() else model_name
+
+
+def run_record_of(preset_yaml: str) -> dict | None:
+    """`{"stage": training.type, "base": model_name}` of a resolved preset's YAML, None when it has neither."""
+    import yaml
+
+    try:
+        tree = yaml.safe_load(preset_yaml)
+    except yaml.YAMLError:
+        return None
+    training = tree.get("training") if isinstance(tree, dict) else None
+    stage = training.get("type") if isinstance(training, dict) else None
+    if not isinstance(stage, str):
+        return None
+    return {"stage": stage, "base": base_name(str(tree.get("model_name") or ""))}
+
+
 def start_run(
     run: RunDir,
     preset_yaml: str,
@@ -206,14 +267,17 @@ def start_run(
     eval_lines_at_step: int | None = None,
 ) -> None:
     """What a run changes in its directory, once its data and models have loaded and just before its
-    first step (main process only): preset.yml becomes this run's, and metrics.jsonl, samples.jsonl
-    and eval_samples.jsonl keep what was logged up to `step`, the step it starts from (see
-    `trim_metrics`; 0 starts them fresh). A run that fails before this leaves an earlier run's files
-    as they were. `metric_lines_at_step` / `eval_lines_at_step`: how many lines of metrics.jsonl /
-    eval_samples.jsonl at `step` the checkpoint had seen (None: all of them).
+    first step (main process only): preset.yml becomes this run's, the run record names its stage and
+    base, and metrics.jsonl, samples.jsonl and eval_samples.jsonl keep what was logged up to `step`,
+    the step it starts from (see `trim_metrics`; 0 starts them fresh). A run that fails before this
+    leaves an earlier run's files as they were. `metric_lines_at_step` / `eval_lines_at_step`: how
+    many lines of metrics.jsonl / eval_samples.jsonl at `step` the checkpoint had seen (None: all of them).
     """
     run.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.preset, preset_yaml)
+    record = run_record_of(preset_yaml)
+    if record is not None:
+        atomic_write_text(run.record, json.dumps(record, indent=2) + "\n")
     trim_metrics(run.metrics, step, metric_lines_at_step)
     trim_metrics(run.samples, step)
     trim_metrics(run.eval_samples, step, eval_lines_at_step)
@@ -225,9 +289,37 @@ def append_metrics(path: Path, record: dict) -> None:
 
 
 def append_jsonl(path: Path, records, ensure_ascii: bool = True) -> None:
-    """Append one JSON object per line (samples keep non-ASCII text readable with ensure_ascii=False)."""
+    """Append one JSON object per line (samples keep non-ASCII text readable with ensure_ascii=False).
+
+    A NaN or infinite number is written as `null`: JSON has no NaN, and a bare `NaN` breaks every
+    strict reader (`jq`, JavaScript, pandas' `lines=True` with the default engine).
+    """
     with Path(path).open("a", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(record, ensure_ascii=ensure_ascii) + "\n" for record in records)
+        handle.writelines(json_line(record, ensure_ascii) for record in records)
+
+
+def json_line(record, ensure_ascii: bool = True) -> str:
+    """One line of JSON for `record`, with NaN and infinities as `null`."""
+    return json.dumps(finite_json(record), ensure_ascii=ensure_ascii, allow_nan=False) + "\n"
+
+
+def finite_json(value):
+    """`value` with every NaN or infinite float (in nested dicts and lists too) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -7,9 +7,11 @@ asked for the CPU explicitly; without that each rank would silently train alone.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 
 HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"
 
@@ -54,6 +56,51 @@ def use_cpu() -> bool:
     import torch
 
     return not torch.cuda.is_available()
+
+
+# Notes from the libraries we call that a user of ours cannot act on: (logger or warning category,
+# the start of the message, on the CPU only).
+# - transformers deprecated `is_gradient_checkpointing`; peft and TRL still read it on every model
+#   they wrap (a FutureWarning per stage, from their code, not the user's).
+# - peft, saving an adapter, looks on the hub for its base's config (to see whether the vocabulary
+#   grew); a built-in base (`tiny-qwen3.5`, `smollm2-135m-instruct`: a bare name, no owner/ and no
+#   path) is on no hub, so the lookup fails and peft says so twice. A hub id or a path keeps the note.
+# - transformers' hub kernels fall back to PyTorch where the fast package does not run: on a CPU
+#   no package does (flash-linear-attention and causal-conv1d are CUDA kernels). On a GPU the note
+#   stays: installing the package (`eulerforge-trl[fla]`) is what it asks for.
+_DEPRECATIONS = (r"`is_gradient_checkpointing` is deprecated",)
+_BUILTIN_BASE_LOOKUPS = (
+    r"Unable to fetch remote file due to the following error .* the file config\.json in [^/\s]+\.$",
+    r"Could not find a config file in [^/\s]+ - will assume that the vocabulary was not modified",
+)
+_FALLBACK_LOGGER = "transformers.integrations.hub_kernels"
+_FALLBACK_NOTE = "is falling back to its reference PyTorch implementation"
+
+
+class _CPUFallbackFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _FALLBACK_NOTE not in record.getMessage()
+
+
+@contextmanager
+def library_notes_silenced():
+    """Within the block, the libraries' notes a user cannot act on (listed above) are not printed;
+    every other warning is. Entered around a stage's training, `evaluate` and `export`; on leaving,
+    the warning filters and loggers are as they were."""
+    fallback_logger = logging.getLogger(_FALLBACK_LOGGER)
+    fallback_filter = _CPUFallbackFilter() if use_cpu() else None
+    with warnings.catch_warnings():
+        for message in _DEPRECATIONS:
+            warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+        for message in _BUILTIN_BASE_LOOKUPS:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        if fallback_filter is not None:
+            fallback_logger.addFilter(fallback_filter)
+        try:
+            yield
+        finally:
+            if fallback_filter is not None:
+                fallback_logger.removeFilter(fallback_filter)
 
 
 def process_state():

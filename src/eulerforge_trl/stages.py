@@ -53,9 +53,14 @@ class Stage:
         return getattr(import_module(module), function)
 
 
+def _values(records: list[dict], key: str) -> list[float]:
+    """The logged numbers of `key` (metrics.jsonl holds null for a NaN or infinite value: left out)."""
+    return [r[key] for r in records if isinstance(r.get(key), (int, float)) and not isinstance(r[key], bool)]
+
+
 def _first_last_loss(records: list[dict]) -> str:
-    losses = [r["loss"] for r in records if "loss" in r]
-    evals = [r["eval_loss"] for r in records if "eval_loss" in r]
+    losses = _values(records, "loss")
+    evals = _values(records, "eval_loss")
     text = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "no loss logged"
     if evals:
         text += f", eval_loss {evals[-1]:.3f}"
@@ -64,7 +69,7 @@ def _first_last_loss(records: list[dict]) -> str:
 
 def _dpo_summary(records: list[dict]) -> str:
     text = _first_last_loss(records)
-    margins = [r["rewards/margins"] for r in records if "rewards/margins" in r]
+    margins = _values(records, "rewards/margins")
     if margins:
         text += f", preference margin {margins[0]:.3f} -> {margins[-1]:.3f}"
     return text
@@ -72,7 +77,7 @@ def _dpo_summary(records: list[dict]) -> str:
 
 def _rm_summary(records: list[dict]) -> str:
     final = [r for r in records if r.get("final_eval")]  # the held-out score of the saved final/
-    if not final:
+    if not final or not _values(final[-1:], "eval_accuracy") or not _values(final[-1:], "eval_margin"):
         return "no evaluation"
     return f"held-out accuracy {final[-1]['eval_accuracy']:.3f}, margin {final[-1]['eval_margin']:.2f}"
 
@@ -80,14 +85,14 @@ def _rm_summary(records: list[dict]) -> str:
 def _reward_summary(records: list[dict], held_out: bool = False) -> str:
     """The stages that optimise a reward (PPO, GRPO): mean reward over the first and last 10% of the
     steps, the last KL when one is logged, and with `held_out` the held-out prompts' first and last reward."""
-    rewards = [r["reward_mean"] for r in records if "reward_mean" in r]
+    rewards = _values(records, "reward_mean")
     if not rewards:
         return "no steps logged"
     k = max(1, len(rewards) // 10)
     text = f"reward_mean {sum(rewards[:k]) / k:.3f} (first 10%) -> {sum(rewards[-k:]) / k:.3f} (last 10%)"
-    kls = [r["kl_divergence"] for r in records if "kl_divergence" in r]
+    kls = _values(records, "kl_divergence")
     text += f", kl_divergence last {kls[-1]:.3f}" if kls else ""
-    evals = [r["eval_reward_mean"] for r in records if "eval_reward_mean" in r]
+    evals = _values(records, "eval_reward_mean")
     if held_out and len(evals) >= 2:
         text += f"; held-out prompts: reward {evals[0]:.3f} -> {evals[-1]:.3f}"
     return text

@@ -54,6 +54,11 @@ def load_preset(
             loaded = yaml.load(yaml_text, Loader=UniqueKeyLoader) or {}
             if not isinstance(loaded, dict):
                 raise PresetError(f"{source}: a preset must be a mapping of keys, got {type(loaded).__name__}")
+            if "stages" in loaded:  # not a schema key: the file is a pipeline preset
+                raise PresetError(
+                    f"{source}: a pipeline preset (stages: ...), not a stage preset: run it with "
+                    f"`eulerforge pipeline {preset}`"
+                )
             _check_model_section(loaded, source, yaml_text)
             explicit |= _leaf_keys(loaded)
             schema = OmegaConf.merge(schema, OmegaConf.create(loaded))

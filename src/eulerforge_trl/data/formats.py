@@ -51,6 +51,22 @@ def recognise(row: dict, task: str, where: str) -> dict:
     return row
 
 
+def form_of(row: dict, task: str) -> str:
+    """How a raw row is written, in words a message can use ("Alpaca rows (instruction, output)", ...).
+
+    Alpaca and ShareGPT rows are read as message lists (`recognise`): a message about message lists
+    names the format the user wrote instead.
+    """
+    if "conversations" in row and "messages" not in row:
+        return "ShareGPT rows (conversations, read as message lists)"
+    if "instruction" in row and not any(f in row for f in ("prompt", "messages")):
+        fields = {"sft": "instruction, output", "preference": "instruction, chosen, rejected"}.get(task, "instruction")
+        return f"Alpaca rows ({fields}, read as message lists)"
+    if isinstance(row.get("messages"), list) or any(isinstance(row.get(f), list) for f in _MESSAGE_FIELDS):
+        return "message lists"
+    return "plain text"
+
+
 def from_sharegpt(messages: list, name: str, where: str) -> list:
     """ShareGPT messages (`from`/`value`) as role/content messages; others are returned as they are."""
     if not isinstance(messages, list):
@@ -75,7 +91,12 @@ def _from_alpaca(row: dict, task: str, system: str | None, where: str) -> dict:
     text = f"{instruction}\n\n{extra}" if extra else instruction
     prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
     output = row.pop("output", None)
-    if task == "sft" and output is not None:
+    if task == "sft":
+        if output is None:  # absent, or an empty cell of a CSV/parquet column (read as None)
+            raise DataError(
+                f"{where}: this Alpaca row (instruction, input, output) has no 'output', the response the sft "
+                "task trains on: fill it in or drop the row"
+            )
         if not isinstance(output, str):
             raise DataError(f"{where}: Alpaca field 'output' must be a string, got {type(output).__name__}")
         row["messages"] = [*prompt, {"role": "assistant", "content": output}]

@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 
 from ..errors import DataError
-from .formats import recognise
+from .formats import form_of, recognise
 from .sources import Records, load_records
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,13 @@ REQUIRED_FIELDS = {
 }
 # Other spellings of our fields, tried in order when the field itself is absent.
 _ALIASES = {"response": ("completion",)}
+
+
+class Rows(list):
+    """A source's rows, and how the source wrote them (`form`, e.g. "Alpaca rows (instruction, output,
+    read as message lists)"): messages about the rows name the format the user gave."""
+
+    form: str = "message lists"
 
 
 def is_conversational(value) -> bool:
@@ -105,7 +112,7 @@ def _read(path, source_split, subset, columns, split_key, task, key) -> tuple[li
     records = load_records(path, split=split, subset=subset, key=key, split_key=split_key)
     columns = dict(columns or {})
     _check_mapped_columns(records, columns)
-    rows: list[dict] = []
+    rows = Rows()
     extras: list[dict] = []
     shape_of_first = None
     for raw, where in zip(records.rows, records.where):
@@ -118,11 +125,10 @@ def _read(path, source_split, subset, columns, split_key, task, key) -> tuple[li
             raise DataError(_missing_column_message(records, err.field, task, columns, key)) from None
         shape = is_conversational(row["prompt"])
         if shape_of_first is None:
-            shape_of_first = shape
+            shape_of_first, rows.form = shape, form_of(renamed, task)
         elif shape != shape_of_first:
-            kinds = ("plain text", "message lists")
             raise DataError(
-                f"{where}: this row holds {kinds[shape]} but the rows before it hold {kinds[shape_of_first]}; "
+                f"{where}: this row holds {form_of(renamed, task)} but the rows before it hold {rows.form}; "
                 "use one format per file"
             )
         rows.append(row)

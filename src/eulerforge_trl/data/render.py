@@ -23,9 +23,11 @@ _GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 def require_chat_template(tokenizer, rows: list[dict], model_name: str, key: str = "data.path") -> None:
     """Message-list rows need the tokenizer's chat template; say so in one line when there is none."""
     if rows and is_conversational(rows[0]["prompt"]) and not getattr(tokenizer, "chat_template", None):
+        form = getattr(rows, "form", "message lists")  # `jsonl.Rows`: the format the source was written in
+        form = "conversational (message lists)" if form == "message lists" else form
         raise DataError(
-            f"{key}: the rows are conversational (message lists) but the tokenizer of {model_name} has no chat "
-            "template; use a chat model's tokenizer or give the rows as plain text"
+            f"{key}: the rows are {form} but the tokenizer of {model_name} has no chat template; use a chat "
+            "model's tokenizer or give the rows as plain text"
         )
 
 

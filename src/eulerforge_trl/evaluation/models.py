@@ -1,7 +1,9 @@
 """The models of one evaluation in memory: one shared base with every adapter on it, as PPO keeps them.
 
-A stage's `final/` is either a full model (SFT; DPO, whose adapter is merged) or a LoRA adapter
-at the top of the directory whose `adapter_config.json` names its base (PPO: the SFT `final/`).
+A model is anything `model_name` takes: a stage's `final/`, which is either a full model (SFT;
+DPO, whose adapter is merged) or a LoRA adapter at the top of the directory whose
+`adapter_config.json` names its base (PPO: the SFT `final/`); any transformers model directory; a
+built-in name such as `smollm2-135m-instruct` (the usual baseline: the model you started from); a hub id.
 The base that most models build on (the RM's, when it is one of them) is loaded once as a peft
 model; each adapter on it is loaded by name and switched to, the base itself is the same model
 with adapters disabled, and the RM adapter + RewardHead sits beside them (`RewardScorer.attach`).
@@ -18,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelError, UserError
-from ..models.loading import clean_generation_config, load_causal_lm, load_tokenizer, resolved_model_name
-from ..models.reward_files import HEAD_FILE, META_FILE
+from ..models.loading import adapter_base, clean_generation_config, load_causal_lm, load_tokenizer, resolved_model_name
+from ..models.locate import check_model_name
+from ..models.reward_files import HEAD_FILE, is_reward_dir
 from ..models.scorer import REWARD_ADAPTER, RewardScorer
 
 logger = logging.getLogger(__name__)
@@ -30,34 +33,43 @@ class ModelSpec:
     """One `--models` entry, read from its files before anything is loaded."""
 
     name: str  # as the user wrote it: the key of summary.json
-    path: Path
+    source: str  # what loads it: an absolute directory, or a built-in or hub name
     adapter: bool  # a LoRA adapter directory (PPO's final/), else a full model
     base: str  # what it builds on (`resolved_model_name`): its adapter's base, else itself
 
 
-def inspect_model_dir(name: str) -> ModelSpec:
-    """What `name` holds; a UserError naming it when it is not a causal LM's `final/`."""
-    path = Path(name)
+def inspect_model(name: str) -> ModelSpec:
+    """What `name` is, as `model_name` takes it: a stage's `final/`, any local transformers model or
+    adapter directory, a built-in name (`tiny-qwen3.5`, `smollm2-135m-instruct`) or a hub id.
+
+    Raises:
+        UserError: one line naming the `--models` entry: an RM (it goes in --reward), a directory
+            holding no model, a name that is neither a built-in nor a hub id the cache or hub has.
+    """
+    path = Path(name).expanduser()
     where = f"--models {name}"
     if not path.is_dir():
-        raise UserError(f"{where}: no such directory (give a stage's final/)")
-    if (path / HEAD_FILE).is_file() or (path / META_FILE).is_file():
+        if path.exists():
+            raise UserError(f"{where}: a file; give a model directory (a stage's final/), a built-in or hub name")
+        check_model_name(name, key="--models")  # a built-in is fetched now; a typo or an unknown hub id stops here
+        return ModelSpec(name, name, adapter=False, base=name)
+    if is_reward_dir(path):
         raise UserError(f"{where}: this is a reward model ({HEAD_FILE}); pass it with --reward")
     if (path / "config.json").is_file():
-        return ModelSpec(name, path.resolve(), adapter=False, base=resolved_model_name(name))
+        return ModelSpec(name, str(path.resolve()), adapter=False, base=resolved_model_name(str(path)))
     if (path / "adapter_config.json").is_file():
         try:
             config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
         except ValueError as err:
             raise UserError(f"{where}: adapter_config.json is not valid JSON ({err})") from None
-        base = config.get("base_model_name_or_path")
-        if not base:
+        if not config.get("base_model_name_or_path"):
             raise UserError(f"{where}: adapter_config.json names no base_model_name_or_path")
         if config.get("task_type") not in (None, "CAUSAL_LM"):
             raise UserError(f"{where}: a {config['task_type']} adapter, not a causal LM's (an RM goes in --reward)")
-        return ModelSpec(name, path.resolve(), adapter=True, base=resolved_model_name(base))
+        base = adapter_base(str(path))
+        return ModelSpec(name, str(path.resolve()), adapter=True, base=resolved_model_name(base))
     hint = f"; did you mean {path / 'final'}?" if (path / "final").is_dir() else " (is the stage finished?)"
-    raise UserError(f"{where}: holds no config.json or adapter_config.json, so it is not a stage's final/{hint}")
+    raise UserError(f"{where}: holds no config.json or adapter_config.json, so it is not a model directory{hint}")
 
 
 def shared_base_of(specs: list[ModelSpec], reward_meta: dict | None) -> str:
@@ -132,7 +144,7 @@ def load_model_set(
             what = f"an adapter on {spec.base}" if spec.adapter else "a full model"
             logger.warning("%s is %s, not on the shared base %s: loading it on its own", spec.name, what, base_name)
             try:
-                model = load_causal_lm(str(spec.path), dtype=dtype, tokenizer=tokenizers[i])
+                model = load_causal_lm(spec.source, dtype=dtype, tokenizer=tokenizers[i])
             except ModelError as err:
                 raise ModelError(f"--models {spec.name}: {err}") from None
             clean_generation_config(model, tokenizers[i])
@@ -143,7 +155,7 @@ def load_model_set(
 
 def _tokenizer(spec: ModelSpec):
     try:
-        tokenizer = load_tokenizer(str(spec.path))
+        tokenizer = load_tokenizer(spec.source)
     except ModelError as err:
         raise ModelError(f"--models {spec.name}: {err}") from None
     tokenizer.padding_side = "left"  # prompts are left-padded for generate
@@ -159,13 +171,13 @@ def _with_adapters(base, adapters: list[tuple[str, ModelSpec]], reward: str | No
     from peft import PeftConfig, PeftModelForCausalLM
 
     first_name, first_dir = adapters[0] if adapters else (REWARD_ADAPTER, Path(reward))
-    first_dir = first_dir.path if isinstance(first_dir, ModelSpec) else first_dir
+    first_dir = first_dir.source if isinstance(first_dir, ModelSpec) else first_dir
     config = PeftConfig.from_pretrained(str(first_dir))
     config.inference_mode = True
     model = PeftModelForCausalLM(base, config, adapter_name=first_name)
     for name, spec in adapters:
         try:
-            model.load_adapter(str(spec.path), adapter_name=name, is_trainable=False)
+            model.load_adapter(spec.source, adapter_name=name, is_trainable=False)
         except (OSError, ValueError, RuntimeError, KeyError) as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelError(

@@ -19,7 +19,7 @@ from ..data.jsonl import extra_columns, is_conversational, read_rows
 from ..errors import UserError
 from ..models.reward_files import read_reward_meta
 from ..rewards.functions import call_reward_function, load_reward_function
-from .models import ModelSet, inspect_model_dir, load_model_set
+from .models import ModelSet, inspect_model, load_model_set
 
 DEFAULT_OUTPUT = "outputs/evaluate"
 
@@ -55,7 +55,9 @@ def evaluate_models(
     """Sample, score and compare `models`; write samples.jsonl, summary.json and summary.png to `output`.
 
     Args:
-        models: stage `final/` directories (full models or LoRA adapters); the first is the baseline.
+        models: anything `model_name` takes: stage `final/` directories (full models or LoRA adapters),
+            transformers model directories, built-in names (`smollm2-135m-instruct`), hub ids; the
+            first is the baseline.
         prompts: a JSONL prompts file (`{"prompt": ...}` rows, plain text or message lists; an SFT file works).
         reward: the rm stage's `final/`, trained on the models' shared base; None: no `reward_mean`.
         judge: `package.module:function` or `path/to/file.py:function` with TRL's reward-function
@@ -63,7 +65,9 @@ def evaluate_models(
         num_samples: responses per prompt.
         output: where the three files go (created if needed).
         seed: every model samples from the same RNG state, reset to this seed before its first prompt.
-        max_new_tokens, temperature: pure sampling (no top-k/top-p), as PPO samples.
+        max_new_tokens, temperature: pure sampling (no top-k/top-p), as PPO samples; temperature 0
+            decodes greedily (the most likely token each step: no sampling noise, so a task with a
+            right answer scores the model itself; `num_samples` then repeats the same response).
         max_prompts: use only the first this many prompts (None: all of them).
         batch_size: prompts per `generate` call.
 
@@ -73,7 +77,9 @@ def evaluate_models(
         `win_rate_vs_first` compares each prompt's mean judge score (the RM's without a judge) with
         the first model's on the same prompt; ties count half. `kl_to_first` is the mean over this
         model's samples of sum_t (log p_model - log p_first) at `temperature`: an unbiased estimate of
-        KL(model || first) (at temperature 1.0, of the models themselves); 0 for the first.
+        KL(model || first) (at temperature 1.0, of the models themselves); 0 for the first. Greedy
+        responses (temperature 0) are not samples of any distribution: the same sum is taken at
+        temperature 1.0 on them, a measure of how far apart the models are, not an unbiased KL.
 
     Example:
         >>> from eulerforge_trl.evaluation import evaluate_models
@@ -133,8 +139,8 @@ def _check_inputs(
     ):
         if value < low:
             raise UserError(f"{flag} ({value}) must be >= {low}")
-    if not temperature > 0:
-        raise UserError(f"--temperature ({temperature}) must be > 0")
+    if not temperature >= 0:
+        raise UserError(f"--temperature ({temperature}) must be >= 0 (0: greedy decoding)")
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output}: is a file, not a directory")
@@ -144,7 +150,7 @@ def _check_inputs(
     if max_prompts is not None:
         rows, columns = rows[:max_prompts], {k: v[:max_prompts] for k, v in columns.items()}
     reward_meta = read_reward_meta(reward, key="--reward") if reward else None
-    specs = [inspect_model_dir(m) for m in models]
+    specs = [inspect_model(m) for m in models]
     return specs, rows, columns, judge_fn, reward_meta, output
 
 
@@ -179,16 +185,13 @@ def _sample_batch(loaded: ModelSet, i: int, prompts: list, conversational: bool,
                 stop_ids=stops,
             )
             roll = sampler.sample(padded["input_ids"].to(device), padded["attention_mask"].to(device))
-            own = (
-                response_forward(model, roll.input_ids, roll.attention_mask, roll.n_prompt, temperature)[0]
-                if i
-                else None
-            )
+            scale = temperature or 1.0  # greedy: log-probs of the models themselves
+            own = response_forward(model, roll.input_ids, roll.attention_mask, roll.n_prompt, scale)[0] if i else None
         mask = roll.response_mask
         kls: list[float | None] = [0.0] * len(prompts)
         if i and _same_vocabulary(tokenizer, loaded.tokenizers[0]):
             with loaded.active(0) as first:
-                ref = response_forward(first, roll.input_ids, roll.attention_mask, roll.n_prompt, temperature)[0]
+                ref = response_forward(first, roll.input_ids, roll.attention_mask, roll.n_prompt, scale)[0]
             kls = ((own - ref) * mask).sum(dim=1).tolist()
         elif i:
             kls = [None] * len(prompts)
@@ -275,9 +278,19 @@ def write_outputs(output: Path, per_model: list[list[Sample]], summary: dict) ->
 
 def run_evaluate_command(args: argparse.Namespace) -> int:
     """The CLI handler: evaluate, then print the table and where the files are."""
+    from ..runtime import library_notes_silenced
     from .report import format_table
 
-    summary = evaluate_models(
+    with library_notes_silenced():
+        summary = _evaluate_from(args)
+    print(format_table(summary, win_rate_by="judge" if args.judge else "reward" if args.reward else None))
+    output = Path(args.output)
+    print(f"wrote {output / 'samples.jsonl'}, {output / 'summary.json'}, {output / 'summary.png'}")
+    return 0
+
+
+def _evaluate_from(args: argparse.Namespace) -> dict:
+    return evaluate_models(
         args.models,
         args.prompts,
         reward=args.reward,
@@ -290,7 +303,3 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         max_prompts=args.max_prompts,
         batch_size=args.batch_size,
     )
-    print(format_table(summary, win_rate_by="judge" if args.judge else "reward" if args.reward else None))
-    output = Path(args.output)
-    print(f"wrote {output / 'samples.jsonl'}, {output / 'summary.json'}, {output / 'summary.png'}")
-    return 0

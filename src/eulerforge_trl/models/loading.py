@@ -17,6 +17,8 @@ from pathlib import Path
 
 from ..config.schema import TINY_MODEL_NAME
 from ..errors import ModelError
+from .locate import check_locatable as _check_locatable
+from .locate import not_loadable
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def load_tokenizer(model_name: str):
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as err:
-            raise ModelError(_not_loadable(model_name, err)) from None
+            raise ModelError(not_loadable(model_name, err)) from None
     if tokenizer.eos_token is None:
         raise ModelError(f"model_name {model_name}: its tokenizer has no EOS token")
     if tokenizer.pad_token is None:
@@ -143,7 +145,7 @@ def load_causal_lm(
         try:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **attention)
         except (OSError, ValueError, ImportError) as err:
-            raise ModelError(_not_loadable(model_name, err, attn_implementation)) from None
+            raise ModelError(not_loadable(model_name, err, attn_implementation)) from None
     # adapters trained on this model record it as their base: make that name loadable from anywhere
     # (a built-in keeps its name, not its cache path). peft reads the model's own `name_or_path`,
     # which from_pretrained set to the name as given (relative) and a from-config model leaves "".
@@ -215,7 +217,7 @@ def _load_quantized(model_name: str, dtype, attention: dict, quantization: str):
     try:
         return _one_cpu_kernel(AutoModelForCausalLM.from_pretrained(source, **kwargs))
     except (OSError, ValueError, ImportError, RuntimeError) as err:
-        raise ModelError(_not_loadable(model_name, err, attention.get("attn_implementation"))) from None
+        raise ModelError(not_loadable(model_name, err, attention.get("attn_implementation"))) from None
 
 
 def _one_cpu_kernel(model):
@@ -244,7 +246,7 @@ def architecture_of(model_name: str) -> dict:
         try:
             config = AutoConfig.from_pretrained(local_source(model_name))
         except (OSError, ValueError) as err:
-            raise ModelError(_not_loadable(model_name, err)) from None
+            raise ModelError(not_loadable(model_name, err)) from None
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return {
         "base_model": model_name,
@@ -264,27 +266,6 @@ def _align_special_tokens(model, tokenizer) -> None:
         if config is not None:
             config.pad_token_id = tokenizer.pad_token_id
             config.eos_token_id = tokenizer.eos_token_id
-
-
-def check_model_name(model_name: str) -> None:
-    """A quick check that `model_name` can be looked for: built-in, a local model/adapter dir, or a hub id."""
-    from . import builtin
-
-    if model_name == TINY_MODEL_NAME:
-        return
-    if builtin.is_builtin(model_name):
-        builtin.ensure_model(model_name)  # fetched and converted now, before any output is written
-        return
-    path = Path(model_name)
-    if path.is_dir() and not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
-        raise ModelError(f"model_name {model_name}: this directory holds no config.json or adapter_config.json")
-    _check_locatable(model_name)
-
-
-def _check_locatable(model_name: str) -> None:
-    """Fail fast on a path that is neither a local directory nor shaped like a hub id."""
-    if not Path(model_name).exists() and (model_name.count("/") != 1 or model_name.startswith((".", "/"))):
-        raise ModelError(_not_loadable(model_name, "no such directory, and not a hub id of the form owner/name"))
 
 
 def _has_tokenizer(path: str) -> bool:
@@ -348,19 +329,12 @@ def _final_marker(directory: Path) -> dict:
         return {}
 
 
-def _not_loadable(model_name: str, err, attn_implementation: str | None = None) -> str:
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if attn_implementation and attn_implementation in str(err):
-        return f"attn_implementation {attn_implementation} (model_name {model_name}): cannot load it ({reason})"
-    return f"model_name {model_name}: cannot load it ({reason})"
-
-
 def _set_attention(model, model_name: str, attn_implementation: str) -> None:
     """Switch a model built from its config (the built-in tiny one) to another attention kernel."""
     try:
         model.set_attn_implementation(attn_implementation)
     except (ValueError, ImportError) as err:
-        raise ModelError(_not_loadable(model_name, err, attn_implementation)) from None
+        raise ModelError(not_loadable(model_name, err, attn_implementation)) from None
 
 
 def clean_generation_config(model, tokenizer) -> None:

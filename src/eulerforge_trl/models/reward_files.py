@@ -18,6 +18,11 @@ HEAD_FILE = "reward_head.pt"
 META_FILE = "reward_meta.json"
 
 
+def is_reward_dir(path: str | Path) -> bool:
+    """Whether `path` is an rm stage's `final/` (its head or its base's identity beside the adapter)."""
+    return (Path(path) / HEAD_FILE).is_file() or (Path(path) / META_FILE).is_file()
+
+
 def save_reward_files(directory: Path, head: RewardHead, identity: dict) -> None:
     torch.save(head.state_dict(), Path(directory) / HEAD_FILE)
     (Path(directory) / META_FILE).write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")

@@ -14,8 +14,25 @@ from ..runtime import enable_cpu_huge_pages
 from ..stages import STAGES, pipeline_chains
 
 
+def add_preset_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """The preset, positional or behind `--preset` (both commands take both): `preset_given` reads it."""
+    parser.add_argument("preset", nargs="?", metavar="PRESET", help=f"{help}; also as --preset PRESET")
+    parser.add_argument("--preset", dest="preset_flag", metavar="PRESET", help=argparse.SUPPRESS)
+    parser.set_defaults(parser=parser)
+
+
+def preset_given(args: argparse.Namespace) -> str:
+    """The preset of `add_preset_argument`, given once; an argparse error (exit 2) otherwise."""
+    given = [p for p in (args.preset, args.preset_flag) if p is not None]
+    if not given:
+        args.parser.error("give a preset: PRESET or --preset PRESET")
+    if len(given) == 2 and given[0] != given[1]:
+        args.parser.error(f"two presets given ({given[0]} and --preset {given[1]}): give one")
+    return given[0]
+
+
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("preset", help="pipeline YAML (stages: {sft: ..., rm: ..., ppo: ...})")
+    add_preset_argument(parser, "pipeline YAML (stages: {sft: ..., rm: ..., ppo: ...})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE")
     parser.add_argument("--output-dir", default="outputs/pipeline")
     parser.add_argument("--no-resume", action="store_true", help="retrain every stage from scratch")
@@ -38,7 +55,7 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
     from ..runtime import process_state
     from .full import run_pipeline
 
-    result = run_pipeline(args.preset, args.output_dir, args.overrides, resume=not args.no_resume)
+    result = run_pipeline(preset_given(args), args.output_dir, args.overrides, resume=not args.no_resume)
     if process_state().is_main_process:
         print(result.summary())
     return 0

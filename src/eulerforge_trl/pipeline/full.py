@@ -12,7 +12,7 @@ the stage table (`eulerforge_trl.stages`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 import yaml
@@ -23,6 +23,7 @@ from ..config import Preset, load_preset
 from ..errors import DataError, PresetError
 from ..rundir import RunDir, read_metrics
 from ..stages import STAGES, pipeline_chains
+from .existing_run import check_same_run, finished_note
 from .run_stage import StageResult, run_stage
 
 # `stages:` holds one optional key per stage of the table: the stage preset it runs, relative to
@@ -69,7 +70,7 @@ def read_pipeline_preset(path: str | Path) -> dict[str, Path]:
     from ..config.loading import UniqueKeyLoader, _line_of_key, _omegaconf_message
     from ..config.shipped import resolve_preset_path
 
-    path = resolve_preset_path(path)
+    path_given, path = path, resolve_preset_path(path)
     text = path.read_text(encoding="utf-8")
     chains = pipeline_chains()
     try:
@@ -81,6 +82,12 @@ def read_pipeline_preset(path: str | Path) -> dict[str, Path]:
         raise PresetError(f"{where}: not valid YAML" + (f" ({reason})" if reason else "")) from None
     if data is None:
         data = {}
+    if isinstance(data, dict) and "stages" not in data and data.keys() & {f.name for f in fields(Preset)}:
+        stage = (data.get("training") or {}).get("type") if isinstance(data.get("training"), dict) else None
+        raise PresetError(
+            f"{path}: a stage preset" + (f" (training.type {stage})" if stage else "") + ", not a pipeline "
+            f"preset (stages: ...): run it with `eulerforge train {path_given}`"
+        )
     if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
         example = ", ".join(f"{name}: ..." for name in max(chains, key=len))
         line = _line_of_key(text, "stages") if isinstance(data, dict) else None
@@ -173,7 +180,8 @@ def plan_pipeline(
             raise PresetError(
                 f"{preset_path}: training.type is {preset.training.type}, but it is listed as stages.{stage}"
             )
-        skip = resume and run.final_is_complete()
+        check_same_run(preset, run)
+        skip = finished_note(preset, run, resume) is not None  # as `eulerforge train` finds a finished run
         if not skip:
             try:
                 for key in ("data.path", "data.eval_path") if preset.data.eval_path else ("data.path",):

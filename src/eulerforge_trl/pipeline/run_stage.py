@@ -13,8 +13,9 @@ from ..config import Preset, load_preset
 from ..config.shipped import resolve_preset_path
 from ..distributed import check_sharding
 from ..rundir import RunDir, read_metrics
-from ..runtime import process_state, use_cpu
+from ..runtime import library_notes_silenced, process_state, use_cpu
 from ..stages import STAGES
+from .existing_run import check_same_run, finished_note
 from .inputs import check_earlier_stages, step_cap_note
 from .plots import plot_training_curves
 
@@ -32,6 +33,8 @@ class StageResult:
     output_dir: Path
     final_dir: Path
     metrics: dict = field(default_factory=dict)
+    # the line saying the stage was finished already and nothing ran (None: it trained now)
+    finished_before: str | None = None
 
     @property
     def history(self) -> list[dict]:
@@ -56,14 +59,20 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
     # a Preset object goes through load_preset too: its cross-key rules run whoever built it
     preset_path = resolve_preset_path(preset) if isinstance(preset, (str, Path)) else None
     preset = load_preset(preset, overrides, output_dir)
+    stage = preset.training.type
+    run = RunDir(Path(preset.output_dir))
+    check_same_run(preset, run)  # another stage's or base's run there is refused before anything loads
+    note = finished_note(preset, run, resume)
+    if note is not None:  # nothing to do: no model loads, no file changes
+        if process_state().is_main_process:
+            print(note, flush=True)
+        return StageResult(stage, run.root, run.final, _last_values(run), finished_before=note)
     check_earlier_stages(preset, preset_path)  # before torch loads: a missing sft/rm final/ says so at once
+    training_rows = check_inputs(preset)  # before anything in the output directory is touched
     from transformers import set_seed
 
     from ..models.loading import attention_implementation
 
-    stage = preset.training.type
-    run = RunDir(Path(preset.output_dir))
-    training_rows = check_inputs(preset)  # before anything in the output directory is touched
     check_sharding(stage, on_cpu=use_cpu())  # an FSDP/DeepSpeed launch this stage cannot honour refuses
     state = process_state()
     resume_from = run.last_loadable_checkpoint() if resume else None
@@ -79,28 +88,45 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
     state.wait_for_everyone()
     set_seed(preset.training.seed)
     runner = STAGES[stage].load_runner()  # imported now: torch/transformers/TRL load only when a stage runs
-    with attention_implementation(preset.attn_implementation):  # every model the runner loads
+    # every model the runner loads; the libraries' notes a user cannot act on are left out (runtime)
+    with attention_implementation(preset.attn_implementation), library_notes_silenced():
         metrics = runner(preset, run, str(resume_from) if resume_from else None)
     if state.is_main_process:
         plot_training_curves(run.metrics, run.plot, stage)
     return StageResult(stage=stage, output_dir=run.root, final_dir=run.final, metrics=metrics)
 
 
+def _last_values(run: RunDir) -> dict:
+    """Every metric's last logged value (what a finished run's result reports without training)."""
+    values: dict = {}
+    for record in read_metrics(run.metrics):
+        values.update(record)
+    return values
+
+
 def check_inputs(preset: Preset) -> int:
     """Fail on bad data files, model paths, RM checkpoints, reward functions and output paths before
     any file is written. Returns the number of rows in `data.path`."""
     _check_output_dir(Path(preset.output_dir))
+    from ..models.locate import check_model_name
+
+    check_model_name(preset.model_name)  # first, before torch loads: a mistyped name answers in a second
     from ..data.jsonl import is_conversational, read_data
     from ..data.render import require_chat_template
+    from ..errors import ModelError
     from ..models.fingerprint import check_same_shapes
-    from ..models.loading import architecture_of, check_model_name, load_tokenizer
-    from ..models.reward_files import read_reward_meta
+    from ..models.loading import architecture_of, load_tokenizer
+    from ..models.reward_files import HEAD_FILE, is_reward_dir, read_reward_meta
 
+    if is_reward_dir(preset.model_name):
+        raise ModelError(
+            f"model_name {preset.model_name}: a reward model (the rm stage's final/, with {HEAD_FILE}), not a "
+            f"language model to train: start from the sft stage's final/, and give an RM as {_RM_CHECKPOINT_KEY}"
+        )
     # read as the stage reads them (data.split, data.subset, data.columns)
     files = {"data.path": read_data(preset.data)}
     if preset.data.eval_path:
         files["data.eval_path"] = read_data(preset.data, key="data.eval_path")
-    check_model_name(preset.model_name)
     if any(is_conversational(rows[0]["prompt"]) for rows in files.values()):
         tokenizer = load_tokenizer(preset.model_name)
         for key, rows in files.items():

@@ -191,7 +191,13 @@ def train_and_save_merged(trainer, preset: Preset, run: RunDir, resume_from, has
         with atomic_directory(run.final) as tmp:
             model.save_pretrained(tmp)
             trainer.processing_class.save_pretrained(tmp)
-            write_final_marker(tmp, stage=stage, base=preset.model_name, merged=preset.lora is not None)
+            write_final_marker(
+                tmp,
+                stage=stage,
+                base=preset.model_name,
+                merged=preset.lora is not None,
+                steps=trainer.state.global_step,
+            )
     trainer.accelerator.wait_for_everyone()
     return metrics
 

@@ -43,8 +43,8 @@ def to_dpo_config(preset: Preset, run: RunDir, has_eval: bool) -> DPOConfig:
         beta=dpo.beta,
         loss_type=[dpo.loss_type],
         loss_weights=None,
-        # Prompt+completion longer than this is cut at the end (TRL's only mode); rows whose prompt
-        # alone fills it are dropped.
+        # TRL's collator cuts a longer prompt + completion at the end; `drop_over_long` leaves none
+        # to cut (data.max_length drops a row for RM and DPO alike, as the schema documents)
         max_length=preset.data.max_length,
         truncation_mode="keep_start",
         padding_free=False,
@@ -90,8 +90,25 @@ def run_dpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         peft_config=peft_config,
         callbacks=logging_callbacks(preset, run),
     )
+    drop_over_long(trainer, preset.data.max_length)
     check_rows_kept(trainer, given_rows(preset, train_rows, eval_rows), preset.data.max_length)
     return train_and_save_merged(trainer, preset, run, resume_from, has_eval=eval_rows is not None, stage="dpo")
 
 
-__all__ = ["run_dpo", "to_dpo_config"]
+def drop_over_long(trainer, max_length: int) -> None:
+    """Leave out the pairs whose prompt + chosen or prompt + rejected is longer than `max_length` tokens.
+
+    TRL's DPO keeps them and cuts them at the end (it drops only rows whose prompt alone fills the
+    limit): a cut pair compares two answers neither of which is whole, and the RM stage drops such
+    pairs. Dropped here, on TRL's own tokenization, they are counted like the RM's (`check_rows_kept`).
+    """
+
+    def fits(row) -> bool:
+        return len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"])) <= max_length
+
+    trainer.train_dataset = trainer.train_dataset.filter(fits)
+    if trainer.eval_dataset is not None:
+        trainer.eval_dataset = trainer.eval_dataset.filter(fits)
+
+
+__all__ = ["drop_over_long", "run_dpo", "to_dpo_config"]

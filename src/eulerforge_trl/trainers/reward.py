@@ -142,7 +142,9 @@ def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
             peft_model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             save_reward_files(tmp, RewardHead.from_linear(score_layer).float(), identity)
-            write_final_marker(tmp, stage="rm", base=base_name, **pin_adapter_base(tmp, run.final))
+            write_final_marker(
+                tmp, stage="rm", base=base_name, steps=trainer.state.global_step, **pin_adapter_base(tmp, run.final)
+            )
         if eval_rows is not None:
             metrics.update(evaluate_checkpoint(run, eval_rows, trainer.state.global_step))
     trainer.accelerator.wait_for_everyone()
