@@ -29,7 +29,8 @@ def pleasant_count(prompts, completions, **kwargs):  # pleasant words per answer
 
 
 def _greedy(sampler, model, prompt_ids, prompt_mask, n: int) -> tuple[list, list]:
-    """n greedy tokens per prompt from the engine and from the training model (no stop token)."""
+    """n greedy tokens per prompt from the engine (a sampler or the engine itself: its `llm`) and from
+    the training model (no stop token)."""
     import vllm
 
     params = vllm.SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True)
@@ -185,19 +186,130 @@ def test_grpo_maps_generation_onto_trl(tmp_path, tiny_argv):
         argv = tiny_argv("tiny_grpo.yml", tmp_path, *overrides)
         return load_preset(argv[0], [argv[i + 1] for i, flag in enumerate(argv) if flag == "--set"])
 
-    assert grpo_generation_args(preset("generation.compile=true")) == {
-        "use_vllm": False,
-        "cache_implementation": "static",
-    }
+    hf = grpo_generation_args(preset("generation.compile=true"))
+    assert hf["use_vllm"] is False and hf["cache_implementation"] == "static"
     assert grpo_generation_args(preset())["cache_implementation"] == ("static" if torch.cuda.is_available() else None)
-    with pytest.raises(PresetError, match="generation.vllm_dtype"):
-        grpo_generation_args(preset("generation.backend=vllm", "generation.vllm_dtype=bf16"))
-    if torch.cuda.is_available():
-        args = grpo_generation_args(preset("generation.backend=vllm", "generation.vllm_gpu_memory_utilization=0.5"))
-        assert args["use_vllm"] and args["vllm_mode"] == "colocate" and args["vllm_gpu_memory_utilization"] == 0.5
-    else:
-        with pytest.raises(PresetError, match="needs a GPU"):
-            grpo_generation_args(preset("generation.backend=vllm"))
+    # vllm on any machine: TRL starts no engine of its own (use_vllm off while the trainer is built, our
+    # engine installed after), with TRL's importance-sampling correction on
+    args = grpo_generation_args(
+        preset(
+            "generation.backend=vllm",
+            "generation.vllm_gpu_memory_utilization=0.5",
+            "generation.vllm_dtype=bf16",
+            "generation.vllm_enforce_eager=true",
+        )
+    )
+    assert args["use_vllm"] is False and args["vllm_mode"] == "colocate"
+    assert args["vllm_gpu_memory_utilization"] == 0.5 and args["vllm_importance_sampling_correction"] is True
+    with pytest.raises(PresetError, match="generation.compile=true: hf only"):
+        grpo_generation_args(preset("generation.backend=vllm", "generation.compile=true"))
+
+
+def test_the_push_streams_tensor_by_tensor_and_a_partial_push_is_an_error():
+    """The merged weights reach vLLM one tensor at a time (at most one layer's merged tensors alive:
+    vLLM buffers a layer's until it has them all), and a push that misses a weight vLLM's model has,
+    which vLLM only logs while keeping the old tensor, is an error; so is a name vLLM does not know."""
+    pytest.importorskip("vllm", reason="vLLM is not installed: make install-vllm")
+    import weakref
+
+    from peft import LoraConfig, get_peft_model
+
+    from eulerforge_trl.generation.merged import lora_layers
+    from eulerforge_trl.generation.vllm_engine import ColocatedEngine, push_weights, streamed_weights
+    from eulerforge_trl.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer("tiny-qwen3.5")
+    tokenizer.padding_side = "left"
+    model = get_peft_model(
+        tiny_llama(tokenizer), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0)
+    )
+    with torch.no_grad():  # a trained adapter: every LoRA layer's merged weight differs from its base
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5)
+    engine = ColocatedEngine(
+        model,
+        tokenizer,
+        adapter="default",
+        seed=0,
+        max_model_len=64,
+        max_num_seqs=4,
+        gpu_memory_utilization=0.3,
+        dtype="auto",
+        enforce_eager=True,
+    )
+    try:
+        merged_names = set(lora_layers(model, "default"))
+        assert len(merged_names) == 4 * 7  # q k v o gate up down in each of the 4 layers
+        alive, peak = [], 0
+
+        def watched():
+            nonlocal peak
+            for name, tensor in streamed_weights(model, "default"):
+                if name in merged_names:
+                    alive.append(weakref.ref(tensor))
+                    peak = max(peak, sum(ref() is not None for ref in alive))
+                yield name, tensor
+
+        push_weights(engine.llm, watched())
+        assert len(alive) == len(merged_names) and peak <= 3, peak  # q, k and v wait for each other
+        batch = tokenizer.pad({"input_ids": [tokenizer("a happy cat")["input_ids"]]}, return_tensors="pt")
+        engine_tokens, own = _greedy(engine, model, batch["input_ids"], batch["attention_mask"], 8)
+        assert engine_tokens == own
+
+        missing = (item for item in streamed_weights(model, "default") if item[0] != "model.norm.weight")
+        with pytest.raises(RuntimeError, match=r"push into vLLM was partial.*model\.norm\.weight"):
+            push_weights(engine.llm, missing)
+        renamed = (
+            (name.replace("up_proj", "upper_proj"), tensor) for name, tensor in streamed_weights(model, "default")
+        )
+        with pytest.raises(ValueError, match="upper_proj"):  # vLLM itself refuses a name it does not know
+            push_weights(engine.llm, renamed)
+    finally:
+        engine.close()
+
+
+def test_the_engine_model_directory_holds_config_and_tokenizer_only(tmp_path):
+    """vLLM starts from a directory of its own: `model_name` may be a built-in name (or an adapter-only
+    final/) that vLLM cannot load; the weights come from the push, so none are written."""
+    pytest.importorskip("vllm", reason="vLLM is not installed: make install-vllm")
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+    from vllm.transformers_utils.config import get_config
+
+    from eulerforge_trl.generation.vllm_engine import write_engine_model
+    from eulerforge_trl.models.loading import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer("tiny-qwen3.5")
+    model = load_causal_lm("tiny-qwen3.5", tokenizer=tokenizer)
+    assert not Path(model.name_or_path).is_dir()  # nothing vLLM could start from
+    write_engine_model(model, tokenizer, tmp_path / "engine")
+    files = sorted(p.name for p in (tmp_path / "engine").iterdir())
+    assert "config.json" in files and not [f for f in files if f.endswith((".safetensors", ".bin", ".pt"))], files
+    config = get_config(str(tmp_path / "engine"), trust_remote_code=False)
+    assert config.architectures == ["Qwen3_5ForCausalLM"] and config.tie_word_embeddings
+    text = "a happy cat sat on the mat"
+    assert AutoTokenizer.from_pretrained(tmp_path / "engine")(text)["input_ids"] == tokenizer(text)["input_ids"]
+    write_engine_model(model, tokenizer, tmp_path / "untied", untied=True)  # a LoRA on the tied head or embedding
+    assert not get_config(str(tmp_path / "untied"), trust_remote_code=False).tie_word_embeddings
+
+
+def test_a_kv_cache_that_does_not_fit_names_the_memory_share():
+    pytest.importorskip("vllm", reason="vLLM is not installed: make install-vllm")
+    from vllm.v1.core.kv_cache_utils import _check_enough_kv_cache_memory
+
+    from eulerforge_trl.generation.vllm_engine import engine_error
+
+    for available in (0, 1 << 20):  # no room at all; less than one full-length sequence needs
+        with pytest.raises(ValueError) as caught:
+            _check_enough_kv_cache_memory(available, lambda: 2 << 20, 4096, lambda memory: 1024)
+        refused = engine_error(caught.value, 0.3)
+        assert refused is not None and "\n" not in str(refused), caught.value
+        assert str(refused).startswith("generation.vllm_gpu_memory_utilization (0.3): vLLM's KV cache does not fit")
+        assert str(refused).endswith(
+            "raise generation.vllm_gpu_memory_utilization (or shorten data.max_prompt_length and the completions)"
+        )
 
 
 def test_hf_static_cache_keeps_the_rollout_layout(tmp_path):
@@ -285,7 +397,7 @@ def test_an_architecture_vllm_cannot_load_is_one_line_before_the_engine(tmp_path
     import importlib.util
     from types import SimpleNamespace
 
-    from eulerforge_trl.generation.vllm import require_architecture
+    from eulerforge_trl.generation.vllm_engine import require_architecture
 
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed: vLLM can load Qwen3.5 here")
@@ -312,7 +424,7 @@ def test_vllm_refusing_its_engine_is_one_line():
 
     from pydantic import BaseModel, ValidationError
 
-    from eulerforge_trl.generation.vllm import _engine_error
+    from eulerforge_trl.generation.vllm_engine import engine_error as _engine_error
 
     class Config(BaseModel):
         max_model_len: int

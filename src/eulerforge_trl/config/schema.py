@@ -128,8 +128,11 @@ class GenerationSection:
         "hf",
         "hf = transformers' generate on the training model (the LoRA active); vllm = a vLLM engine in the "
         "training process (colocated, no server) holding its own copy of the weights, the policy's merged "
-        "weights pushed to it after every optimizer step (pip install 'eulerforge-trl[vllm]', or "
-        "make install-vllm on a CPU). Responses are the engine's, log-probs always the trainer's",
+        "weights (computed out of place: the base, the reference, is never touched) streamed into it after every "
+        "optimizer step, PPO and GRPO alike, on GPUs and on vLLM's CPU build (pip install "
+        "'eulerforge-trl[vllm]', or make install-vllm on a CPU). Responses are the engine's; the gap between its "
+        "log-probs and the trainer's is logged as generation/logprob_gap (GRPO corrects for it with TRL's "
+        "vllm_importance_sampling_correction)",
     )
     compile: bool | None = setting(
         None,
@@ -150,8 +153,9 @@ class GenerationSection:
     )
     vllm_gpu_memory_utilization: float = setting(
         0.3,
-        "vllm only: share of the GPU's memory the engine claims for weights and KV cache (TRL's name); on "
-        "vLLM's CPU build the KV cache is sized for the batch instead and this is not read",
+        "vllm only: share of the GPU's memory the engine claims for weights and KV cache (TRL's name; raise it "
+        "when vLLM says the KV cache does not fit); on vLLM's CPU build the KV cache is sized for the batch "
+        "instead and this is not read",
     )
     vllm_dtype: Literal["auto", "fp32", "bf16", "fp16"] = setting(
         "auto",

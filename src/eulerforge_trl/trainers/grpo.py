@@ -61,6 +61,7 @@ from .common import (
     weights_dtype,
 )
 from .grpo_generation import grpo_generation_args
+from .grpo_vllm import install_vllm_engine
 from .policy_final import POLICY, save_policy_final
 
 logger = logging.getLogger(__name__)
@@ -193,8 +194,9 @@ class GRPOMetricNames(TrainerCallback):
     """Adds the EulerForge names to TRL's logs, in place, before metrics.jsonl and TensorBoard see them.
 
     reward -> reward_mean, kl -> kl_divergence, rewards/<name>/mean -> reward/<name> (and the same
-    with TRL's eval_ prefix on evaluation: eval_reward_mean, eval_reward/<name>); plus time_step, the
-    wall seconds per optimizer step since the previous log.
+    with TRL's eval_ prefix on evaluation: eval_reward_mean, eval_reward/<name>),
+    sampling/sampling_logp_difference/mean (vllm) -> generation/logprob_gap, as PPO names it; plus
+    time_step, the wall seconds per optimizer step since the previous log.
     """
 
     def __init__(self):
@@ -216,6 +218,8 @@ class GRPOMetricNames(TrainerCallback):
         extra = {"reward_mean": logs["reward"]}
         if "kl" in logs:
             extra["kl_divergence"] = logs["kl"]
+        if "sampling/sampling_logp_difference/mean" in logs:  # vllm: mean |log p trainer - log p engine| per token
+            extra["generation/logprob_gap"] = logs["sampling/sampling_logp_difference/mean"]
         for key, value in logs.items():
             if key.startswith("rewards/") and key.endswith("/mean"):
                 extra["reward/" + key[len("rewards/") : -len("/mean")]] = value
@@ -371,6 +375,8 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    if preset.generation.backend == "vllm":
+        install_vllm_engine(trainer, preset)  # our engine and out-of-place weight push, not TRL's (grpo_vllm)
     if preset.quantization is not None:
         adapters_in_fp32(model)  # TRL casts a quantized model's trainable weights to bf16: ours train in fp32
     if "ref" in model.peft_config:

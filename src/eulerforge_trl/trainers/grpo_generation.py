@@ -1,15 +1,16 @@
 """`generation:` mapped onto TRL's GRPOConfig: GRPO samples through TRL's own engines.
 
 backend hf -> TRL's `generate` on the policy (with `generation.compile`: a static KV cache, which
-transformers compiles on CUDA); backend vllm -> `use_vllm=True, vllm_mode="colocate"`: vLLM in the
-training process, TRL pushing the merged LoRA weights into it with the model's `load_weights`.
+transformers compiles on CUDA); backend vllm -> TRL's colocated vLLM generation on our
+engine (`grpo_vllm`): built with `use_vllm` off, so TRL starts no engine of its own, then given ours,
+which gets the merged LoRA weights pushed out of place.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..config.schema import GenerationSection, Preset
+from ..config.schema import Preset
 from ..errors import PresetError
 
 
@@ -24,23 +25,16 @@ def grpo_generation_args(preset: Preset) -> dict:
     if gen.backend == "hf":
         compile = torch.cuda.is_available() if gen.compile is None else gen.compile
         return {"use_vllm": False, "cache_implementation": "static" if compile else None}
-    defaults = GenerationSection()
-    for key in ("vllm_dtype", "vllm_enforce_eager", "compile"):
-        if getattr(gen, key) != getattr(defaults, key):
-            raise PresetError(
-                f"generation.{key}: GRPO's vllm engine is TRL's, which has no such setting; leave it at "
-                f"{getattr(defaults, key)!r} (PPO reads it)"
-            )
-    if not torch.cuda.is_available():
+    if gen.compile:
         raise PresetError(
-            "generation.backend=vllm: GRPO runs TRL's colocated vLLM, which needs a GPU (on vLLM's CPU build "
-            "TRL's weight push fails); use generation.backend=hf here, or the ppo stage, whose vllm engine runs "
-            "on CPUs too"
+            "generation.compile=true: hf only; the vllm engine compiles its own decoding unless "
+            "generation.vllm_enforce_eager=true; leave generation.compile null"
         )
     return {
-        "use_vllm": True,
+        "use_vllm": False,  # TRL starts no engine: `grpo_vllm.install_vllm_engine` hands it ours and turns this on
         "vllm_mode": "colocate",
         "vllm_gpu_memory_utilization": gen.vllm_gpu_memory_utilization,
         "vllm_max_model_length": preset.data.max_prompt_length + grpo.max_completion_length,
         "vllm_enable_sleep_mode": False,
+        "vllm_importance_sampling_correction": True,  # TRL's default: correct the sampler/trainer mismatch
     }
