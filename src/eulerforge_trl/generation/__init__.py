@@ -4,8 +4,10 @@
 An engine has three methods and says whether it samples a copy of its own (`own_weights`: then a
 sharded training model need not be gathered for it): `sample(prompt_ids, prompt_mask) -> Rollout` on left-padded prompts,
 `sync_weights()` after every optimizer step (the policy's current weights reach the engine before
-the next rollout), and `close()`. Log-probs are never the engine's business: the trainer computes
-them on its own weights, so PPO's ratio stays exact whichever engine sampled.
+the next rollout), and `close()`. The log-probs PPO trains on are never the engine's: the trainer
+computes them on its own weights, so PPO's ratio stays exact whichever engine sampled. An engine that
+is not the trainer's weights (vllm, the merged copy) returns its own log-prob of each sampled token
+(`Rollout.engine_logprobs`), which PPO compares with its own and weights its loss by.
 
 Example:
     >>> sampler = build_sampler(preset.generation, model, tokenizer, adapter="default",
