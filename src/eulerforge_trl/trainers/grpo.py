@@ -14,7 +14,9 @@ Without an RM checkpoint (`checkpoint_path: ""`) and with functions, no RM is us
 
 Logged per step beside TRL's own names: `reward_mean` (the weighted total, TRL's `reward`),
 `reward/<name>` (each source, unweighted: `reward/rm`, `reward/<function>`), `kl_divergence`
-(TRL's `kl`, only when beta > 0), `entropy`, `loss`, `time_step` (seconds per step).
+(TRL's `kl`, only when beta > 0), `entropy`, `loss`, `time_step` (seconds per step), and with
+`generation.backend: vllm` `generation/logprob_gap` (the engine's per-token log-prob gap to the
+trainer's, which TRL's importance sampling corrects; see `grpo_vllm`).
 `final/` holds the policy adapter only, loadable as `model_name` like PPO's.
 
 Data as PPO reads it: `data.path` (with `data.split`/`subset`/`columns`), prompts cut to their last
