@@ -109,6 +109,7 @@ def test_a_later_stage_s_bad_override_fails_before_anything_trains(tmp_path, cap
 
 
 def test_example_notebook_runs(tmp_path):
+    """From a directory that is not the repository's: the shipped presets are found by name."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -117,7 +118,7 @@ def test_example_notebook_runs(tmp_path):
     os.environ["EULERFORGE_NOTEBOOK_QUICK"] = "1"
     try:
         NotebookClient(
-            notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+            notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
         ).execute()
     finally:
         del os.environ["EULERFORGE_NOTEBOOK_OUT"], os.environ["EULERFORGE_NOTEBOOK_QUICK"]

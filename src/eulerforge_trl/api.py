@@ -7,9 +7,9 @@ stage. They are made here from the table, one per record, so a stage added there
 
 Example:
     >>> from eulerforge_trl import load_preset, train_sft, train_rm, train_ppo
-    >>> sft = train_sft("presets/tiny_sft.yml", output_dir="outputs/nb/01_sft")
-    >>> rm = train_rm("presets/tiny_rm.yml", [f"model_name={sft.final_dir}"], "outputs/nb/02_rm")
-    >>> ppo = train_ppo("presets/tiny_ppo.yml", [f"model_name={sft.final_dir}",
+    >>> sft = train_sft("tiny_sft.yml", output_dir="outputs/nb/01_sft")
+    >>> rm = train_rm("tiny_rm.yml", [f"model_name={sft.final_dir}"], "outputs/nb/02_rm")
+    >>> ppo = train_ppo("tiny_ppo.yml", [f"model_name={sft.final_dir}",
     ...     f"training.reward_model.checkpoint_path={rm.final_dir}"], "outputs/nb/03_ppo")
     >>> ppo.history[-1]["reward_mean"]
 """
@@ -51,7 +51,7 @@ def train_stage(
         resume: continue from the newest checkpoint in `<output_dir>/checkpoints`.
 
     Example:
-        >>> rm = train_stage("rm", "presets/tiny_rm.yml", ["model_name=outputs/nb/01_sft/final"], "outputs/nb/02_rm")
+        >>> rm = train_stage("rm", "tiny_rm.yml", ["model_name=outputs/nb/01_sft/final"], "outputs/nb/02_rm")
     """
     if stage not in STAGES:
         raise PresetError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")

@@ -4,8 +4,9 @@
 
 A pipeline preset names one stage preset per stage (paths relative to the pipeline file; a bare name
 not found there is the shipped preset of that name). Every stage's preset, its `--set` overrides and
-its data are checked before the first stage trains. A rerun skips the stages whose `final/` is
-complete and resumes the interrupted one from its checkpoint.
+its data are checked before the first stage trains. A rerun skips the stages that are finished
+(`pipeline.existing_run`, the rule `eulerforge train` follows) and resumes the interrupted one from
+its checkpoint.
 Which stages may run together, in which order, and which `final/` feeds which key all come from
 the stage table (`eulerforge_trl.stages`).
 """
@@ -158,7 +159,7 @@ def run_pipeline(
 def plan_pipeline(
     stage_presets: dict[str, Path], per_stage: dict[str, list[str]], out: Path, resume: bool = True
 ) -> dict[str, tuple[Preset, bool]]:
-    """{stage: (its loaded preset, whether its complete `final/` is skipped)}, every one checked before
+    """{stage: (its loaded preset, whether it is finished and skipped)}, every one checked before
     anything trains.
 
     Each stage's preset is loaded with the earlier stages' `final/` wired in (they need not exist yet)
