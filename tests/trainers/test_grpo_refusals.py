@@ -3,7 +3,8 @@
 - fewer training prompts than one step takes: TRL's `RepeatSampler` drops the incomplete batch and
   the run would train nothing yet exit 0;
 - a data column whose values mix types: Arrow cannot hold it (pyarrow's ArrowInvalid);
-- a reward function returning +-inf, through the wrapper TRL calls (`user_reward`).
+- a reward function returning +-inf, through the wrapper TRL calls (`user_reward`);
+- `generation.compile=true` on a bitsandbytes-quantized base, which transformers never compiles.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import json
 import math
 
 import pytest
+import torch
 
 from eulerforge_trl.config import load_preset
 from eulerforge_trl.errors import DataError, UserError
 from eulerforge_trl.rewards.sources import RewardFunction
 from eulerforge_trl.train import main
 from eulerforge_trl.trainers.grpo import as_dataset, require_one_step, user_reward
+from eulerforge_trl.trainers.grpo_generation import grpo_generation_args
 
 FUNCTION = "eulerforge_trl.examples.animals:well_formed"
 
@@ -92,3 +95,30 @@ def test_an_infinite_reward_stops_the_wrapper_trl_calls():
     reward = user_reward(RewardFunction("some_inf", "rf/rewards.py:some_inf", some_inf, 1.0), recorder=None)
     with pytest.raises(UserError, match=r"^training.reward_funcs rf/rewards.py:some_inf: value 0 is inf"):
         reward(prompts=["p", "p"], completions=["a", "b"], completion_ids=[[1], [2]], trainer_state=None)
+
+
+def test_compile_with_a_quantized_base_is_refused(tmp_path, tiny_argv, capsys):
+    """transformers never compiles a bitsandbytes model: `generation.compile=true` could not be honoured."""
+    data = _prompts(tmp_path / "p.jsonl", [{"prompt": f"p{i}"} for i in range(4)])
+    assert main(_argv(tiny_argv, tmp_path, data, "quantization=4bit", "generation.compile=true")) == 2
+    line = _one_error_line(capsys)
+    assert "generation.compile=true with quantization=4bit: transformers does not compile" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_compile_is_off_on_a_quantized_base_and_sizes_one_static_cache(tmp_path, tiny_argv, monkeypatch):
+    """On CUDA, compile (null) is on, with one static cache for every prompt; a quantized base decodes
+    with the default cache (a static one is only slower when nothing compiles)."""
+    data = _prompts(tmp_path / "p.jsonl", [{"prompt": "p"}])
+
+    def args(*overrides):
+        argv = _argv(tiny_argv, tmp_path, data, *overrides)
+        return grpo_generation_args(
+            load_preset(argv[0], [argv[i + 1] for i, flag in enumerate(argv) if flag == "--set"])
+        )
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    compiled = args("data.max_prompt_length=100", "training.grpo.max_completion_length=20")
+    assert compiled["cache_implementation"] == "static" and compiled["generation_kwargs"] == {"max_cache_len": 120}
+    assert args("quantization=4bit")["cache_implementation"] is None
+    assert args("generation.compile=false")["cache_implementation"] is None

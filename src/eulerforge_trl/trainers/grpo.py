@@ -62,7 +62,7 @@ from .common import (
     trained_model_to_save,
     weights_dtype,
 )
-from .grpo_generation import grpo_generation_args
+from .grpo_generation import compile_decoding, grpo_generation_args, stop_generation_at
 from .grpo_vllm import install_vllm_engine
 from .policy_final import POLICY, save_policy_final
 
@@ -347,10 +347,8 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         eval_rows = cut_prompts(eval_rows, tokenizer, preset.data.max_prompt_length)
     require_one_step(preset, len(train_rows), state.num_processes)
     train_dataset = as_dataset(train_rows, "data.path", preset.data.path)
-    eval_source = (
-        ("data.eval_path", preset.data.eval_path) if preset.data.eval_path else ("data.path", preset.data.path)
-    )
-    eval_dataset = as_dataset(eval_rows, *eval_source) if eval_rows else None
+    eval_key = "data.eval_path" if preset.data.eval_path else "data.path"
+    eval_dataset = as_dataset(eval_rows, eval_key, preset.data.eval_path or preset.data.path) if eval_rows else None
     model = sampling_policy(preset, tokenizer, POLICY).to(state.device)  # before the RM's head is placed beside it
     # the RM (its adapter beside the policy's, or `separate`) and the functions, as PPO builds them
     sources = RewardSources.from_preset(
@@ -361,17 +359,17 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     g = preset.training.grpo
     recorder = SampleRecorder(run, names, weights, g.sample_every, g.num_samples, is_main, model)
     stop_ids = render.stop_token_ids(tokenizer, is_conversational(train_rows[0]["prompt"]))
-    reward_funcs: list[Callable] = (
-        [rm_reward(sources.rm, preset.training.batch_size, recorder, stop_ids)] if sources.rm else []
-    )
+    reward_funcs = [rm_reward(sources.rm, preset.training.batch_size, recorder, stop_ids)] if sources.rm else []
     reward_funcs += [user_reward(function, recorder) for function in sources.functions]
     disable_dropout_in_model(model)  # the RM adapter brings its own LoRA dropout
     model.set_adapter(POLICY)
     callbacks = [GRPOMetricNames(), *logging_callbacks(preset, run)]
+    args = to_grpo_config(preset, run, weights, has_eval=eval_rows is not None)
+    stop_generation_at(preset, model, args, stop_ids)  # EOS and the template's end of turn, as PPO stops
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
-        args=to_grpo_config(preset, run, weights, has_eval=eval_rows is not None),
+        args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
@@ -379,6 +377,7 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     )
     if preset.generation.backend == "vllm":
         install_vllm_engine(trainer, preset)  # our engine and out-of-place weight push, not TRL's (grpo_vllm)
+    compile_decoding(trainer, preset)  # TRL turns transformers' compile off
     if preset.quantization is not None:
         adapters_in_fp32(model)  # TRL casts a quantized model's trainable weights to bf16: ours train in fp32
     if "ref" in model.peft_config:
@@ -394,11 +393,8 @@ def run_grpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         save_policy_final(run, policy, tokenizer, preset, stage="grpo", steps=trainer.state.global_step)
     trainer.accelerator.wait_for_everyone()
     last = next((h for h in reversed(trainer.state.log_history) if "reward_mean" in h), {})
-    return {
-        **dict(result.metrics),
-        **{k: v for k, v in last.items() if isinstance(v, (int, float))},
-        **{k: v for k, v in final_eval.items() if isinstance(v, (int, float))},
-    }
+    numbers = {k: v for k, v in {**last, **final_eval}.items() if isinstance(v, (int, float))}
+    return {**dict(result.metrics), **numbers}
 
 
 __all__ = ["as_dataset", "require_one_step", "run_grpo", "to_grpo_config"]

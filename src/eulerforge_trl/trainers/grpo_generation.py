@@ -1,7 +1,7 @@
 """`generation:` mapped onto TRL's GRPOConfig: GRPO samples through TRL's own engines.
 
-backend hf -> TRL's `generate` on the policy (with `generation.compile`: a static KV cache, which
-transformers compiles on CUDA); backend vllm -> TRL's colocated vLLM generation on our
+backend hf -> TRL's `generate` on the policy (with `generation.compile`: one static KV cache and the
+decode step compiled by transformers, `compile_decoding`); backend vllm -> TRL's colocated vLLM generation on our
 engine (`grpo_vllm`): built with `use_vllm` off, so TRL starts no engine of its own, then given ours,
 which gets the merged LoRA weights pushed out of place.
 """
@@ -23,8 +23,11 @@ def grpo_generation_args(preset: Preset) -> dict:
             "such setting; leave it null (PPO reads it)"
         )
     if gen.backend == "hf":
-        compile = torch.cuda.is_available() if gen.compile is None else gen.compile
-        return {"use_vllm": False, "cache_implementation": "static" if compile else None}
+        if not compiles(preset):
+            return {"use_vllm": False, "cache_implementation": None}
+        # one cache size for every prompt (they are cut to max_prompt_length): no recompile as lengths vary
+        cache_len = preset.data.max_prompt_length + grpo.max_completion_length
+        return {"use_vllm": False, "cache_implementation": "static", "generation_kwargs": {"max_cache_len": cache_len}}
     if gen.compile:
         raise PresetError(
             "generation.compile=true: hf only; the vllm engine compiles its own decoding unless "
@@ -38,3 +41,45 @@ def grpo_generation_args(preset: Preset) -> dict:
         "vllm_enable_sleep_mode": False,
         "vllm_importance_sampling_correction": True,  # TRL's default: correct the sampler/trainer mismatch
     }
+
+
+def compiles(preset: Preset) -> bool:
+    """Whether GRPO's hf backend compiles its decoding: `generation.compile`, null = on with CUDA.
+
+    Never with `quantization`: transformers does not compile a bitsandbytes-quantized model, and a
+    static cache decoded eager is slower than the default cache (the schema refuses an explicit
+    `generation.compile=true` there).
+    """
+    if preset.quantization is not None:
+        return False
+    return torch.cuda.is_available() if preset.generation.compile is None else preset.generation.compile
+
+
+def stop_generation_at(preset: Preset, model, args, stop_ids: list[int]) -> None:
+    """Make TRL end completions at `stop_ids` (EOS and the chat template's end of turn, as PPO does).
+
+    TRL reads every id of `model.generation_config.eos_token_id` for hf's `generate` and for its
+    completion masks (a completion ending in one is finished, not truncated); its vLLM generation
+    builds `SamplingParams` from `args.generation_kwargs`, so with `vllm` the ids go there too as
+    `stop_token_ids`. Call before building the `GRPOTrainer`.
+    """
+    model.generation_config.eos_token_id = list(stop_ids)
+    if preset.generation.backend == "vllm":
+        args.generation_kwargs = {**(args.generation_kwargs or {}), "stop_token_ids": list(stop_ids)}
+
+
+def compile_decoding(trainer, preset: Preset) -> None:
+    """Let transformers compile the decode step of TRL's `generate` when `compiles(preset)`.
+
+    TRL builds its `GenerationConfig` with `disable_compile=True`; without this the static cache
+    would decode eager. `_compile_all_devices` lets transformers compile off CUDA as well (on a
+    CPU with inductor), which it otherwise skips.
+    """
+    if preset.generation.backend != "hf" or not compiles(preset):
+        return
+    from transformers import CompileConfig
+
+    config = trainer.generation_config
+    config.disable_compile = False
+    config.compile_config = config.compile_config or CompileConfig()
+    config.compile_config._compile_all_devices = True
