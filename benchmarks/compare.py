@@ -25,8 +25,8 @@ as the last line, one JSON object: ``ours_step_s``, ``peer_step_s``, ``ours_over
     .venv/bin/python benchmarks/compare.py --model smollm2-135m-instruct --generation vllm
 
 ``--generation vllm`` runs ours with the vllm rollout engine (``make install-vllm``) and, right after,
-the same step with hf: ``vllm_over_hf`` is that ratio, measured in this run (GRPO gets the engine
-only on a GPU: TRL's colocated vLLM does not run on vLLM's CPU build).
+the same step with hf: ``vllm_over_hf`` is that ratio, measured in this run (GRPO samples with the
+same engine).
 """
 
 from __future__ import annotations
@@ -64,12 +64,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     _shapes.check_shape_args(p, args)
     return args
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def bad_input(message: str) -> None:
@@ -193,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     grpo = None
     if not args.no_grpo:
         grpo_cmd = [sys.executable, str(HERE / "grpo_step.py"), "--json-only", *flags]
-        grpo_engine = engine if args.generation == "hf" or _has_cuda() else []  # TRL's vLLM needs a GPU
-        grpo = run_json("grpo_step.py", [*grpo_cmd, "--num-generations", str(args.num_generations), *grpo_engine])
+        grpo = run_json("grpo_step.py", [*grpo_cmd, "--num-generations", str(args.num_generations), *engine])
     warnings = mismatches(ours, peer) if peer else []
     for w in warnings:
         print(f"[compare] warning: the runs differ in {w}", file=sys.stderr)
