@@ -6,6 +6,8 @@ check what a run really learned. Not part of the library's training path.
   the judges `pleasant_score_judge` and `well_formed`.
 - `reviews`: the conversational review task's rule (`examples/data/chat/`): `review_reward`, a reward
   function with TRL's signature; `review_data` generates its files.
+- `arithmetic`: a task with a right answer (`examples/data/math/`): `exact_match_reward`, the
+  reward function that checks the `answer` column, its judge `exact_match`, and the generator.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ a user's `fn(prompts, completions, **kwargs)` work alike. `None` (or NaN) means 
 this completion" (TRL's convention) and becomes NaN, which adds nothing to the total; +-inf, or a
 number beyond float32's range, is refused (it would turn the advantages and then the weights NaN).
 
-`load_reward_function` finds one by its spec, `package.module:function` or
+`load_reward_function` finds one by its spec, `package.module:function` (or the dotted
+`package.module.function`, as TRL's docs name `trl.rewards.accuracy_reward`) or
 `path/to/file.py:function`; `call_reward_function` calls it and turns whatever goes wrong
 (it cannot take those keywords, raises, returns the wrong number of values, something that is
 not a number or an infinite one) into a `UserError` naming the spec, so a user's bug is one line,
@@ -41,6 +42,11 @@ from typing import Any
 from ..errors import UserError
 
 SPEC_FORMS = "package.module:function or path/to/file.py:function"
+# TRL's reward functions that import an optional package only when called: refused at load, before a
+# model loads, with the install command, instead of failing at the first step
+NEEDS_PACKAGE = {
+    "trl.rewards.accuracy_rewards": ("math_verify", "pip install 'eulerforge-trl[math]' (math-verify)"),
+}
 logger = logging.getLogger(__name__)
 _WARNED_ALL_NONE: set[str] = set()  # functions warned about a batch without any number
 FLOAT32_MAX = 3.4028234663852886e38  # rewards become float32 tensors, in PPO and in TRL's GRPO
@@ -51,13 +57,17 @@ def load_reward_function(spec: str, key: str = "--judge") -> Callable[..., Seque
 
     Example:
         >>> fn = load_reward_function("eulerforge_trl.examples.reviews:review_reward")
+        >>> fn = load_reward_function("trl.rewards.think_format_reward")
         >>> fn = load_reward_function("my_rules.py:no_repeats", key="training.reward_funcs")
 
     Raises:
         UserError: a malformed spec, a file or module that is missing or fails to import, no such
-            function in it.
+            function in it, an optional package it needs (math_verify) not installed.
     """
-    target, sep, name = str(spec).strip().rpartition(":")
+    text = str(spec).strip()
+    target, sep, name = text.rpartition(":")
+    if not sep and _is_dotted_name(text):  # trl.rewards.accuracy_reward
+        target, sep, name = text.rpartition(".")
     if not sep or not target or not name.isidentifier():
         raise UserError(f"{key} {spec}: expected {SPEC_FORMS}")
     where = f"{key} {spec}"
@@ -70,7 +80,22 @@ def load_reward_function(spec: str, key: str = "--judge") -> Callable[..., Seque
         raise UserError(f"{where}: {target} has no function {name!r}")
     if not callable(fn):
         raise UserError(f"{where}: {target}.{name} is a {type(fn).__name__}, not a function")
+    _check_optional_package(fn, where)
     return fn
+
+
+def _is_dotted_name(text: str) -> bool:
+    """`a.b.c` made of identifiers, at least one dot: a module path ending in the function's name."""
+    parts = text.split(".")
+    return len(parts) >= 2 and all(part.isidentifier() for part in parts)
+
+
+def _check_optional_package(fn: Callable, where: str) -> None:
+    """A UserError naming the install command when `fn` is one of TRL's functions whose optional
+    package (math_verify for `accuracy_reward`) is not installed."""
+    needed = NEEDS_PACKAGE.get(getattr(fn, "__module__", "") or "")
+    if needed and importlib.util.find_spec(needed[0]) is None:
+        raise UserError(f"{where} needs the {needed[0]} package: {needed[1]}")
 
 
 def call_reward_function(
