@@ -61,7 +61,8 @@ def stop_generation_at(preset: Preset, model, args, stop_ids: list[int]) -> None
     TRL reads every id of `model.generation_config.eos_token_id` for hf's `generate` and for its
     completion masks (a completion ending in one is finished, not truncated); its vLLM generation
     builds `SamplingParams` from `args.generation_kwargs`, so with `vllm` the ids go there too as
-    `stop_token_ids`. Call before building the `GRPOTrainer`.
+    `stop_token_ids`, explicitly rather than left to vLLM reading the generation config the engine
+    starts from. Call before building the `GRPOTrainer`.
     """
     model.generation_config.eos_token_id = list(stop_ids)
     if preset.generation.backend == "vllm":
