@@ -214,8 +214,8 @@ def test_the_push_streams_tensor_by_tensor_and_a_partial_push_is_an_error():
 
     from peft import LoraConfig, get_peft_model
 
-    from eulerforge_trl.generation.merged import lora_layers
-    from eulerforge_trl.generation.vllm_engine import ColocatedEngine, push_weights, streamed_weights
+    from eulerforge_trl.generation.merged import iter_merged_weights, lora_layers
+    from eulerforge_trl.generation.vllm_engine import ColocatedEngine, push_weights
     from eulerforge_trl.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer("tiny-qwen3.5")
@@ -245,7 +245,7 @@ def test_the_push_streams_tensor_by_tensor_and_a_partial_push_is_an_error():
 
         def watched():
             nonlocal peak
-            for name, tensor in streamed_weights(model, "default"):
+            for name, tensor in iter_merged_weights(model, "default"):
                 if name in merged_names:
                     alive.append(weakref.ref(tensor))
                     peak = max(peak, sum(ref() is not None for ref in alive))
@@ -257,11 +257,11 @@ def test_the_push_streams_tensor_by_tensor_and_a_partial_push_is_an_error():
         engine_tokens, own = _greedy(engine, model, batch["input_ids"], batch["attention_mask"], 8)
         assert engine_tokens == own
 
-        missing = (item for item in streamed_weights(model, "default") if item[0] != "model.norm.weight")
+        missing = (item for item in iter_merged_weights(model, "default") if item[0] != "model.norm.weight")
         with pytest.raises(RuntimeError, match=r"push into vLLM was partial.*model\.norm\.weight"):
             push_weights(engine.llm, missing)
         renamed = (
-            (name.replace("up_proj", "upper_proj"), tensor) for name, tensor in streamed_weights(model, "default")
+            (name.replace("up_proj", "upper_proj"), tensor) for name, tensor in iter_merged_weights(model, "default")
         )
         with pytest.raises(ValueError, match="upper_proj"):  # vLLM itself refuses a name it does not know
             push_weights(engine.llm, renamed)

@@ -60,31 +60,39 @@ def untied_keys(model, adapter: str | None) -> dict[str, str]:
     return {target: source for target, source in tied.items() if target in layers or source in layers}
 
 
-@torch.no_grad()
-def merged_weights(model, adapter: str | None) -> dict[str, torch.Tensor]:
-    """The base model's weights under their transformers names, each LoRA layer's weight merged with
-    `adapter`'s delta. The other weights are the model's own tensors (no copy), a sharded model's
-    gathered whole (a collective: every process calls it, in the same order).
+def iter_merged_weights(model, adapter: str | None, *, tied_head: bool = False):
+    """The base model's weights under their transformers names, one (name, tensor) at a time: each LoRA
+    layer's weight merged with `adapter`'s delta in new memory as it is reached, the others the
+    model's own tensors (no copy), a sharded model's gathered whole tensor by tensor (a collective:
+    every process iterates, in the same order). Streaming keeps at most one merged tensor alive
+    (the vLLM push); `merged_weights` collects them.
 
-    A tied LM head is left out (it is the embedding) unless the LoRA breaks the tie (`untied_keys`):
+    A tied LM head is left out (it is the embedding) unless a LoRA breaks the tie (`untied_keys`):
     then `lm_head.weight` is there, base + the head's delta (or the base embedding itself when only
-    the embedding is LoRA'd), and whoever loads these weights must untie its head."""
+    the embedding is LoRA'd), and whoever loads these weights must untie its head. `tied_head` asks
+    for a tied head anyway (vLLM's CPU build keeps a packed copy of the head that the first push
+    must reach).
+    """
     base = base_model(model)
     layers = lora_layers(model, adapter)
-    weights = {
-        plain_name(name): tensor
-        for name, tensor in base.state_dict().items()
-        if "lora_" not in name and "modules_to_save" not in name
-    }
     untied = untied_keys(model, adapter)
-    for target, source in untied.items():
-        weights[target] = weights[source]  # the base embedding; replaced below where the head is LoRA'd
-    weights.update({name: merged_weight(layer, adapter) for name, layer in layers.items()})
-    if getattr(base.config, "tie_word_embeddings", False):
-        for target in getattr(base, "all_tied_weights_keys", None) or {"lm_head.weight": None}:
-            if target not in untied:
-                weights.pop(target, None)
-    return {name: whole_tensor(tensor) for name, tensor in weights.items()}
+    tied = set(getattr(base, "all_tied_weights_keys", None) or {"lm_head.weight": None})
+    if not getattr(base.config, "tie_word_embeddings", False):
+        tied = set()
+    for name, tensor in base.state_dict().items():
+        if "lora_" in name or "modules_to_save" in name:
+            continue
+        name = plain_name(name)
+        if name in tied and name not in untied and not (tied_head and name == "lm_head.weight"):
+            continue
+        with torch.no_grad():  # not around the yield: the consumer's grad mode is its own
+            weight = merged_weight(layers[name], adapter) if name in layers else whole_tensor(tensor)
+        yield name, weight
+
+
+def merged_weights(model, adapter: str | None) -> dict[str, torch.Tensor]:
+    """`iter_merged_weights` as one dict (the merged copy holds them all)."""
+    return dict(iter_merged_weights(model, adapter))
 
 
 def merges_by_default(model) -> bool:

@@ -24,15 +24,14 @@ import logging
 import os
 import tempfile
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
-from ..runtime import whole_tensor
-from .merged import base_model, lora_layers, merged_weight, plain_name, untied_config, untied_keys
+from .merged import base_model, iter_merged_weights, untied_config, untied_keys
 
 INSTALL_HINT = (
     "generation.backend=vllm needs vLLM: on a CPU machine `make install-vllm` (vLLM's CPU build), "
@@ -135,34 +134,6 @@ def engine_error(err: Exception, gpu_memory_utilization: float | None = None) ->
 
 
 # ------------------------------------------------------------------------------------ weights
-
-
-def streamed_weights(model, adapter: str | None, *, tied_head: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
-    """`merged.merged_weights` one tensor at a time: the base model's weights under their transformers
-    names, each LoRA layer's weight merged with `adapter`'s delta in new memory as it is reached, the
-    others the model's own tensors, a sharded model's gathered whole tensor by tensor (a collective:
-    every process iterates, in the same order).
-
-    A tied LM head is the embedding: left out, unless a LoRA breaks the tie (`untied_keys`: the
-    engine's config is untied then) or `tied_head` asks for it (vLLM's CPU build keeps a packed copy
-    of the head, built from whatever the head held when the engine started: the first push must
-    reach it).
-    """
-    base = base_model(model)
-    layers = lora_layers(model, adapter)
-    untied = untied_keys(model, adapter)
-    tied = set(getattr(base, "all_tied_weights_keys", None) or {"lm_head.weight": None})
-    if not getattr(base.config, "tie_word_embeddings", False):
-        tied = set()
-    for name, tensor in base.state_dict().items():
-        if "lora_" in name or "modules_to_save" in name:
-            continue
-        name = plain_name(name)
-        if name in tied and name not in untied and not (tied_head and name == "lm_head.weight"):
-            continue
-        with torch.no_grad():  # not around the yield: the consumer's grad mode is its own
-            weight = merged_weight(layers[name], adapter) if name in layers else whole_tensor(tensor)
-        yield name, weight
 
 
 @contextmanager
@@ -273,7 +244,7 @@ class ColocatedEngine:
     @torch.no_grad()
     def push(self, first: bool = False) -> None:
         """The policy's current merged weights into the engine (after each optimizer step)."""
-        push_weights(self.llm, streamed_weights(self.model, self.adapter, tied_head=first))
+        push_weights(self.llm, iter_merged_weights(self.model, self.adapter, tied_head=first))
 
     def close(self) -> None:
         """Free the engine."""
