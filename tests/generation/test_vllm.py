@@ -203,6 +203,8 @@ def test_grpo_maps_generation_onto_trl(tmp_path, tiny_argv):
     assert args["vllm_gpu_memory_utilization"] == 0.5 and args["vllm_importance_sampling_correction"] is True
     with pytest.raises(PresetError, match="generation.compile=true: hf only"):
         grpo_generation_args(preset("generation.backend=vllm", "generation.compile=true"))
+    with pytest.raises(PresetError, match="generation.compile=true: hf only"):  # PPO's engine the same
+        load_preset("presets/tiny_ppo.yml", ["generation.backend=vllm", "generation.compile=true"])
 
 
 def test_the_push_streams_tensor_by_tensor_and_a_partial_push_is_an_error():

@@ -175,6 +175,11 @@ class GenerationSection:
                 "bitsandbytes-quantized model (it would decode eagerly on a static cache); leave generation.compile null",
             ),
             (
+                not self.compile or self.backend == "hf",
+                "generation.compile=true: hf only; the vllm engine compiles its own decoding unless "
+                "generation.vllm_enforce_eager=true; leave generation.compile null",
+            ),
+            (
                 self.backend != "vllm" or preset.quantization is None,
                 f"generation.backend=vllm with quantization={preset.quantization}: the engine holds a "
                 "full-precision copy of the merged weights, which undoes the memory quantization saves; set "

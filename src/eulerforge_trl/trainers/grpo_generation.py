@@ -28,11 +28,6 @@ def grpo_generation_args(preset: Preset) -> dict:
         # one cache size for every prompt (they are cut to max_prompt_length): no recompile as lengths vary
         cache_len = preset.data.max_prompt_length + grpo.max_completion_length
         return {"use_vllm": False, "cache_implementation": "static", "generation_kwargs": {"max_cache_len": cache_len}}
-    if gen.compile:
-        raise PresetError(
-            "generation.compile=true: hf only; the vllm engine compiles its own decoding unless "
-            "generation.vllm_enforce_eager=true; leave generation.compile null"
-        )
     return {
         "use_vllm": False,  # TRL starts no engine: `grpo_vllm.install_vllm_engine` hands it ours and turns this on
         "vllm_mode": "colocate",
