@@ -120,7 +120,15 @@ def test_stage_records_are_complete_and_distinct():
 
 
 def test_pipeline_chains_are_read_from_the_inputs():
-    assert pipeline_chains() == [("sft",), ("sft", "rm"), ("sft", "rm", "ppo"), ("sft", "rm", "grpo"), ("sft", "dpo")]
+    assert pipeline_chains() == [
+        ("sft",),
+        ("sft", "rm"),
+        ("sft", "rm", "ppo"),
+        ("sft", "rm", "grpo"),
+        ("sft", "ppo"),
+        ("sft", "grpo"),
+        ("sft", "dpo"),
+    ]
 
 
 def test_every_stage_has_a_train_function_in_the_notebook_api():

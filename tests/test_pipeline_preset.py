@@ -46,7 +46,7 @@ def test_unknown_top_level_key_names_the_closest(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "text", ["stages:\n  sft: a.yml\n  ppo: c.yml\n", "stages:\n  rm: b.yml\n", "stages: {}\n", ""]
+    "text", ["stages:\n  sft: a.yml\n  rm: b.yml\n  dpo: c.yml\n", "stages:\n  rm: b.yml\n", "stages: {}\n", ""]
 )
 def test_stages_that_are_not_a_chain_list_the_valid_ones(tmp_path, text):
     message = _error(_pipeline(tmp_path, text))

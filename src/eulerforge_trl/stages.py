@@ -38,6 +38,9 @@ class Stage:
     curves: tuple[str, ...] = ()  # metric keys drawn in training_curves.png, one panel each (if logged)
     # in a pipeline: preset key -> the earlier stage whose `final/` is set there
     inputs: Mapping[str, str] = field(default_factory=dict)
+    # keys of `inputs` a chain may leave out: without that stage the preset's own value stands (PPO and
+    # GRPO after sft alone score with training.reward_funcs, no RM)
+    optional_inputs: tuple[str, ...] = ()
     # other preset keys or sections it reads that not every stage does, e.g. "training.reward_funcs"
     reads: tuple[str, ...] = ()
     # it trains a LoRA adapter on a base other stages share: a preset without `lora:` is refused
@@ -143,6 +146,7 @@ STAGES: dict[str, Stage] = {
                 "response_length",
             ),
             inputs={"model_name": "sft", "training.reward_model.checkpoint_path": "rm"},
+            optional_inputs=("training.reward_model.checkpoint_path",),
             reads=(*REWARD_KEYS, *SAMPLING_KEYS),
             needs_lora=True,
             doc="PPO on the shared base: policy LoRA, reference = adapters off, RM adapter + head beside it.",
@@ -156,6 +160,7 @@ STAGES: dict[str, Stage] = {
             config_section="training.grpo",
             curves=("reward_mean", "kl_divergence", "entropy", "loss", "reward_std", "completions/mean_length"),
             inputs={"model_name": "sft", "training.reward_model.checkpoint_path": "rm"},
+            optional_inputs=("training.reward_model.checkpoint_path",),
             reads=(*REWARD_KEYS, *SAMPLING_KEYS),
             needs_lora=True,
             doc="GRPO on the shared base: completions scored in groups per prompt, no critic (TRL's GRPOTrainer).",
@@ -179,8 +184,8 @@ def pipeline_chains() -> list[tuple[str, ...]]:
     """Every stage sequence a pipeline may run, read from the stages' `inputs`.
 
     A chain starts at a stage with no inputs; each later stage takes the `final/` of the one just
-    before it, and every stage it takes one from is earlier in the chain. Today: sft; sft, rm;
-    sft, rm, ppo; sft, rm, grpo; sft, dpo.
+    before it, and every stage it needs one from (its `inputs` less its `optional_inputs`) is earlier
+    in the chain. Today: sft; sft, rm; sft, rm, ppo; sft, rm, grpo; sft, ppo; sft, grpo; sft, dpo.
     """
     chains: list[tuple[str, ...]] = []
 
@@ -188,7 +193,8 @@ def pipeline_chains() -> list[tuple[str, ...]]:
         chains.append(chain)
         for stage in STAGES.values():
             sources = set(stage.inputs.values())
-            if stage.name not in chain and chain[-1] in sources and sources <= set(chain):
+            needed = {source for key, source in stage.inputs.items() if key not in stage.optional_inputs}
+            if stage.name not in chain and chain[-1] in sources and needed <= set(chain):
                 extend((*chain, stage.name))
 
     for stage in STAGES.values():

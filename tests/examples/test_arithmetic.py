@@ -42,14 +42,18 @@ def _problem(row: dict) -> str:
 
 def test_rows_are_prompt_only_with_a_right_answer_and_the_held_out_problems_are_new(files) -> None:
     train, held_out = _rows(files["arithmetic.jsonl"]), _rows(files["arithmetic_eval.jsonl"])
-    assert len(train) == 2000 and len(held_out) == 200
-    for row in train + held_out:
+    sft = [
+        {"prompt": r["messages"][:1], "answer": r["messages"][1]["content"]}
+        for r in _rows(files["arithmetic_sft.jsonl"])
+    ]
+    assert len(train) == 2000 and len(held_out) == 200 and len(sft) == 500
+    for row in train + held_out + sft:
         assert sorted(row) == ["answer", "prompt"] and [m["role"] for m in row["prompt"]] == ["user"]
         a, op, b = arithmetic.re.search(r"(\d+) ([+\-x]) (\d+)", row["prompt"][0]["content"]).groups()
         assert int(row["answer"]) == arithmetic.solve(int(a), {"x": "*"}.get(op, op), int(b)) >= 0
     held = [_problem(r) for r in held_out]
     assert len(set(held)) == len(held), "held-out problems are distinct"
-    assert not set(held) & {_problem(r) for r in train}, "no held-out problem is in the training file"
+    assert not set(held) & {_problem(r) for r in train + sft}, "no held-out problem is in a training file"
     assert {op for p in held for op in "+-x" if op in p} == {"+", "-", "x"}
 
 

@@ -148,14 +148,25 @@ def problem_rows(rng: random.Random, n: int, exclude: set, distinct: bool) -> li
     return rows
 
 
-def write_examples(out_dir: str | Path, seed: int = 0, n_train: int = 2000, n_eval: int = 200) -> dict[str, Path]:
-    """Write `arithmetic.jsonl` (training prompts) and `arithmetic_eval.jsonl` (distinct held-out
-    problems, none of them in the training file) under `out_dir`; the same seed gives the same bytes."""
+def sft_row(row: dict) -> dict:
+    """A prompt-only row as an SFT conversation: the user's question, the bare answer as the reply."""
+    return {"messages": [*row["prompt"], {"role": "assistant", "content": row["answer"]}]}
+
+
+def write_examples(
+    out_dir: str | Path, seed: int = 0, n_train: int = 2000, n_eval: int = 200, n_sft: int = 500
+) -> dict[str, Path]:
+    """Write under `out_dir`: `arithmetic.jsonl` (training prompts), `arithmetic_eval.jsonl` (distinct
+    held-out problems, none of them in the other files) and `arithmetic_sft.jsonl` (other training
+    problems with their answers, for the SFT stage of `smollm2_math_pipeline.yml`). The same seed
+    gives the same bytes."""
     rng = random.Random(seed)
     held_out: set = set()
     eval_rows = problem_rows(rng, n_eval, held_out, distinct=True)
     train_rows = problem_rows(rng, n_train, held_out, distinct=False)
-    return write_jsonl_files(out_dir, {"arithmetic.jsonl": train_rows, "arithmetic_eval.jsonl": eval_rows})
+    sft_rows = [sft_row(row) for row in problem_rows(rng, n_sft, held_out, distinct=False)]
+    files = {"arithmetic.jsonl": train_rows, "arithmetic_eval.jsonl": eval_rows, "arithmetic_sft.jsonl": sft_rows}
+    return write_jsonl_files(out_dir, files)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ the stage table (`eulerforge_trl.stages`).
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 
@@ -175,12 +176,14 @@ def plan_pipeline(
     finals: dict[str, str] = {}
     for stage, preset_path in stage_presets.items():
         run = RunDir(out / STAGES[stage].pipeline_dir)
-        wiring = [f"{key}={finals[source]}" for key, source in STAGES[stage].inputs.items()]
+        # an optional input whose stage is not in the chain keeps the preset's own value
+        wiring = [f"{key}={finals[source]}" for key, source in STAGES[stage].inputs.items() if source in finals]
         preset = load_preset(preset_path, wiring + per_stage[stage], output_dir=str(run.root))
         if preset.training.type != stage:
             raise PresetError(
                 f"{preset_path}: training.type is {preset.training.type}, but it is listed as stages.{stage}"
             )
+        _check_unwired_inputs(stage, preset, preset_path, finals)
         check_same_run(preset, run)
         skip = finished_note(preset, run, resume) is not None  # as `eulerforge train` finds a finished run
         if not skip:
@@ -192,6 +195,19 @@ def plan_pipeline(
         plan[stage] = (preset, skip)
         finals[stage] = str(run.final)
     return plan
+
+
+def _check_unwired_inputs(stage: str, preset: Preset, preset_path: Path, finals: dict[str, str]) -> None:
+    """An optional input whose stage is not in the chain (PPO's or GRPO's RM without an rm stage) needs
+    the preset's own value or a reward function: never the random head kept for debugging."""
+    for key, source in STAGES[stage].inputs.items():
+        if source in finals or key not in STAGES[stage].optional_inputs:
+            continue
+        if not operator.attrgetter(key)(preset) and not preset.training.reward_funcs:
+            raise PresetError(
+                f"{preset_path}: stages.{stage} runs without the {source} stage, so its preset needs "
+                f"training.reward_funcs (a reward function) or {key}; or add stages.{source}"
+            )
 
 
 def pipeline_summary(out: Path, stages: list[str]) -> str:
