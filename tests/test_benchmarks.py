@@ -69,3 +69,33 @@ def test_compare_names_a_bad_model_in_one_line(bench, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --model no-such-model") and "smollm2-135m-instruct" in err and "\n" not in err
+
+
+@pytest.mark.slow  # two short trainings and an evaluation through the CLI
+def test_verifiable_reward_reports_exact_match_kl_and_length_per_stage(tmp_path, capsys):
+    """benchmarks/verifiable_reward.py end to end on the tiny model, plain-text problems with an answer
+    column (the tiny tokenizer has no chat template for the shipped message-list problems)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import verifiable_reward
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    data = tmp_path / "sums.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"{a} + 1 =", "answer": a + 1}) + "\n" for a in range(40)))
+    args = ["--output", str(tmp_path / "out"), "--model", "tiny-qwen3.5", "--grpo-steps", "1", "--ppo-steps", "1"]
+    args += ["--set", f"data.path={data}", "--ppo-set", f"data.path={data}", "--prompts", str(data)]
+    assert verifiable_reward.main([*args, "--max-prompts", "4", "--max-new-tokens", "4"]) == 0
+    result = last_json(capsys)
+    assert 0.0 <= result["start"]["exact_match"] <= 1.0
+    for stage in ("grpo", "ppo"):
+        row = result[stage]
+        assert 0.0 <= row["exact_match"] <= 1.0 and row["points"] == round(
+            100 * (row["exact_match"] - result["start"]["exact_match"]), 1
+        )
+        assert row["kl_to_start"] is not None and row["response_length"] > 0
+        assert row["train_kl_last10"] is not None and row["train_response_length_last10"] > 0
+        assert row["train_seconds"] > 0
+    # a rerun reuses the finished stages: no training, the same evaluation
+    assert verifiable_reward.main([*args, "--max-prompts", "4", "--max-new-tokens", "4"]) == 0
+    again = last_json(capsys)
+    assert again["grpo"]["train_seconds"] is None and again["grpo"]["exact_match"] == result["grpo"]["exact_match"]
