@@ -133,6 +133,7 @@ def test_ppo_with_vllm_learns_and_its_engine_follows_the_trainer(tmp_path, tiny_
         f"training.max_steps={steps}",
         f"training.save_steps={steps}",
         "training.lr=2e-3",
+        "training.ppo.target_kl=null",  # a fixed KL coefficient: the preset's KL target would damp this short run
     )
     overrides = [argv[i + 1] for i, flag in enumerate(argv) if flag == "--set"]
     preset = load_preset(argv[0], overrides, output_dir=str(tmp_path / "run"))
