@@ -22,6 +22,7 @@ def one_layer_llama(tokenizer):
     return model.eval()
 
 
+@pytest.mark.slow  # a compile of the tiny model: make test runs it, make test-fast does not
 def test_compile_true_compiles_off_cuda_and_decodes_as_eager():
     """transformers compiles `generate` only on accelerators unless its `CompileConfig` allows every
     device; with it the model's compiled call is built and run (dynamo captures its graph), and the

@@ -119,6 +119,7 @@ def test_completions_stop_at_the_chat_templates_turn_end(tmp_path, tiny_argv, tu
     assert clipped == pytest.approx(1 - sum(ended) / len(ended))
 
 
+@pytest.mark.slow  # a compile of the tiny model: make test runs it, make test-fast does not
 def test_bf16_compiled_decoding_trains_and_leaves_the_base_alone(tmp_path, tiny_argv, tiny_sft_final, functions_file):
     """`training.precision=bf16`, `generation.compile=true`: transformers compiles TRL's decode step,
     the run finishes, the base (adapters off) is bit for bit the SFT model, and the reward rises."""

@@ -70,6 +70,7 @@ def _train(preset, task, out):
     return [r for r in read_metrics(out / "metrics.jsonl") if r.get("step", 0) > 0 and "reward_mean" in r]
 
 
+@pytest.mark.slow  # two CLI trainings and evaluations
 @pytest.mark.parametrize("stage", ["grpo", "ppo"])
 def test_a_user_problem_trains_and_is_judged_greedily(stage, user_task, tmp_path, capsys):
     history = _train(f"smollm2_135m_lora_{stage}_math.yml", user_task, tmp_path / stage)
