@@ -25,10 +25,10 @@ def enable_cpu_huge_pages(warn: bool = True) -> bool:
     the package does not.
 
     Why: torch returns large CPU tensors to the OS when they are freed, so every PPO pass
-    page-faults its activations and logits in again, 4 KB at a time. On SmolLM2-135M (fp32, 2
-    cores) a short PPO benchmark took 2.7M page faults, 0.54M with huge pages, and the PPO step
-    0.89x the time (benchmarks/RESULTS.md, `ab.py`). A value the user set (0 turns it off) is left
-    alone. Linux only; no effect where transparent huge pages are `never`, nor on GPU memory.
+    page-faults its activations and logits in again, 4 KB at a time; huge pages cut those faults
+    about fivefold and shorten the PPO step (`benchmarks/ab.py` measures it). A value the user set
+    (0 turns it off) is left alone. Linux only; no effect where transparent huge pages are `never`,
+    nor on GPU memory.
 
     Args:
         warn: warn when torch is already imported (the CLI's entry points, also called in-process

@@ -145,7 +145,7 @@ class GenerationSection:
         None,
         "hf only, PPO's rollouts and held-out evaluation: sample from a plain copy of the model holding the "
         "policy's LoRA merged into its weights, refreshed after every optimizer step: no LoRA hooks while "
-        "decoding (they made eager decoding 2.5x slower on a GPU), for the memory of the weights LoRA touches "
+        "decoding (on a GPU they slow eager decoding several-fold), for the memory of the weights LoRA touches "
         "(the rest is shared; a sharded model's is gathered whole once); null = on with CUDA unless the model "
         "is quantized or sharded, off elsewhere. A LoRA on a tied lm_head or on embed_tokens gets the copy an "
         "untied head. The copy's log-prob of each sampled token is compared with the trainer's "

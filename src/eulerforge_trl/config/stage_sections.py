@@ -66,10 +66,10 @@ class PPOSection:
         "sequence KL to the reference (kl_divergence) tends to target_kl; kl_coef is its start. null = fixed kl_coef. "
         "Which target: the kl_divergence (nats per response) you accept at the end, read off a short run with a "
         "fixed kl_coef: below where that run ends holds the policy nearer the reference (less reward, less drift "
-        "and reward hacking of an RM), above it lets the policy move further. The shipped PPO presets hold 1.0 "
-        "(the tiny one ended at 1.25 over its last 10% of steps, where kl_coef 0.05 alone ended at 0.95, the "
-        "reward rising as much); set kl_horizon near the samples per step (the coefficient then moves up to 20% a "
-        "step), and judge the hold by the mean kl_divergence over the last 10% of steps (one step's is noisy)",
+        "and reward hacking of an RM), above it lets the policy move further; 0.5-2 suits a few dozen steps of a "
+        "LoRA policy (the shipped PPO presets hold 1.0). Set kl_horizon near the samples per step (the coefficient "
+        "then moves up to 20% a step), and judge the hold by the mean kl_divergence over the last 10% of steps "
+        "(one step's is noisy)",
     )
     use_kl_loss: bool = setting(
         False,
@@ -82,7 +82,7 @@ class PPOSection:
         10000,
         "[horizon] samples over which the adaptive controller corrects a KL error (smaller = faster): a step "
         "moves kl_coef by at most 20% x samples / kl_horizon, so a run of a few dozen steps needs one near the "
-        "samples per step (SmolLM2, batch 8, 30 steps: 8 held target_kl 1.0 within +-50%, benchmarks/RESULTS.md)",
+        "samples per step (training.batch_size)",
     )
     score_clip: float | None = setting(
         None,

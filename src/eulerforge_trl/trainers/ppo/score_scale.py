@@ -3,9 +3,9 @@
 "The N Implementation Details of RLHF with PPO" (2.4) normalise RM scores to mean 0, std 1 under
 the SFT policy, so `kl_coef` and `missing_eos_penalty` mean the same whatever the RM's scale. A
 spread that is (nearly) zero cannot be divided by: with reward functions alone and a sparse reward
-(every SFT sample scores 0 on an exact-match task), the std was clamped to 1e-6 and the policy's
-first success then scored ~1e6 normalised units, swamping the KL penalty and the value loss. Then
-the scale falls back to 1 (raw units, still centred on the SFT mean) and says so.
+(every SFT sample scores 0 on an exact-match task), a std clamped to a tiny floor would score the
+policy's first success in millions of normalised units, swamping the KL penalty and the value loss.
+So the scale falls back to 1 (raw units, still centred on the SFT mean) and says so.
 """
 
 from __future__ import annotations
