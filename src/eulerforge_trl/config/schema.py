@@ -81,10 +81,11 @@ class DataSection:
         "rows are recognised without it",
         factory=dict,
     )
-    task: Literal["sft", "preference", "prompt_only"] = setting(
+    task: Literal["sft", "preference", "prompt_only", "unpaired_preference"] = setting(
         "sft",
         "row shape, one per stage: sft {prompt, response} (SFT); preference {prompt, chosen, rejected} "
-        "(RM, DPO); prompt_only {prompt} (PPO, GRPO); or TRL's conversational forms of each",
+        "(RM, DPO); prompt_only {prompt} (PPO, GRPO, RLOO); unpaired_preference {prompt, completion, label} "
+        "(KTO; label true = desirable); or TRL's conversational forms of each",
     )
     assistant_turns: Literal["all", "last"] = setting(
         "all",

@@ -5,7 +5,8 @@
   anywhere (messages, prompt, chosen, ...) may use ShareGPT's `from`/`value` keys too.
 - Alpaca: `{"instruction", "input"?, "output", "system"?}` -> `{"messages": [system?, user, assistant]}`
   (the user turn is the instruction, then a blank line and the input when there is one); prompts
-  (`output` absent) and preference pairs (`chosen`/`rejected` beside the instruction) likewise.
+  (`output` absent), preference pairs (`chosen`/`rejected` beside the instruction) and unpaired
+  preferences (`output` and `label`: the output is the completion) likewise.
 - TRL's implicit prompt: preference rows whose `chosen` and `rejected` are whole conversations
   sharing their first turns, without `prompt` -> the shared turns become the prompt.
 
@@ -60,7 +61,11 @@ def form_of(row: dict, task: str) -> str:
     if "conversations" in row and "messages" not in row:
         return "ShareGPT rows (conversations, read as message lists)"
     if "instruction" in row and not any(f in row for f in ("prompt", "messages")):
-        fields = {"sft": "instruction, output", "preference": "instruction, chosen, rejected"}.get(task, "instruction")
+        fields = {
+            "sft": "instruction, output",
+            "preference": "instruction, chosen, rejected",
+            "unpaired_preference": "instruction, output, label",
+        }.get(task, "instruction")
         return f"Alpaca rows ({fields}, read as message lists)"
     if isinstance(row.get("messages"), list) or any(isinstance(row.get(f), list) for f in _MESSAGE_FIELDS):
         return "message lists"
@@ -102,6 +107,8 @@ def _from_alpaca(row: dict, task: str, system: str | None, where: str) -> dict:
         row["messages"] = [*prompt, {"role": "assistant", "content": output}]
         return row
     row["prompt"] = prompt
+    if task == "unpaired_preference" and isinstance(output, str):
+        row["completion"] = [{"role": "assistant", "content": output}]
     for name in ("chosen", "rejected"):
         if isinstance(row.get(name), str):
             row[name] = [{"role": "assistant", "content": row[name]}]

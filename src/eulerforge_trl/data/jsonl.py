@@ -6,7 +6,8 @@ ShareGPT, Alpaca and implicit-prompt preference rows into the shapes below.
 
 Two shapes of row are accepted for every task, as TRL accepts them:
 - raw text: `{"prompt": "...", "response": "..."}` (SFT; TRL's `completion` is read as `response`),
-  `{"prompt", "chosen", "rejected"}` (preferences), `{"prompt"}` (prompts);
+  `{"prompt", "chosen", "rejected"}` (preferences), `{"prompt"}` (prompts), `{"prompt", "completion",
+  "label"}` (unpaired preferences: `label` true for a desirable completion, false for an undesirable one);
 - conversational: the same fields holding message lists (`[{"role": "user", "content": "..."}]`),
   or SFT's `{"messages": [...]}`, whose last message is the response and the rest the prompt.
 A file is one shape or the other throughout. Prompt-only tasks also read SFT files (the prompt is
@@ -28,9 +29,12 @@ REQUIRED_FIELDS = {
     "sft": ("prompt", "response"),
     "preference": ("prompt", "chosen", "rejected"),
     "prompt_only": ("prompt",),
+    "unpaired_preference": ("prompt", "completion", "label"),
 }
 # Other spellings of our fields, tried in order when the field itself is absent.
-_ALIASES = {"response": ("completion",)}
+_ALIASES = {"response": ("completion",), "completion": ("response",)}
+# fields that hold a yes/no, not text: an unpaired preference's `label`
+_FLAG_FIELDS = ("label",)
 
 
 class Rows(list):
@@ -170,12 +174,21 @@ def _warn_about_degenerate_rows(rows: list[dict], task: str, path: Path, key: st
     a file of nothing else is an error."""
     if task == "preference":
         what, bad = "chosen equals rejected", sum(r["chosen"] == r["rejected"] for r in rows)
-    elif task == "sft":
-        what, bad = "the response is empty", sum(not _text_of(r["response"]).strip() for r in rows)
+    elif task in ("sft", "unpaired_preference"):
+        field = "response" if task == "sft" else "completion"
+        what, bad = f"the {field} is empty", sum(not _text_of(r[field]).strip() for r in rows)
     else:
         return
     if bad == len(rows):
         raise DataError(f"{key}: in every row of {path} {what}: nothing to learn from")
+    if task == "unpaired_preference" and len({r["label"] for r in rows}) == 1:
+        logger.warning(
+            "%s %s: every label is %s, so KTO learns from %s completions only",
+            key,
+            path,
+            str(rows[0]["label"]).lower(),
+            "desirable" if rows[0]["label"] else "undesirable",
+        )
     if bad:
         logger.warning("%s: %d of %d rows are degenerate (%s); they teach nothing", path, bad, len(rows), what)
 
@@ -189,8 +202,9 @@ def _task_fields(row: dict, task: str, where: str) -> tuple[dict, dict]:
     fields = REQUIRED_FIELDS[task]
     own = {"messages", *fields, *(a for f in fields for a in _ALIASES.get(f, ()))}
     extra = {name: value for name, value in row.items() if name not in own}
-    if "messages" in row and not any(f in row for f in fields if f != "prompt"):
-        row = _split_messages(row["messages"], task, where)
+    if "messages" in row and not any(f in row for f in fields if f not in ("prompt", *_FLAG_FIELDS)):
+        flags = {f: row[f] for f in _FLAG_FIELDS if f in row}
+        row = {**_split_messages(row["messages"], task, where), **flags}
     out = {}
     for field in fields:
         name = next((n for n in (field, *_ALIASES.get(field, ())) if n in row), None)
@@ -198,20 +212,27 @@ def _task_fields(row: dict, task: str, where: str) -> tuple[dict, dict]:
             needs = ", ".join(fields)
             also = " (or prompt, completion; or messages)" if task == "sft" else ""
             also = " (or messages; an SFT file works too)" if task == "prompt_only" else also
+            also = " (response reads as completion; or messages and label)" if task == "unpaired_preference" else also
             raise _MissingField(
                 f"{where}: missing field '{field}' (task {task} needs {needs}{also}; "
                 "ShareGPT and Alpaca rows work too, other names map with data.columns)",
                 field,
             )
         value = row[name]
-        if isinstance(value, list):
+        if field in _FLAG_FIELDS:
+            if not isinstance(value, bool):
+                raise DataError(
+                    f"{where}: field '{name}' must be true (a desirable completion) or false (an undesirable one), "
+                    f"got {value!r}"
+                )
+        elif isinstance(value, list):
             _check_messages(value, name, where)
         elif not isinstance(value, str):
             raise DataError(
                 f"{where}: field '{name}' must be a string or a list of messages, got {type(value).__name__}"
             )
         out[field] = value
-    kinds = {is_conversational(v) for v in out.values()}
+    kinds = {is_conversational(v) for f, v in out.items() if f not in _FLAG_FIELDS}
     if len(kinds) > 1:
         raise DataError(f"{where}: mixes plain-text and message-list fields; use one or the other in a row")
     return out, extra
@@ -227,7 +248,7 @@ def _split_messages(messages, task: str, where: str) -> dict:
         raise DataError(f"{where}: the last of 'messages' must be the assistant's answer, got role '{last['role']}'")
     if len(messages) < 2:
         raise DataError(f"{where}: 'messages' needs a prompt before the assistant's answer")
-    return {"prompt": messages[:-1], "response": [last]}
+    return {"prompt": messages[:-1], "response": [last]}  # `completion` reads `response` too (_ALIASES)
 
 
 def _check_messages(value, name: str, where: str) -> None:

@@ -124,6 +124,24 @@ def prompt_rows(rng: random.Random, n: int) -> list[dict]:
     return [{"prompt": make_prompt(rng)[0]} for _ in range(n)]
 
 
+def unpaired_rows(rng: random.Random, n: int) -> list[dict]:
+    """KTO's rows {prompt, completion, label}: one answer each, desirable (label true) when
+    `pleasant_score` is 2 or 3, undesirable when it has at most one pleasant adjective or is malformed;
+    about half of each."""
+    rows = []
+    for _ in range(n):
+        prompt, animal, place = make_prompt(rng)
+        desirable = rng.random() < 0.5
+        if desirable:
+            completion = make_response(rng, animal, place, rng.randint(2, N_ADJECTIVES))
+        elif rng.random() < 0.3:  # form: the right words, malformed
+            completion = corrupt_response(rng, animal, place, pick_adjectives(rng, rng.randint(0, N_ADJECTIVES)))
+        else:  # content: well-formed, but at most one pleasant adjective
+            completion = make_response(rng, animal, place, rng.randint(0, 1))
+        rows.append({"prompt": prompt, "completion": completion, "label": desirable})
+    return rows
+
+
 def write_examples(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write every example file under `out_dir`; the same seed gives the same bytes."""
     rng = random.Random(seed)
@@ -133,6 +151,9 @@ def write_examples(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
         "preference.jsonl": preference_rows(rng, 1500),
         "preference_eval.jsonl": preference_rows(rng, 200),
         "prompts.jsonl": prompt_rows(rng, 512),
+        # drawn last, so the files above keep their bytes
+        "unpaired.jsonl": unpaired_rows(rng, 1000),
+        "unpaired_eval.jsonl": unpaired_rows(rng, 100),
     }
     return write_jsonl_files(out_dir, files)
 
