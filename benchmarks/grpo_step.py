@@ -269,7 +269,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "completion_len_mean": timed_mean(timer, args, "completions/mean_length"),
         "no_eos_fraction": timed_mean(timer, args, "completions/clipped_ratio"),
         "beta": preset.training.grpo.beta,
-        "num_iterations": preset.training.grpo.num_iterations,
+        "num_iterations": preset.training.grpo.passthrough.get("num_iterations", 1),  # TRL's default: 1
         "device": device,
         "dtype": short[timer.weights_dtype],
         "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"),  # torch's huge-page CPU allocations

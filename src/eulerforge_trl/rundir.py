@@ -47,6 +47,10 @@ class RunDir:
         return self.root / "preset.yml"
 
     @property
+    def trl_config(self) -> Path:  # the TRL config a TRL stage built (`trainers.trl_config`); not PPO's
+        return self.root / "trl_config.json"
+
+    @property
     def record(self) -> Path:  # {"stage", "base"}: written as training starts (`start_run`)
         return self.root / RUN_RECORD
 

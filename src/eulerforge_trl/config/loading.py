@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import typing
 from pathlib import Path
 
 import yaml
@@ -11,8 +13,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import PresetError
 from .rules import preset_problems, unused_stage_keys
-from .schema import Preset
+from .schema import Preset, TrainingSection
 from .shipped import is_shipped, resolve_preset_path, shipped_data_path
+from .trl_fields import PASSTHROUGH, TRL_CONFIGS, check_field, route_passthrough
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ def load_preset(
     path = None if preset is None or isinstance(preset, Preset) else resolve_preset_path(preset)
     source, yaml_text = (str(path), path.read_text(encoding="utf-8")) if path else ("preset", None)
     explicit: set[str] = set()  # dotted keys the file or the overrides set
+    set_keys: set[str] = set()  # those the overrides set
     loaded: dict = {}
     schema = OmegaConf.structured(Preset)
     try:
@@ -61,7 +65,7 @@ def load_preset(
                 )
             _check_model_section(loaded, source, yaml_text)
             explicit |= _leaf_keys(loaded)
-            schema = OmegaConf.merge(schema, OmegaConf.create(loaded))
+            schema = OmegaConf.merge(schema, OmegaConf.create(route_passthrough(loaded, TRL_SECTIONS)))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -75,15 +79,17 @@ def load_preset(
         if isinstance(overrides, dict):
             _check_model_section(overrides, f"{source} (in --set)", None)
             explicit |= _leaf_keys(overrides)
-            schema = OmegaConf.merge(schema, OmegaConf.create(overrides))
+            set_keys |= _leaf_keys(overrides)
+            schema = OmegaConf.merge(schema, OmegaConf.create(route_passthrough(overrides, TRL_SECTIONS)))
         else:
             for item in overrides:
                 if "=" not in item or item.startswith("="):
                     raise PresetError(f"--set {item}: expected KEY=VALUE, e.g. --set training.lr=1e-4")
-                dotlist = OmegaConf.from_dotlist([item])
-                _check_model_section(OmegaConf.to_container(dotlist), f"{source} (in --set)", None)
-                explicit |= _leaf_keys(OmegaConf.to_container(dotlist))
-                schema = OmegaConf.merge(schema, dotlist)
+                tree = OmegaConf.to_container(OmegaConf.from_dotlist([item]))
+                _check_model_section(tree, f"{source} (in --set)", None)
+                explicit |= _leaf_keys(tree)
+                set_keys |= _leaf_keys(tree)
+                schema = OmegaConf.merge(schema, OmegaConf.create(route_passthrough(tree, TRL_SECTIONS)))
     except yaml.YAMLError as err:
         raise PresetError(f"--set {item}: the value is not valid YAML ({getattr(err, 'problem', err)})") from None
     except OmegaConfBaseException as err:
@@ -103,6 +109,7 @@ def load_preset(
             result.data.eval_path = shipped_data_path(result.data.eval_path)
     if result.output_dir is None:
         result.output_dir = str(Path("outputs") / (path.stem if path else "run"))
+    _check_passthrough(result, source, yaml_text, set_keys)
     problems = preset_problems(result)
     if problems:
         raise PresetError(f"{source}: " + "; ".join(problems))
@@ -135,8 +142,43 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 
 def preset_to_yaml(preset: Preset) -> str:
-    """The fully resolved preset as YAML (what `<output_dir>/preset.yml` holds)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(preset))
+    """The fully resolved preset as YAML (what `<output_dir>/preset.yml` holds); a TRL stage's
+    pass-through fields are written beside its section's own keys, as a preset sets them."""
+    tree = OmegaConf.to_container(OmegaConf.structured(preset))
+    for stage in TRL_SECTIONS:
+        section = tree["training"][stage]
+        section.update(section.pop(PASSTHROUGH))
+    return OmegaConf.to_yaml(tree)
+
+
+# the TRL stages' sections of `training` ({"sft": SFTSection, ...}): they take their TRL class's fields
+TRL_SECTIONS = {
+    stage: hint
+    for stage, hint in typing.get_type_hints(TrainingSection).items()
+    if stage in TRL_CONFIGS and dataclasses.is_dataclass(hint)
+}
+
+
+def _check_passthrough(preset: Preset, source: str, yaml_text: str | None, set_keys: set[str]) -> None:
+    """Refuse a pass-through field of the preset's own stage that its TRL config class lacks, that the
+    wrapper sets itself, or whose value the field cannot hold; convert the others in place (one line,
+    with the file and line of the key, or `(in --set)`). Other stages' sections only warn, unused."""
+    stage = preset.training.type
+    if stage not in TRL_SECTIONS:
+        return
+    section = getattr(preset.training, stage)
+    for name, value in list(section.passthrough.items()):
+        converted, problem = check_field(stage, TRL_SECTIONS[stage], name, value)
+        if problem is None:
+            section.passthrough[name] = converted
+            continue
+        key = f"training.{stage}.{name}"
+        ours = did_you_mean(key) if problem.startswith("unknown key") else None
+        problem = f"unknown key; did you mean {ours}" if ours else problem
+        given = any(k == key or k.startswith(key + ".") for k in set_keys)
+        line = _line_of_key(yaml_text, key) if yaml_text and not given else None
+        where = f"{source} (in --set)" if given else f"{source}:{line}" if line else source
+        raise PresetError(f"{where}: {key}{' ' if problem.startswith('is set by') else ': '}{problem}")
 
 
 def _leaf_keys(tree, prefix: str = "") -> set[str]:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from ..stages import STAGES
 from .fields import failed
 from .schema import Preset
+from .trl_fields import PASSTHROUGH, TRL_CONFIGS
 
 __all__ = ["SECTION_STAGE", "preset_problems", "readers_text", "unused_stage_keys"]
 
@@ -27,6 +28,9 @@ def _stage_sections() -> dict[str, tuple[str, ...]]:
                 and name not in sections.setdefault(section, [])
             ):
                 sections[section].append(name)
+    for name in STAGES:  # a TRL stage reads its section of TRL config fields
+        if name in TRL_CONFIGS and name not in sections.setdefault(f"training.{name}", []):
+            sections[f"training.{name}"].append(name)
     return {section: tuple(names) for section, names in sections.items()}
 
 
@@ -85,13 +89,29 @@ def unused_stage_keys(p: Preset, keys: Iterable[str]) -> list[str]:
         for section, stages in SECTION_STAGE.items():
             if p.training.type in stages or not (key == section or key.startswith(section + ".")):
                 continue
-            if operator.attrgetter(key)(p) != operator.attrgetter(key)(defaults):
+            if preset_value(p, key) != preset_value(defaults, key):
                 reads = "reads" if len(stages) == 1 else "read"
                 warnings.append(
                     f"{key} is set but only {readers_text(stages)} {reads} it; this preset trains "
                     f"training.type={p.training.type}, so it has no effect"
                 )
     return warnings
+
+
+def preset_value(p: Preset, key: str):
+    """The value of a dotted key, a TRL stage's pass-through field (`training.sft.packing`) included;
+    None where it is not set."""
+    node = p
+    for part in key.split("."):
+        if dataclasses.is_dataclass(node) and hasattr(node, part):
+            node = getattr(node, part)
+        elif dataclasses.is_dataclass(node) and hasattr(node, PASSTHROUGH):
+            node = getattr(node, PASSTHROUGH).get(part)
+        elif isinstance(node, dict):
+            node = node.get(part)
+        else:
+            return None
+    return node
 
 
 def non_finite_numbers(node, prefix: str = "") -> list[tuple[str, float]]:

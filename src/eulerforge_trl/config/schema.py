@@ -3,8 +3,9 @@
 Presets are short YAML deltas from these defaults; OmegaConf merges them onto this schema, so an
 unknown key gets "did you mean", a wrong type names the key, and `Literal` fields list the choices.
 Each field's doc is machine-readable (`doc_of`), so `eulerforge presets --explain KEY` prints it.
-The sections only some stages read (`training.ppo`, `training.grpo`, `training.dpo`,
-`training.reward_model`) live in `stage_sections.py`. A section's `problems(preset)` checks the
+The sections only some stages read (`training.ppo`, `training.reward_model`, and the TRL stages'
+`training.sft`, `training.rm`, `training.grpo`, `training.dpo`, ..., which also take any field of
+the stage's TRL config class: `trl_fields.py`) live in `stage_sections.py`. A section's `problems(preset)` checks the
 rules that span its keys; `eulerforge_trl.config.rules.preset_problems` calls those of the sections
 the preset's stage reads.
 """
@@ -13,7 +14,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .fields import doc_of, failed, setting
-from .stage_sections import DPOSection, GRPOSection, PPOSection, RewardModelSection
+from .stage_sections import (
+    DPOSection,
+    GRPOSection,
+    KTOSection,
+    PPOSection,
+    RewardModelSection,
+    RLOOSection,
+    RMSection,
+    SFTSection,
+)
 
 __all__ = [
     "TINY_MODEL_NAME",
@@ -21,10 +31,14 @@ __all__ = [
     "DataSection",
     "GRPOSection",
     "GenerationSection",
+    "KTOSection",
     "LoraSection",
     "PPOSection",
     "Preset",
+    "RLOOSection",
+    "RMSection",
     "RewardModelSection",
+    "SFTSection",
     "TrainingSection",
     "doc_of",
     "setting",
@@ -246,9 +260,17 @@ class TrainingSection:
     reward_weights: list[float] | None = setting(
         None, "one weight per entry of training.reward_funcs, in order; null = 1.0 each"
     )
+    sft: SFTSection = setting(doc="TRL's SFTConfig fields (read by the sft stage only)", factory=SFTSection)
+    rm: RMSection = setting(doc="TRL's RewardConfig fields (read by the rm stage only)", factory=RMSection)
     ppo: PPOSection = setting(doc="PPO hyper-parameters (read by the ppo stage only)", factory=PPOSection)
-    grpo: GRPOSection = setting(doc="GRPO hyper-parameters (read by the grpo stage only)", factory=GRPOSection)
-    dpo: DPOSection = setting(doc="DPO hyper-parameters (read by the dpo stage only)", factory=DPOSection)
+    grpo: GRPOSection = setting(
+        doc="GRPO hyper-parameters and TRL's GRPOConfig fields (read by the grpo stage only)", factory=GRPOSection
+    )
+    dpo: DPOSection = setting(
+        doc="DPO hyper-parameters and TRL's DPOConfig fields (read by the dpo stage only)", factory=DPOSection
+    )
+    rloo: RLOOSection = setting(doc="TRL's RLOOConfig fields (read by the rloo stage only)", factory=RLOOSection)
+    kto: KTOSection = setting(doc="TRL's KTOConfig fields (read by the kto stage only)", factory=KTOSection)
 
     def problems(self, preset: "Preset") -> list[str]:
         """The rules of the keys every stage reads; a stage's own section checks its keys itself."""

@@ -1,6 +1,8 @@
 """The sections only some stages read, each with the checks of its keys.
 
-`training.ppo`, `training.grpo` and `training.dpo` are read by their stage alone, and
+`training.ppo` and the TRL stages' sections (`training.sft`, `training.rm`, `training.grpo`,
+`training.dpo`, ...: `TRLSection`, which also take any field of the stage's TRL config class, see
+`config.trl_fields`) are read by their stage alone, and
 `training.reward_model` by the stages that optimise a reward (`STAGES[...].reads`). Each section's
 `problems(preset)` is called by `config.rules.preset_problems` only when the preset's stage reads
 the section: a bad PPO value does not block an SFT run (a key set there only warns, unused).
@@ -8,11 +10,13 @@ the section: a bad PPO value does not block an SFT run (a key set there only war
 """
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .fields import failed, setting
+from .trl_fields import PASSTHROUGH
 
 
 @dataclass
@@ -205,46 +209,65 @@ class PPOSection:
 
 
 @dataclass
-class GRPOSection:
-    """GRPO hyper-parameters. Each key is the TRL `GRPOConfig` field of the same name."""
+class TRLSection:
+    """A TRL stage's section: besides its own keys it takes any field of the stage's TRL config class
+    (`config.trl_fields.TRL_CONFIGS`), checked against that dataclass when the preset loads."""
+
+    passthrough: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"doc": "the TRL fields set in this section (not a key: write them beside the section's own)"},
+    )
+
+    def trl_args(self, names: Iterable[str]) -> dict[str, Any]:
+        """The TRL config's fields this section sets: its own keys that are fields of the TRL class
+        (`names`) under the same name, then the pass-through fields."""
+        names = set(names)
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name in names and f.name != PASSTHROUGH}
+        return {**own, **self.passthrough}
+
+
+@dataclass
+class SFTSection(TRLSection):
+    """SFT: any field of TRL's `SFTConfig` (packing, completion_only_loss, optim, ...)."""
+
+
+@dataclass
+class RMSection(TRLSection):
+    """Reward model: any field of TRL's `RewardConfig` (center_rewards_coefficient, optim, ...)."""
+
+
+@dataclass
+class RLOOSection(TRLSection):
+    """RLOO: any field of TRL's `RLOOConfig`."""
+
+
+@dataclass
+class KTOSection(TRLSection):
+    """KTO: any field of TRL's `KTOConfig` (desirable_weight, undesirable_weight, ...)."""
+
+
+@dataclass
+class GRPOSection(TRLSection):
+    """GRPO: any field of TRL's `GRPOConfig` (loss_type, epsilon, scale_rewards, top_p, ...); the keys
+    below are those whose default or meaning we change, and our own."""
 
     num_generations: int = setting(
         4,
         "completions sampled per prompt; their rewards are compared within the group (the advantage is the "
         "reward minus the group mean). >= 2; training.batch_size counts completions, so batch_size x processes "
-        "x grad_accum must be a multiple of it (batch_size / num_generations prompts per step and process)",
+        "x grad_accum must be a multiple of it (batch_size / num_generations prompts per step and process). "
+        "TRL's default is 8; 4 lets a CPU-sized batch hold several prompts",
     )
     beta: float = setting(
         0.04,
         "weight of the KL to the reference (the SFT model: adapters disabled) in the loss; 0 = no reference "
         "pass (faster, no kl_divergence logged). TRL's default is 0; 0.01-0.1 keeps the policy near the SFT model",
     )
-    epsilon: float = setting(0.2, "clip of the ratio pi/pi_old (lower side, and upper unless epsilon_high); 0.1-0.3")
-    epsilon_high: float | None = setting(None, "upper clip of the ratio; null = epsilon (DAPO uses 0.28)")
-    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = setting(
-        "dapo",
-        "how token losses are averaged (TRL's loss_type): dapo = over every token of the batch (no length bias, "
-        "TRL's default); grpo = per sequence, then over sequences (favours short good answers); dr_grpo = over "
-        "a constant (max_completion_length)",
+    max_completion_length: int = setting(
+        64,
+        "new tokens per completion; a longer answer is cut off there. TRL's default is 512; short answers keep "
+        "a CPU step short (data.max_prompt_length cuts the prompts, as PPO's)",
     )
-    scale_rewards: Literal["group", "batch", "none"] = setting(
-        "group",
-        "divide the advantages by the reward std of the group (GRPO), of the whole batch, or not at all (Dr. GRPO)",
-    )
-    num_iterations: int = setting(
-        1, "optimisation passes over each generated batch (mu in the paper); 1 = on-policy, pi_old = pi"
-    )
-    max_completion_length: int = setting(64, "new tokens per completion; a longer answer is cut off there")
-    mask_truncated_completions: bool = setting(
-        False, "leave completions that hit max_completion_length without EOS out of the loss (DAPO)"
-    )
-    temperature: float = setting(1.0, "sampling temperature, also applied to every logprob")
-    top_p: float = setting(1.0, "nucleus sampling; 1.0 = off (sample from the full distribution)")
-    top_k: int = setting(0, "top-k sampling; 0 = off")
-    repetition_penalty: float = setting(
-        1.0, "> 1 discourages repeated tokens while sampling; 1.0 = pure sampling (the checkpoint's own is ignored)"
-    )
-    entropy_coef: float = setting(0.0, "weight of an entropy bonus in the loss (0 = off)")
     sample_every: int = setting(10, "write sample generations to samples.jsonl every N steps (0 = never)")
     num_samples: int = setting(4, "generations written each time")
 
@@ -253,6 +276,8 @@ class GRPOSection:
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # set by `accelerate launch` / torchrun
         per_step = t.batch_size * t.grad_accum * world
         n = self.num_generations
+        trl = self.passthrough
+        epsilon, epsilon_high = trl.get("epsilon", 0.2), trl.get("epsilon_high")  # TRL's defaults
         return failed(
             (n >= 2, f"training.grpo.num_generations ({n}) must be >= 2"),
             (
@@ -262,59 +287,71 @@ class GRPOSection:
                 f"= {per_step}: set training.batch_size to a multiple of {n}",
             ),
             (self.beta >= 0, f"training.grpo.beta ({self.beta}) must be >= 0"),
-            (self.epsilon > 0, f"training.grpo.epsilon ({self.epsilon}) must be > 0"),
+            (epsilon > 0, f"training.grpo.epsilon ({epsilon}) must be > 0"),
             (
-                self.epsilon_high is None or self.epsilon_high >= self.epsilon,
-                f"training.grpo.epsilon_high ({self.epsilon_high}) must be >= training.grpo.epsilon ({self.epsilon})",
+                epsilon_high is None or epsilon_high >= epsilon,
+                f"training.grpo.epsilon_high ({epsilon_high}) must be >= training.grpo.epsilon ({epsilon})",
             ),
-            (self.num_iterations >= 1, f"training.grpo.num_iterations ({self.num_iterations}) must be >= 1"),
+            (
+                trl.get("num_iterations", 1) >= 1,
+                f"training.grpo.num_iterations ({trl.get('num_iterations')}) must be >= 1",
+            ),
             (
                 self.max_completion_length >= 1,
                 f"training.grpo.max_completion_length ({self.max_completion_length}) must be >= 1",
             ),
-            (self.temperature > 0, f"training.grpo.temperature ({self.temperature}) must be > 0"),
-            (0 < self.top_p <= 1, f"training.grpo.top_p ({self.top_p}) must be in (0, 1]"),
-            (self.top_k >= 0, f"training.grpo.top_k ({self.top_k}) must be >= 0"),
+            (trl.get("temperature", 1.0) > 0, f"training.grpo.temperature ({trl.get('temperature')}) must be > 0"),
+            (0 < trl.get("top_p", 1.0) <= 1, f"training.grpo.top_p ({trl.get('top_p')}) must be in (0, 1]"),
+            (trl.get("top_k", 0) >= 0, f"training.grpo.top_k ({trl.get('top_k')}) must be >= 0"),
             (
-                self.repetition_penalty > 0,
-                f"training.grpo.repetition_penalty ({self.repetition_penalty}) must be > 0",
+                trl.get("repetition_penalty", 1.0) > 0,
+                f"training.grpo.repetition_penalty ({trl.get('repetition_penalty')}) must be > 0",
             ),
             (self.sample_every >= 0, f"training.grpo.sample_every ({self.sample_every}) must be >= 0"),
         )
 
 
 @dataclass
-class DPOSection:
-    """DPO hyper-parameters (TRL `DPOConfig`)."""
+class DPOSection(TRLSection):
+    """DPO: any field of TRL's `DPOConfig` (loss_type, loss_weights, label_smoothing, ...); the keys
+    below are checked or mapped here."""
 
     beta: float = setting(
-        0.1, "strength of the implicit KL to the reference: higher keeps the policy closer to it; 0.01-0.5"
+        0.1,
+        "strength of the implicit KL to the reference: higher keeps the policy closer to it; 0.01-0.5 "
+        "(TRL's field and default; declared here to be checked: > 0)",
     )
-    loss_type: Literal[
-        "sigmoid",
-        "hinge",
-        "ipo",
-        "nca_pair",
-        "robust",
-        "bco_pair",
-        "sppo_hard",
-        "aot",
-        "aot_unpaired",
-        "apo_zero",
-        "apo_down",
-        "discopop",
-        "sft",
-        "sigmoid_norm",
-    ] = setting(
-        "sigmoid", "TRL's DPO loss_type; sigmoid is the DPO paper's (exo_pair is left out: it needs label_smoothing)"
+    rpo_alpha: float | None = setting(
+        None,
+        "RPO (Pang et al. 2024): add rpo_alpha x the NLL of the chosen response to the preference loss. TRL's "
+        "DPOConfig spells it as one more loss, sft, in loss_type with rpo_alpha its entry of loss_weights (the "
+        "others weigh 1 unless loss_weights says); null = off",
     )
+
+    def trl_args(self, names: Iterable[str]) -> dict[str, Any]:
+        args = {k: v for k, v in super().trl_args(names).items()}
+        if self.rpo_alpha is not None:
+            losses = args.get("loss_type", ["sigmoid"])  # TRL's default
+            losses = [losses] if isinstance(losses, str) else list(losses)
+            weights = list(args.get("loss_weights") or [1.0] * len(losses))
+            args["loss_type"], args["loss_weights"] = [*losses, "sft"], [*weights, float(self.rpo_alpha)]
+        return args
 
     def problems(self, preset) -> list[str]:
         # TRL's DPOTrainer raises a bare ValueError for this: it scores with lm_head.weight directly,
         # so an adapter on lm_head would never train
         tm = preset.lora.target_modules if preset.lora is not None else None
+        losses = self.passthrough.get("loss_type", [])
         return failed(
             (self.beta > 0, f"training.dpo.beta ({self.beta}) must be > 0"),
+            (
+                self.rpo_alpha is None or self.rpo_alpha >= 0,
+                f"training.dpo.rpo_alpha ({self.rpo_alpha}) must be >= 0",
+            ),
+            (
+                self.rpo_alpha is None or "sft" not in losses,
+                "training.dpo.rpo_alpha adds the sft loss, and training.dpo.loss_type has one already: set one of them",
+            ),
             (
                 not (isinstance(tm, list) and "lm_head" in tm),
                 "lora.target_modules includes lm_head, which DPO cannot train (TRL computes log-probabilities "

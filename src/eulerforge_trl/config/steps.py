@@ -21,7 +21,8 @@ def rows_per_step(preset: Preset, processes: int) -> float:
         return t.batch_size * processes
     rows = t.batch_size * t.grad_accum * processes
     if t.type == "grpo":
-        return rows / t.grpo.num_generations / t.grpo.num_iterations
+        # a TRL field of training.grpo (TRL's default: 1)
+        return rows / t.grpo.num_generations / t.grpo.passthrough.get("num_iterations", 1)
     return rows
 
 

@@ -119,7 +119,8 @@ def enable_activation_checkpointing(model) -> None:
 
 
 def common_trainer_args(preset: Preset, run: RunDir, has_eval: bool) -> dict:
-    """`TrainingArguments` fields shared by the SFT, RM and DPO configs, mapped one by one."""
+    """The `TrainingArguments` fields every TRL stage sets from the preset (`trl_config.build_trl_config`
+    calls it); `config.trl_fields.COMMON_OWNED` lists the same fields, refused in `training.<stage>`."""
     t = preset.training
     return dict(
         output_dir=str(run.checkpoints),
@@ -145,10 +146,8 @@ def common_trainer_args(preset: Preset, run: RunDir, has_eval: bool) -> dict:
         bf16=use_bf16(preset),
         fp16=t.precision == "fp16",
         report_to=[r for r in as_list(t.report_to) if r != "tensorboard"],
-        dataloader_num_workers=0,
         dataloader_pin_memory=not use_cpu(),
         use_cpu=use_cpu(),  # joins `accelerate launch` CPU processes into one gloo group
-        disable_tqdm=False,
         **sharded_trainer_args(),
     )
 

@@ -19,41 +19,30 @@ from ..config.schema import Preset
 from ..data.jsonl import load_splits
 from ..models.loading import load_causal_lm, load_tokenizer
 from ..rundir import RunDir
-from .common import (
-    common_trainer_args,
-    load_base,
-    logging_callbacks,
-    lora_config,
-    train_and_save_merged,
-    weights_dtype,
-)
+from .common import load_base, logging_callbacks, lora_config, train_and_save_merged, weights_dtype
 from .rows_kept import check_rows_kept, given_rows
+from .trl_config import build_trl_config
 
 
 def to_dpo_config(preset: Preset, run: RunDir, has_eval: bool) -> DPOConfig:
-    """The `DPOConfig` for a preset, every field we rely on set explicitly.
+    """The `DPOConfig` for a preset (`build_trl_config`): `training.dpo`'s keys and TRL fields, and the
+    fields DPO sets itself.
 
     TRL 1.16's `DPOConfig` has no `eos_token` and deprecates `pad_token`: the trainer appends
     `tokenizer.eos_token` to plain-text chosen/rejected and pads with `tokenizer.pad_token` (EOS for
     most real tokenizers: harmless, its collator masks padding by length): no tokenizer field to map.
     """
-    dpo = preset.training.dpo
-    return DPOConfig(
-        **common_trainer_args(preset, run, has_eval),
-        beta=dpo.beta,
-        loss_type=[dpo.loss_type],
-        loss_weights=None,
+    return build_trl_config(
+        "dpo",
+        preset,
+        run,
+        has_eval,
         # TRL's collator cuts a longer prompt + completion at the end; `drop_over_long` leaves none
         # to cut (data.max_length drops a row for RM and DPO alike, as the schema documents)
         max_length=preset.data.max_length,
         truncation_mode="keep_start",
-        padding_free=False,
         disable_dropout=True,  # the reference (adapters off) and the policy must see the same network
-        precompute_ref_log_probs=False,  # the reference forward runs per batch (cheap: adapters off)
-        sync_ref_model=False,  # TR-DPO; not supported with PEFT
-        use_weighting=False,
-        ld_alpha=None,
-        dataset_num_proc=None,
+        sync_ref_model=False,  # TR-DPO; the reference is the adapters-off model
     )
 
 
@@ -72,6 +61,7 @@ def run_dpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     """
     tokenizer = load_tokenizer(preset.model_name)
     train_rows, eval_rows = load_splits(preset.data, preset.training.seed)
+    args = to_dpo_config(preset, run, eval_rows is not None)  # TRL refuses a setting before loading
     model = load_base(preset, tokenizer)  # with `quantization`, the quantized base: the reference too
     peft_config = lora_config(preset, "CAUSAL_LM")
     # LoRA: no ref_model, TRL disables the adapter for the reference pass. Full fine-tuning: a frozen copy.
@@ -83,7 +73,7 @@ def run_dpo(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     trainer = DPOTrainer(
         model=model,
         ref_model=ref_model,
-        args=to_dpo_config(preset, run, eval_rows is not None),
+        args=args,
         train_dataset=train_rows,
         eval_dataset=eval_rows,
         processing_class=tokenizer,

@@ -27,7 +27,6 @@ from ..models.scorer import load_reward_model, score
 from ..rundir import RunDir, append_metrics, atomic_directory, write_final_marker
 from .common import (
     adapters_in_fp32,
-    common_trainer_args,
     load_base,
     logging_callbacks,
     lora_config,
@@ -35,15 +34,13 @@ from .common import (
     trained_model_to_save,
 )
 from .rows_kept import check_rows_kept, given_rows
+from .trl_config import build_trl_config
 
 
 def to_reward_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> RewardConfig:
-    return RewardConfig(
-        **common_trainer_args(preset, run, has_eval),
-        max_length=preset.data.max_length,
-        eos_token=tokenizer.eos_token,
-        disable_dropout=True,
-        center_rewards_coefficient=None,
+    """The `RewardConfig`: TRL's defaults (dropout off, no reward centring) and `training.rm`."""
+    return build_trl_config(
+        "rm", preset, run, has_eval, max_length=preset.data.max_length, eos_token=tokenizer.eos_token
     )
 
 
@@ -110,12 +107,13 @@ def tokenized_pairs(rows: list[dict], tokenizer):
 def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     tokenizer = load_tokenizer(preset.model_name)
     train_rows, eval_rows = split_rows(preset.data, preset.training.seed)
+    args = to_reward_config(preset, run, eval_rows is not None, tokenizer)  # TRL refuses a setting before loading
     causal_lm = load_base(preset, tokenizer)  # with `quantization`, the quantized base (QLoRA)
     base_name = resolved_model_name(preset.model_name)
     identity = base_identity(causal_lm, base_name)
     trainer = RewardTrainer(
         model=sequence_classifier_on(causal_lm, base_name),
-        args=to_reward_config(preset, run, eval_rows is not None, tokenizer),
+        args=args,
         train_dataset=tokenized_pairs(train_rows, tokenizer),
         eval_dataset=tokenized_pairs(eval_rows, tokenizer) if eval_rows else None,
         processing_class=tokenizer,

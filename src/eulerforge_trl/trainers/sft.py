@@ -23,20 +23,17 @@ from ..data.jsonl import is_conversational, split_rows, to_trainer_columns
 from ..errors import DataError
 from ..models.loading import load_tokenizer
 from ..rundir import RunDir
-from .common import common_trainer_args, load_base, logging_callbacks, lora_config, train_and_save_merged
+from .common import load_base, logging_callbacks, lora_config, train_and_save_merged
 from .rows_kept import check_rows_kept, given_rows
+from .trl_config import build_trl_config
 
 logger = logging.getLogger(__name__)
 
 
 def to_sft_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> SFTConfig:
-    return SFTConfig(
-        **common_trainer_args(preset, run, has_eval),
-        max_length=preset.data.max_length,
-        completion_only_loss=True,
-        packing=False,
-        eos_token=tokenizer.eos_token,
-        dataset_num_proc=None,
+    """The `SFTConfig`: TRL's defaults (prompt/completion rows train the completion only) and `training.sft`."""
+    return build_trl_config(
+        "sft", preset, run, has_eval, max_length=preset.data.max_length, eos_token=tokenizer.eos_token
     )
 
 
@@ -78,10 +75,11 @@ def run_sft(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     """Train, evaluate and write `final/`; returns the final metrics."""
     tokenizer = load_tokenizer(preset.model_name)
     train_rows, eval_rows = sft_datasets(preset, tokenizer)
+    args = to_sft_config(preset, run, eval_rows is not None, tokenizer)  # TRL refuses a setting before loading
     model = load_base(preset, tokenizer)
     trainer = SFTTrainer(
         model=model,
-        args=to_sft_config(preset, run, eval_rows is not None, tokenizer),
+        args=args,
         train_dataset=train_rows,
         eval_dataset=eval_rows,
         processing_class=tokenizer,
