@@ -55,7 +55,6 @@ from ..rewards.sources import FUNCS_KEY, RM_NAME, RewardFunction, RewardModelSou
 from ..rundir import RunDir, append_jsonl
 from .common import (
     adapters_in_fp32,
-    common_trainer_args,
     evaluation_at_end,
     logging_callbacks,
     sampling_policy,
@@ -65,44 +64,32 @@ from .common import (
 from .grpo_generation import compile_decoding, grpo_generation_args, stop_generation_at
 from .grpo_vllm import install_vllm_engine
 from .policy_final import POLICY, save_policy_final
+from .trl_config import build_trl_config
 
 logger = logging.getLogger(__name__)
 
 
 def to_grpo_config(preset: Preset, run: RunDir, reward_weights: list[float], has_eval: bool = False) -> GRPOConfig:
-    """The `GRPOConfig` for a preset: `training.grpo.*` under the same names, every field we rely on set.
+    """The `GRPOConfig` for a preset (`build_trl_config`): `training.grpo`'s keys and TRL fields, and
+    the fields GRPO sets itself.
 
-    `has_eval`: held-out prompts are evaluated before the first step, every `save_steps`, and (by
-    `run_grpo`) after the last, with `num_generations` completions each.
+    `has_eval`: held-out prompts are evaluated before the first step (the SFT policy's held-out
+    reward, as PPO's step-0 evaluation), every `save_steps`, and (by `run_grpo`) after the last, with
+    `num_generations` completions each.
     """
-    g = preset.training.grpo
-    return GRPOConfig(
-        **common_trainer_args(preset, run, has_eval=has_eval),
-        eval_on_start=has_eval,  # the SFT policy's held-out reward, as PPO's step-0 evaluation
-        num_generations_eval=g.num_generations,
-        num_generations=g.num_generations,
-        beta=g.beta,
-        epsilon=g.epsilon,
-        epsilon_high=g.epsilon_high,
-        loss_type=g.loss_type,
-        scale_rewards=g.scale_rewards,
-        num_iterations=g.num_iterations,
-        max_completion_length=g.max_completion_length,
-        mask_truncated_completions=g.mask_truncated_completions,
-        temperature=g.temperature,
-        top_p=g.top_p,
-        top_k=g.top_k,
-        min_p=None,
-        repetition_penalty=g.repetition_penalty,
-        entropy_coef=g.entropy_coef,
+    return build_trl_config(
+        "grpo",
+        preset,
+        run,
+        has_eval,
+        eval_on_start=has_eval,
+        num_generations_eval=preset.training.grpo.num_generations,
         reward_weights=reward_weights,
-        multi_objective_aggregation="sum_then_normalize",
         disable_dropout=True,  # the reference (adapters off) and the policy must see the same network
-        sync_ref_model=False,  # not supported with PEFT
-        **grpo_generation_args(preset),  # generation.backend: TRL's generate, or its colocated vLLM
+        sync_ref_model=False,  # the reference is the adapters-off model: no copy to sync
         log_completions=False,  # samples.jsonl instead (see SampleRecorder)
         remove_unused_columns=False,  # extra data columns reach the reward functions
-        shuffle_dataset=True,
+        **grpo_generation_args(preset),  # generation.backend: TRL's generate, or its colocated vLLM
     )
 
 
