@@ -105,6 +105,12 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=16, metavar="N", help="prompts per generate call (default 16)"
     )
+    parser.add_argument(
+        "--chat-template",
+        metavar="FILE",
+        help="a Jinja chat template (or the template itself) for every model's tokenizer and the RM's, as a "
+        "preset's chat_template (default: each model's own; a stage's final/ keeps the one it trained with)",
+    )
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import PresetError
+from .chat_template import resolve_chat_template
 from .rules import preset_problems, unused_stage_keys
 from .schema import Preset, TrainingSection
 from .shipped import is_shipped, resolve_preset_path, shipped_data_path
@@ -107,6 +108,12 @@ def load_preset(
         result.data.path = shipped_data_path(result.data.path)
         if result.data.eval_path:
             result.data.eval_path = shipped_data_path(result.data.eval_path)
+    if result.chat_template:  # checked now (a missing file, a Jinja error) and made valid from any directory
+        try:
+            result.chat_template = resolve_chat_template(result.chat_template, path.parent if path else None)
+        except PresetError as err:
+            line = _line_of_key(yaml_text, "chat_template") if "chat_template" in loaded else None
+            raise PresetError(f"{source}:{line}: {err}" if line else f"{source}: {err}") from None
     if result.output_dir is None:
         result.output_dir = str(Path("outputs") / (path.stem if path else "run"))
     _check_passthrough(result, source, yaml_text, set_keys)

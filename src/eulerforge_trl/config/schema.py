@@ -314,6 +314,14 @@ class Preset:
         "pip install 'eulerforge-trl[qlora]'; a merged final/ is merged into the full-precision base. "
         "null = the base in training.precision",
     )
+    chat_template: str | None = setting(
+        None,
+        "the tokenizer's chat template for every tokenizer the stage loads (the policy's, the reference's, an "
+        "RM's) and for final/, which keeps it: a Jinja file (relative paths from the working directory, else "
+        "beside the preset; examples/chat_templates/simple.jinja works on any model, the tiny one included) or "
+        "the template itself (any value holding {{ or {%). Conversational, ShareGPT and Alpaca rows need one; "
+        "null = the tokenizer's own",
+    )
     data: DataSection = setting(doc="training and held-out data", factory=DataSection)
     training: TrainingSection = setting(doc="the stage and its optimisation", factory=TrainingSection)
     generation: GenerationSection = setting(

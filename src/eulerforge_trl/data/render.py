@@ -20,14 +20,18 @@ from .jsonl import is_conversational
 _GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
-def require_chat_template(tokenizer, rows: list[dict], model_name: str, key: str = "data.path") -> None:
-    """Message-list rows need the tokenizer's chat template; say so in one line when there is none."""
+def require_chat_template(
+    tokenizer, rows: list[dict], model_name: str, key: str = "data.path", setting: str = "chat_template"
+) -> None:
+    """Message-list rows need a chat template (the tokenizer's own or the one `setting` gives it); say so
+    in one line when there is none."""
     if rows and is_conversational(rows[0]["prompt"]) and not getattr(tokenizer, "chat_template", None):
         form = getattr(rows, "form", "message lists")  # `jsonl.Rows`: the format the source was written in
         form = "conversational (message lists)" if form == "message lists" else form
         raise DataError(
-            f"{key}: the rows are {form} but the tokenizer of {model_name} has no chat template; use a chat "
-            "model's tokenizer or give the rows as plain text"
+            f"{key}: the rows are {form} but the tokenizer of {model_name} has no chat template; set {setting} "
+            "(a Jinja file such as examples/chat_templates/simple.jinja), use a chat model's tokenizer or give "
+            "the rows as plain text"
         )
 
 

@@ -109,16 +109,18 @@ class ModelSet:
 
 
 def load_model_set(
-    specs: list[ModelSpec], reward: str | None, reward_meta: dict | None, device, dtype=None
+    specs: list[ModelSpec], reward: str | None, reward_meta: dict | None, device, dtype=None, chat_template=None
 ) -> ModelSet:
     """Load the shared base once with every adapter on it, the RM beside them, and the other models alone.
+
+    `chat_template` (checked: `resolve_chat_template`) replaces every tokenizer's template, the RM's too.
 
     Raises:
         ModelError: a model that does not load (named by its --models entry), an RM whose base is not
             the models' shared base in shape.
     """
     base_name = shared_base_of(specs, reward_meta)
-    tokenizers = [_tokenizer(s) for s in specs]
+    tokenizers = [_tokenizer(s, chat_template) for s in specs]
     base_tokenizer = next((t for s, t in zip(specs, tokenizers) if s.base == base_name), None)
     try:
         shared = load_causal_lm(base_name, dtype=dtype, tokenizer=base_tokenizer)
@@ -136,9 +138,8 @@ def load_model_set(
         # the same-base rule of PPO and GRPO (models.fingerprint.check_same_base): other shapes are an
         # error, the same shapes with other weights a warning naming both fingerprints
         models.scorer = RewardScorer.attach(shared, reward, base_name, REWARD_ADAPTER, key="--reward")
-        models.reward_tokenizer = (
-            load_tokenizer(reward) if (Path(reward) / "tokenizer_config.json").is_file() else load_tokenizer(base_name)
-        )
+        has_tokenizer = (Path(reward) / "tokenizer_config.json").is_file()
+        models.reward_tokenizer = load_tokenizer(reward if has_tokenizer else base_name, chat_template)
     for i, spec in enumerate(specs):
         if spec.base != base_name:
             what = f"an adapter on {spec.base}" if spec.adapter else "a full model"
@@ -153,9 +154,9 @@ def load_model_set(
     return models
 
 
-def _tokenizer(spec: ModelSpec):
+def _tokenizer(spec: ModelSpec, chat_template: str | None):
     try:
-        tokenizer = load_tokenizer(spec.source)
+        tokenizer = load_tokenizer(spec.source, chat_template)
     except ModelError as err:
         raise ModelError(f"--models {spec.name}: {err}") from None
     tokenizer.padding_side = "left"  # prompts are left-padded for generate

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config.chat_template import resolve_chat_template
 from ..data.jsonl import extra_columns, is_conversational, read_rows
 from ..errors import UserError
 from ..models.reward_files import read_reward_meta
@@ -51,6 +52,7 @@ def evaluate_models(
     temperature: float = 1.0,
     max_prompts: int | None = None,
     batch_size: int = 16,
+    chat_template: str | None = None,
 ) -> dict[str, dict[str, float | None]]:
     """Sample, score and compare `models`; write samples.jsonl, summary.json and summary.png to `output`.
 
@@ -70,6 +72,9 @@ def evaluate_models(
             right answer scores the model itself; `num_samples` then repeats the same response).
         max_prompts: use only the first this many prompts (None: all of them).
         batch_size: prompts per `generate` call.
+        chat_template: a Jinja file or the template itself, given to every model's tokenizer and the RM's
+            (as a preset's `chat_template`); None: each keeps its own (a stage's final/ keeps the one it
+            trained with).
 
     Returns:
         `{model: {reward_mean, judge_mean, win_rate_vs_first, kl_to_first, response_length}}`, None
@@ -95,9 +100,11 @@ def evaluate_models(
     specs, rows, columns, judge_fn, reward_meta, output = _check_inputs(
         models, prompts, reward, judge, num_samples, output, max_new_tokens, temperature, max_prompts, batch_size
     )
+    if chat_template:
+        chat_template = resolve_chat_template(chat_template, key="--chat-template")
     output.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = load_model_set(specs, reward, reward_meta, device)
+    loaded = load_model_set(specs, reward, reward_meta, device, chat_template=chat_template)
     conversational = is_conversational(rows[0]["prompt"])
     for spec, tokenizer in zip(specs, loaded.tokenizers):
         _require_template(tokenizer, rows, spec.name)
@@ -157,7 +164,7 @@ def _check_inputs(
 def _require_template(tokenizer, rows, name: str) -> None:
     from ..data.render import require_chat_template
 
-    require_chat_template(tokenizer, rows, name, key="--prompts")
+    require_chat_template(tokenizer, rows, name, key="--prompts", setting="--chat-template")
 
 
 def _sample_batch(loaded: ModelSet, i: int, prompts: list, conversational: bool, max_new_tokens, temperature):
@@ -302,4 +309,5 @@ def _evaluate_from(args: argparse.Namespace) -> dict:
         temperature=args.temperature,
         max_prompts=args.max_prompts,
         batch_size=args.batch_size,
+        chat_template=args.chat_template,
     )

@@ -40,6 +40,26 @@ def attention_implementation(name: str | None):
         _ATTENTION.reset(token)
 
 
+# the preset's `chat_template` while a stage runs (`stage_chat_template`); None = each tokenizer's own
+_CHAT_TEMPLATE: ContextVar[str | None] = ContextVar("eulerforge_chat_template", default=None)
+
+
+@contextmanager
+def stage_chat_template(template: str | None):
+    """Within the block, `load_tokenizer` gives every tokenizer `template` (the preset's `chat_template`)
+    unless told otherwise.
+
+    `run_stage` wraps a stage's runner in it, so every tokenizer the stage loads (policy, reference,
+    RM) and the one saved in its final/ render conversations with the preset's template, whichever
+    stage it is, without each trainer passing it on.
+    """
+    token = _CHAT_TEMPLATE.set(template)
+    try:
+        yield
+    finally:
+        _CHAT_TEMPLATE.reset(token)
+
+
 def local_source(model_name: str) -> str:
     """Where to load `model_name` from: a built-in real model's cache directory (built on first use), else itself."""
     from . import builtin
@@ -58,18 +78,26 @@ def is_adapter_dir(name: str) -> bool:
     return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
 
 
-def load_tokenizer(model_name: str):
+def load_tokenizer(model_name: str, chat_template: str | None = None):
     """The tokenizer for `model_name`, with a pad token and right padding.
 
     A tokenizer without a pad token pads with EOS, as most Llama/Qwen-family tokenizers ship.
     Nothing here reads padding from token ids: every stage takes it from the attention mask (the
     reward is read at the last token the mask marks, responses end at their first EOS). Tokens are
     never added: that would change the base that the policy, the reference and the RM share.
+
+    Args:
+        model_name: see the module docstring.
+        chat_template: replaces the tokenizer's chat template: a checked `chat_template` value (the
+            template, or the absolute path of its file: `config.chat_template.resolve_chat_template`);
+            None = the enclosing `stage_chat_template` block's, else the tokenizer's own.
     """
     from transformers import AutoTokenizer
 
+    from ..config.chat_template import chat_template_text
     from . import tiny
 
+    chat_template = chat_template or _CHAT_TEMPLATE.get()
     if model_name == TINY_MODEL_NAME:
         tokenizer = tiny.load_tiny_tokenizer()
     else:
@@ -77,7 +105,7 @@ def load_tokenizer(model_name: str):
             adapter_base(model_name) if is_adapter_dir(model_name) and not _has_tokenizer(model_name) else model_name
         )
         if source == TINY_MODEL_NAME:
-            return load_tokenizer(source)
+            return load_tokenizer(source, chat_template)
         source = local_source(source)
         _check_locatable(source)
         try:
@@ -89,6 +117,8 @@ def load_tokenizer(model_name: str):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
+    if chat_template:  # save_pretrained writes it to chat_template.jinja: a final/ keeps it
+        tokenizer.chat_template = chat_template_text(chat_template)
     return tokenizer
 
 

@@ -71,7 +71,7 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
     training_rows = check_inputs(preset)  # before anything in the output directory is touched
     from transformers import set_seed
 
-    from ..models.loading import attention_implementation
+    from ..models.loading import attention_implementation, stage_chat_template
 
     check_sharding(stage, on_cpu=use_cpu())  # an FSDP/DeepSpeed launch this stage cannot honour refuses
     state = process_state()
@@ -88,8 +88,12 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
     state.wait_for_everyone()
     set_seed(preset.training.seed)
     runner = STAGES[stage].load_runner()  # imported now: torch/transformers/TRL load only when a stage runs
-    # every model the runner loads; the libraries' notes a user cannot act on are left out (runtime)
-    with attention_implementation(preset.attn_implementation), library_notes_silenced():
+    # every model and tokenizer the runner loads; the libraries' notes a user cannot act on are left out (runtime)
+    with (
+        attention_implementation(preset.attn_implementation),
+        stage_chat_template(preset.chat_template),
+        library_notes_silenced(),
+    ):
         metrics = runner(preset, run, str(resume_from) if resume_from else None)
     if state.is_main_process:
         plot_training_curves(run.metrics, run.plot, stage)
@@ -128,7 +132,7 @@ def check_inputs(preset: Preset) -> int:
     if preset.data.eval_path:
         files["data.eval_path"] = read_data(preset.data, key="data.eval_path")
     if any(is_conversational(rows[0]["prompt"]) for rows in files.values()):
-        tokenizer = load_tokenizer(preset.model_name)
+        tokenizer = load_tokenizer(preset.model_name, preset.chat_template)
         for key, rows in files.items():
             require_chat_template(tokenizer, rows, preset.model_name, key)
     stage = STAGES[preset.training.type]
