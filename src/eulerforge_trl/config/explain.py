@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import textwrap
 import types
 import typing
@@ -22,7 +23,19 @@ import yaml
 
 from ..errors import PresetError
 from .rules import SECTION_STAGE, readers_text
-from .schema import Preset, doc_of
+from .schema import Preset, TrainingSection, doc_of
+from .trl_fields import (
+    PASSTHROUGH,
+    TRL_CONFIGS,
+    check_field,
+    own_keys,
+    owned_fields,
+    trl_default,
+    trl_fields,
+    trl_help,
+    trl_hints,
+    type_text,
+)
 
 _WIDTH = 100
 
@@ -33,6 +46,9 @@ def explain(key: str) -> str:
     Raises:
         PresetError: `key` is not in the schema (one line with the closest keys).
     """
+    trl = _trl_field(key)
+    if trl is not None:
+        return _explain_trl_field(key, *trl)
     section, name = _locate(key)
     if name is None:
         return _explain_section(key, section)
@@ -49,7 +65,10 @@ def explain(key: str) -> str:
 
 
 def field_doc(key: str) -> str:
-    """The doc of one key (a field or a section) as declared in the schema."""
+    """The doc of one key (a field or a section) as declared in the schema, or TRL's help of a TRL field."""
+    trl = _trl_field(key)
+    if trl is not None:
+        return trl_help(*trl)
     section, name = _locate(key)
     return doc_of(section, name) if name else (section.__doc__ or "")
 
@@ -61,6 +80,8 @@ def all_keys() -> list[str]:
     def walk(cls: type, prefix: str) -> None:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
+            if f.name == PASSTHROUGH:
+                continue
             key = f"{prefix}{f.name}"
             keys.append(key)
             sub = _section_type(hints[f.name])
@@ -98,13 +119,16 @@ def _unknown(key: str) -> str:
 
 
 def _explain_section(key: str, cls: type, optional: bool = False, doc: str = "") -> str:
-    title = f"{key or 'a preset'} (section{', may be null' if optional else ''}): {cls.__doc__ or doc}".strip()
+    about = " ".join((cls.__doc__ or doc).split())
+    title = f"{key or 'a preset'} (section{', may be null' if optional else ''}): {about}".strip()
     lines = _wrap(title, "", "  ")
     stage = _reading_stage(key)
     if stage:
         lines.append(f"  read by: {stage}; other stages ignore it")
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if f.name == PASSTHROUGH:
+            continue
         hint = hints[f.name]
         sub = _section_type(hint)
         if sub is not None:
@@ -112,7 +136,58 @@ def _explain_section(key: str, cls: type, optional: bool = False, doc: str = "")
         else:
             lines.append(f"  {f.name} = {_value_text(_default(cls, f.name))}  ({_type_text(hint)})")
         lines += _wrap(doc_of(cls, f.name), "      ")
+    stage = key.removeprefix("training.")
+    if key.startswith("training.") and stage in TRL_CONFIGS:
+        lines += _trl_fields_text(key, stage, cls)
     return "\n".join(lines)
+
+
+def _trl_field(key: str) -> tuple[str, str] | None:
+    """(stage, name) of a key naming a field of a TRL stage's config class that its section does not
+    declare (`training.grpo.loss_type`); None for any other key. An unknown name is refused in one line."""
+    parts = key.split(".")
+    if len(parts) != 3 or parts[0] != "training" or parts[1] not in TRL_CONFIGS:
+        return None
+    hint = typing.get_type_hints(TrainingSection).get(parts[1])
+    section = _section_type(hint) if hint is not None else None
+    if section is None or parts[2] in own_keys(section):
+        return None
+    if parts[2] not in trl_fields(parts[1]):
+        _, problem = check_field(parts[1], section, parts[2], None)
+        raise PresetError(f"--explain {key}: {problem}")
+    return parts[1], parts[2]
+
+
+def _explain_trl_field(key: str, stage: str, name: str) -> str:
+    lines = [key, *_wrap(f"  type:    {type_text(trl_hints(stage)[name])}", "", "           ")]
+    lines += [
+        f"  default: {_value_text(trl_default(stage, name))} (TRL's)",
+        f"  read by: {_reading_stage(key) or f'the {stage} stage'}",
+    ]
+    owned = owned_fields(stage).get(name)
+    if owned:
+        lines += _wrap(f"not set here: {key} {owned}", "  ", "    ")
+    lines += _wrap(f"TRL's {TRL_CONFIGS[stage]}.{name}: {trl_help(stage, name)}", "  ", "    ")
+    return "\n".join(lines)
+
+
+def _trl_fields_text(key: str, stage: str, cls: type) -> list[str]:
+    """The fields of the stage's TRL config class, each settable in the section unless the wrapper sets it."""
+    owned = owned_fields(stage)
+    lines = _wrap(
+        f"  TRL's {TRL_CONFIGS[stage]} fields, set beside the keys above (--explain {key}.NAME for one); "
+        "those the wrapper sets say which key sets them:",
+        "",
+        "  ",
+    )
+    for name in trl_fields(stage):
+        if name in own_keys(cls):
+            continue
+        default = _value_text(trl_default(stage, name))
+        lines += _wrap(f"  {name} = {default}  ({type_text(trl_hints(stage)[name])})", "", "      ")
+        text = f"[{name} {owned[name]}] " if name in owned else ""
+        lines += _wrap(text + trl_help(stage, name), "      ")
+    return lines
 
 
 def _wrap(text: str, indent: str, subsequent: str | None = None) -> list[str]:
@@ -173,4 +248,8 @@ def _type_text(hint) -> str:
 def _value_text(value: Any) -> str:
     if dataclasses.is_dataclass(value):
         return "(section)"
-    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
+    value = value.value if isinstance(value, enum.Enum) else value
+    try:
+        return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
+    except yaml.YAMLError:  # a TRL default of a type YAML does not know
+        return str(value)

@@ -269,6 +269,8 @@ def schema_keys(section: type = Preset, prefix: str = "") -> list[str]:
     keys = []
     hints = typing.get_type_hints(section)
     for f in dataclasses.fields(section):
+        if f.name == PASSTHROUGH:
+            continue
         key = f"{prefix}{f.name}"
         keys.append(key)
         nested = [t for t in (hints[f.name], *typing.get_args(hints[f.name])) if dataclasses.is_dataclass(t)]

@@ -230,20 +230,23 @@ class TRLSection:
 class SFTSection(TRLSection):
     """SFT: any field of TRL's `SFTConfig` (packing, completion_only_loss, optim, ...)."""
 
+    packing_strategy: Literal["bfd", "bfd_split", "wrapped"] | None = setting(
+        None,
+        "with packing: true, how rows are packed (TRL's field). bfd / bfd_split keep the packed rows apart "
+        "(padding-free, by position ids), which a model with linear-attention layers (Qwen3.5's Gated DeltaNet, "
+        "the tiny model's) can do only with the causal-conv1d and flash-linear-attention kernels on a GPU; "
+        "wrapped packs them into one stream that attends across rows. null = TRL's bfd where the model keeps "
+        "packed rows apart, else wrapped (said in the log)",
+    )
+
+    def trl_args(self, names: Iterable[str]) -> dict[str, Any]:
+        # the runner sets packing_strategy: null is resolved against the loaded model
+        return {k: v for k, v in super().trl_args(names).items() if k != "packing_strategy"}
+
 
 @dataclass
 class RMSection(TRLSection):
     """Reward model: any field of TRL's `RewardConfig` (center_rewards_coefficient, optim, ...)."""
-
-
-@dataclass
-class RLOOSection(TRLSection):
-    """RLOO: any field of TRL's `RLOOConfig`."""
-
-
-@dataclass
-class KTOSection(TRLSection):
-    """KTO: any field of TRL's `KTOConfig` (desirable_weight, undesirable_weight, ...)."""
 
 
 @dataclass

@@ -114,6 +114,7 @@ STAGE_OWNED: dict[str, dict[str, str]] = {
         "max_length": _key("data.max_length"),
         "eos_token": _why("the tokenizer's EOS ends every response"),
         "assistant_only_loss": _key("data.assistant_turns (conversations are masked by the stage)"),
+        "packing_strategy": _key("training.sft.packing_strategy (our key: null is resolved for the model)"),
     },
     "rm": {
         "max_length": _key("data.max_length"),
@@ -131,6 +132,35 @@ STAGE_OWNED: dict[str, dict[str, str]] = {
         "max_length": _key("data.max_length"),
         "disable_dropout": _why(_NETWORK),
         "sync_ref_model": _why(_NO_SYNC),
+    },
+}
+
+
+# values of TRL fields typed `str` that TRL checks only at the first training step (a traceback after
+# the model loaded); a typo is refused when the preset loads instead. From TRL 1.16's trainers.
+CHOICES: dict[str, dict[str, tuple]] = {
+    "grpo": {
+        "loss_type": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
+        "scale_rewards": ("group", "batch", "none", True, False),
+    },
+    "dpo": {
+        "loss_type": (
+            "sigmoid",
+            "hinge",
+            "ipo",
+            "exo_pair",
+            "nca_pair",
+            "robust",
+            "bco_pair",
+            "sppo_hard",
+            "aot",
+            "aot_unpaired",
+            "apo_zero",
+            "apo_down",
+            "discopop",
+            "sft",
+            "sigmoid_norm",
+        ),
     },
 }
 
@@ -211,10 +241,17 @@ def check_field(stage: str, section: type, name: str, value: Any) -> tuple[Any, 
     owned = owned_fields(stage)
     if name in owned:
         return None, owned[name]
+    choices = CHOICES.get(stage, {}).get(name)
     try:
-        return _coerce(trl_hints(stage)[name], value), None
+        converted = value if choices and isinstance(value, bool) else _coerce(trl_hints(stage)[name], value)
     except _Mismatch as err:
         return None, f"{str(err) or 'a value of another type'} ({value!r} given; TRL's {config}.{name})"
+    wrong = [v for v in (converted if isinstance(converted, list) else [converted]) if choices and v not in choices]
+    if wrong:
+        close = difflib.get_close_matches(str(wrong[0]), [str(c) for c in choices], n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return None, f"{wrong[0]!r} is not one of {', '.join(map(str, choices))}{hint} (TRL's {config}.{name})"
+    return converted, None
 
 
 class _Mismatch(ValueError):

@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 
 from trl import SFTConfig, SFTTrainer
+from trl.data_utils import is_conversational
 
 from ..config.schema import Preset
 from ..data import render
-from ..data.jsonl import is_conversational, split_rows, to_trainer_columns
-from ..errors import DataError
+from ..data.jsonl import split_rows, to_trainer_columns
+from ..errors import DataError, PresetError
 from ..models.loading import load_tokenizer
 from ..rundir import RunDir
 from .common import load_base, logging_callbacks, lora_config, train_and_save_merged
@@ -30,11 +31,54 @@ from .trl_config import build_trl_config
 logger = logging.getLogger(__name__)
 
 
-def to_sft_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> SFTConfig:
-    """The `SFTConfig`: TRL's defaults (prompt/completion rows train the completion only) and `training.sft`."""
+def to_sft_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer, model=None) -> SFTConfig:
+    """The `SFTConfig`: TRL's defaults (prompt/completion rows train the completion only), `training.sft`,
+    and a packing strategy `model` trains with (`packing_strategy`; without `model`, the preset's)."""
+    strategy = packing_strategy(preset, model) if model is not None else preset.training.sft.packing_strategy
     return build_trl_config(
-        "sft", preset, run, has_eval, max_length=preset.data.max_length, eos_token=tokenizer.eos_token
+        "sft",
+        preset,
+        run,
+        has_eval,
+        max_length=preset.data.max_length,
+        eos_token=tokenizer.eos_token,
+        **({"packing_strategy": strategy} if strategy else {}),  # None: TRL's default, bfd
     )
+
+
+def packing_strategy(preset: Preset, model) -> str | None:
+    """`training.sft.packing_strategy` for `model`: null = TRL's bfd where the model keeps packed rows
+    apart, else wrapped, logged. bfd, bfd_split and `padding_free` hand the model several rows in one
+    sequence told apart by position ids; linear-attention layers (Qwen3.5's Gated DeltaNet) do that
+    only with the causal-conv1d and flash-linear-attention kernels on a GPU (transformers raises
+    otherwise), so an explicit padding-free setting there is refused in one line."""
+    sft = preset.training.sft
+    padding_free = sft.passthrough.get("padding_free", False)
+    if not (sft.passthrough.get("packing", False) or padding_free) or keeps_packed_rows_apart(model):
+        return sft.packing_strategy
+    why = (
+        f"model_name {preset.model_name} has linear-attention layers, which keep rows packed into one sequence "
+        "apart only with the causal-conv1d and flash-linear-attention kernels on a GPU"
+    )
+    if padding_free:
+        raise PresetError(f"training.sft.padding_free=true: {why}; leave it false")
+    if sft.packing_strategy not in (None, "wrapped"):
+        raise PresetError(
+            f"training.sft.packing_strategy={sft.packing_strategy}: {why}; set training.sft.packing_strategy=wrapped"
+        )
+    if sft.packing_strategy is None:
+        logger.warning("training.sft.packing: rows packed wrapped (attending across rows), not bfd: %s", why)
+    return "wrapped"
+
+
+def keeps_packed_rows_apart(model) -> bool:
+    """Whether `model` can train on rows packed padding-free (told apart by position ids)."""
+    from transformers.utils.import_utils import is_causal_conv1d_available, is_flash_linear_attention_available
+
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if "linear_attention" not in (getattr(config, "layer_types", None) or []):
+        return True
+    return is_causal_conv1d_available() and is_flash_linear_attention_available()
 
 
 def sft_datasets(preset: Preset, tokenizer):
@@ -44,7 +88,7 @@ def sft_datasets(preset: Preset, tokenizer):
     train, evaluation = split_rows(preset.data, preset.training.seed)
 
     def build(rows: list[dict]) -> Dataset:
-        if preset.data.assistant_turns == "all" and is_conversational(rows[0]["prompt"]):
+        if preset.data.assistant_turns == "all" and is_conversational(rows[0]):
             pairs = _conversation_ids(tokenizer, [r["prompt"] + r["response"] for r in rows], preset.model_name)
             return Dataset.from_dict({"input_ids": [i for i, _ in pairs], "assistant_masks": [m for _, m in pairs]})
         return Dataset.from_list(to_trainer_columns(rows, "sft"))
@@ -75,8 +119,8 @@ def run_sft(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
     """Train, evaluate and write `final/`; returns the final metrics."""
     tokenizer = load_tokenizer(preset.model_name)
     train_rows, eval_rows = sft_datasets(preset, tokenizer)
-    args = to_sft_config(preset, run, eval_rows is not None, tokenizer)  # TRL refuses a setting before loading
     model = load_base(preset, tokenizer)
+    args = to_sft_config(preset, run, eval_rows is not None, tokenizer, model)
     trainer = SFTTrainer(
         model=model,
         args=args,

@@ -49,10 +49,13 @@ def build_trl_config(stage: str, preset: Preset, run: RunDir, has_eval: bool, **
     if unlisted:
         raise RuntimeError(f"{stage}: the stage sets {unlisted} without listing them in config.trl_fields")
     section = getattr(preset.training, stage)
-    chosen = section.trl_args(trl_fields(stage))
-    twice = sorted(name for name in chosen if name in table)
+    twice = sorted(name for name in section.passthrough if name in table)
     if twice:  # `load_preset` refuses these; a Preset that did not go through it
         raise PresetError(f"training.{stage}.{twice[0]} {table[twice[0]]}")
+    chosen = section.trl_args(trl_fields(stage))
+    both = sorted(name for name in chosen if name in owned)
+    if both:
+        raise RuntimeError(f"{stage}: {both} set by the stage and by its section training.{stage}")
     config_class = trl_config_class(stage)
     try:
         config = config_class(**{**common, **owned, **chosen})
