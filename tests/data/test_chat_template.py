@@ -16,6 +16,7 @@ import pytest
 from eulerforge_trl import cli
 from eulerforge_trl.config import TINY_MODEL_NAME, load_preset
 from eulerforge_trl.data.render import stop_token_ids
+from eulerforge_trl.errors import PresetError
 from eulerforge_trl.models.loading import load_tokenizer
 from eulerforge_trl.train import main
 
@@ -95,6 +96,7 @@ def test_chat_rows_without_a_template_name_the_chat_template_key(chat_rows, tiny
     ("content", "expected"),
     [
         (None, "chat_template: no file"),
+        ("\n", "chat_template: bad.jinja is empty"),
         ("{% for m in messages %}{{ m['content'] }}", "chat_template (bad.jinja): not a valid Jinja template: line 1"),
     ],
 )
@@ -124,8 +126,10 @@ def test_a_template_in_the_preset_or_beside_it(tmp_path, monkeypatch):
     assert load_preset(folder / "file.yml").chat_template == str((folder / "mine.jinja").resolve())
     assert load_preset(folder / "inline.yml").chat_template.strip() == inline
     (folder / "broken.yml").write_text("data:\n  path: x.jsonl\nchat_template: |\n  {{ oops\n", encoding="utf-8")
-    with pytest.raises(Exception, match=r"broken\.yml:3: chat_template: not a valid Jinja template"):
+    with pytest.raises(PresetError, match=r"broken\.yml:3: chat_template: not a valid Jinja template"):
         load_preset(folder / "broken.yml")
+    with pytest.raises(PresetError, match=r"file\.yml: chat_template: .*presets is a directory"):
+        load_preset(folder / "file.yml", [f"chat_template={folder}"])
 
 
 def test_stop_tokens_follow_the_template():

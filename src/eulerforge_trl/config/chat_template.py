@@ -33,8 +33,8 @@ def resolve_chat_template(value: str, preset_dir: Path | None = None, key: str =
         key: how the message names the setting (`chat_template`, `--chat-template`).
 
     Raises:
-        PresetError: one line naming `key`: no such file, a file that cannot be read as text, or a
-            template that does not parse.
+        PresetError: one line naming `key`: no such file, a directory, a file that is empty or cannot
+            be read as text, or a template that does not parse.
 
     Example:
         >>> resolve_chat_template("examples/chat_templates/simple.jinja")  # the package's copy from anywhere
@@ -48,6 +48,8 @@ def resolve_chat_template(value: str, preset_dir: Path | None = None, key: str =
         [path] if path.is_absolute() else [path, *([preset_dir / path] if preset_dir else []), PACKAGE_ROOT / path]
     )
     found = next((c for c in candidates if c.is_file()), None)
+    if found is None and any(c.is_dir() for c in candidates):
+        raise PresetError(f"{key}: {value} is a directory; give a Jinja file (a model's chat_template.jinja)")
     if found is None:
         where = (
             "" if path.is_absolute() else " in the working directory" + (" or beside the preset" if preset_dir else "")
@@ -59,6 +61,8 @@ def resolve_chat_template(value: str, preset_dir: Path | None = None, key: str =
         text = found.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise PresetError(f"{key}: cannot read {value} as a text file ({err})") from None
+    if not text.strip():
+        raise PresetError(f"{key}: {value} is empty")
     _check_parses(text, key, f" ({value})")
     return str(found.resolve())
 

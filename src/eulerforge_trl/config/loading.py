@@ -112,7 +112,8 @@ def load_preset(
         try:
             result.chat_template = resolve_chat_template(result.chat_template, path.parent if path else None)
         except PresetError as err:
-            line = _line_of_key(yaml_text, "chat_template") if "chat_template" in loaded else None
+            in_file = loaded.get("chat_template") == result.chat_template  # not replaced by --set
+            line = _line_of_key(yaml_text, "chat_template") if in_file else None
             raise PresetError(f"{source}:{line}: {err}" if line else f"{source}: {err}") from None
     if result.output_dir is None:
         result.output_dir = str(Path("outputs") / (path.stem if path else "run"))
