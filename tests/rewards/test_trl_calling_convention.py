@@ -96,7 +96,7 @@ def test_grpo_wrapper_forwards_what_trl_passes():
     """grpo.user_reward as TRL's `_calculate_rewards` calls it, with TRL's own function inside."""
     from trl.rewards import think_format_reward
 
-    from eulerforge_trl.trainers.grpo import user_reward
+    from eulerforge_trl.trainers.group_rewards import user_reward
 
     recorded = []
     recorder = SimpleNamespace(add=lambda *args: recorded.append(args))

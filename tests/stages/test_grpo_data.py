@@ -14,7 +14,7 @@ from eulerforge_trl.errors import DataError
 from eulerforge_trl.models.loading import load_tokenizer
 from eulerforge_trl.rundir import read_metrics
 from eulerforge_trl.train import main
-from eulerforge_trl.trainers.grpo import cut_prompts
+from eulerforge_trl.trainers.group_policy import cut_prompts
 
 FUNCTIONS = """
 def length(prompts, completions, **kwargs):

@@ -19,7 +19,8 @@ from eulerforge_trl.config import load_preset
 from eulerforge_trl.errors import DataError, UserError
 from eulerforge_trl.rewards.sources import RewardFunction
 from eulerforge_trl.train import main
-from eulerforge_trl.trainers.grpo import as_dataset, require_one_step, user_reward
+from eulerforge_trl.trainers.group_policy import as_dataset, require_one_step
+from eulerforge_trl.trainers.group_rewards import user_reward
 from eulerforge_trl.trainers.grpo_generation import grpo_generation_args
 
 FUNCTION = "eulerforge_trl.examples.animals:well_formed"

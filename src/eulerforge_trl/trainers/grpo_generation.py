@@ -1,4 +1,5 @@
-"""`generation:` mapped onto TRL's GRPOConfig: GRPO samples through TRL's own engines.
+"""`generation:` mapped onto TRL's GRPOConfig and RLOOConfig: GRPO and RLOO sample through TRL's own engines
+(the same fields and generation code in both trainers).
 
 backend hf -> TRL's `generate` on the policy (with `generation.compile`: one static KV cache and the
 decode step compiled by transformers, `compile_decoding`); backend vllm -> TRL's colocated vLLM generation on our
@@ -15,24 +16,28 @@ from ..errors import PresetError
 
 
 def grpo_generation_args(preset: Preset) -> dict:
-    """The GRPOConfig fields for `preset.generation`; settings TRL cannot honour are refused."""
-    gen, grpo = preset.generation, preset.training.grpo
+    """The GRPOConfig / RLOOConfig fields for `preset.generation`; settings TRL cannot honour are refused.
+
+    `max_completion_length` is read from the stage's own section (`training.grpo` or `training.rloo`).
+    """
+    stage = preset.training.type
+    gen, section = preset.generation, getattr(preset.training, stage)
     if gen.merged_copy:
         raise PresetError(
-            "generation.merged_copy: GRPO samples through TRL's generate on the policy itself, which has no "
-            "such setting; leave it null (PPO reads it)"
+            f"generation.merged_copy: {stage.upper()} samples through TRL's generate on the policy itself, which "
+            "has no such setting; leave it null (PPO reads it)"
         )
     if gen.backend == "hf":
         if not compiles(preset):
             return {"use_vllm": False, "cache_implementation": None}
         # one cache size for every prompt (they are cut to max_prompt_length): no recompile as lengths vary
-        cache_len = preset.data.max_prompt_length + grpo.max_completion_length
+        cache_len = preset.data.max_prompt_length + section.max_completion_length
         return {"use_vllm": False, "cache_implementation": "static", "generation_kwargs": {"max_cache_len": cache_len}}
     return {
         "use_vllm": False,  # TRL starts no engine: `grpo_vllm.install_vllm_engine` hands it ours and turns this on
         "vllm_mode": "colocate",
         "vllm_gpu_memory_utilization": gen.vllm_gpu_memory_utilization,
-        "vllm_max_model_length": preset.data.max_prompt_length + grpo.max_completion_length,
+        "vllm_max_model_length": preset.data.max_prompt_length + section.max_completion_length,
         "vllm_enable_sleep_mode": False,
         "vllm_importance_sampling_correction": True,  # TRL's default: correct the sampler/trainer mismatch
     }
