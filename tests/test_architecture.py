@@ -125,9 +125,12 @@ def test_pipeline_chains_are_read_from_the_inputs():
         ("sft", "rm"),
         ("sft", "rm", "ppo"),
         ("sft", "rm", "grpo"),
+        ("sft", "rm", "rloo"),
         ("sft", "ppo"),
         ("sft", "grpo"),
         ("sft", "dpo"),
+        ("sft", "rloo"),
+        ("sft", "kto"),
     ]
 
 

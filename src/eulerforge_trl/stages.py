@@ -70,7 +70,8 @@ def _first_last_loss(records: list[dict]) -> str:
     return text
 
 
-def _dpo_summary(records: list[dict]) -> str:
+def _preference_summary(records: list[dict]) -> str:
+    """DPO, KTO: the loss, and TRL's rewards/margins (beta x log-ratio of the preferred answers minus the others')."""
     text = _first_last_loss(records)
     margins = _values(records, "rewards/margins")
     if margins:
@@ -86,7 +87,7 @@ def _rm_summary(records: list[dict]) -> str:
 
 
 def _reward_summary(records: list[dict], held_out: bool = False) -> str:
-    """The stages that optimise a reward (PPO, GRPO): mean reward over the first and last 10% of the
+    """The stages that optimise a reward (PPO, GRPO, RLOO): mean reward over the first and last 10% of the
     steps, the last KL when one is logged, and with `held_out` the held-out prompts' first and last reward."""
     rewards = _values(records, "reward_mean")
     if not rewards:
@@ -170,11 +171,36 @@ STAGES: dict[str, Stage] = {
             data_task="preference",
             runner="eulerforge_trl.trainers.dpo:run_dpo",
             pipeline_dir="02_dpo",
-            summary=_dpo_summary,
+            summary=_preference_summary,
             config_section="training.dpo",
             curves=("loss", "rewards/margins", "rewards/accuracies", "eval_rewards/margins"),
             inputs={"model_name": "sft"},
             doc="DPO on preference rows, reference = the model with adapters disabled.",
+        ),
+        Stage(
+            name="rloo",
+            data_task="prompt_only",
+            runner="eulerforge_trl.trainers.rloo:run_rloo",
+            pipeline_dir="03_rloo",
+            summary=_reward_summary,
+            config_section="training.rloo",
+            curves=("reward_mean", "kl_divergence", "entropy", "loss", "reward_std", "completions/mean_length"),
+            inputs={"model_name": "sft", "training.reward_model.checkpoint_path": "rm"},
+            optional_inputs=("training.reward_model.checkpoint_path",),
+            reads=(*REWARD_KEYS, *SAMPLING_KEYS),
+            needs_lora=True,
+            doc="RLOO on the shared base: a leave-one-out baseline per prompt, no critic (TRL's RLOOTrainer).",
+        ),
+        Stage(
+            name="kto",
+            data_task="unpaired_preference",
+            runner="eulerforge_trl.trainers.kto:run_kto",
+            pipeline_dir="02_kto",
+            summary=_preference_summary,
+            config_section="training.kto",
+            curves=("loss", "rewards/margins", "kl", "eval_rewards/margins"),
+            inputs={"model_name": "sft"},
+            doc="KTO on unpaired rows {prompt, completion, label}, reference = the model with adapters disabled.",
         ),
     )
 }
@@ -185,7 +211,8 @@ def pipeline_chains() -> list[tuple[str, ...]]:
 
     A chain starts at a stage with no inputs; each later stage takes the `final/` of the one just
     before it, and every stage it needs one from (its `inputs` less its `optional_inputs`) is earlier
-    in the chain. Today: sft; sft, rm; sft, rm, ppo; sft, rm, grpo; sft, ppo; sft, grpo; sft, dpo.
+    in the chain. Today: sft; sft, rm; sft, rm, ppo; sft, rm, grpo; sft, rm, rloo; sft, ppo; sft, grpo;
+    sft, dpo; sft, rloo; sft, kto.
     """
     chains: list[tuple[str, ...]] = []
 

@@ -23,7 +23,15 @@ STAGE_PRESETS = sorted(
     p for p in PRESETS.glob("*.yml") if p.name.startswith(("tiny_", "qwen3.5_")) and not _is_pipeline(p)
 )
 PIPELINE_PRESETS = sorted(p for p in PRESETS.glob("*.yml") if _is_pipeline(p))
-TASK_OF_STAGE = {"sft": "sft", "rm": "preference", "dpo": "preference", "ppo": "prompt_only", "grpo": "prompt_only"}
+TASK_OF_STAGE = {
+    "sft": "sft",
+    "rm": "preference",
+    "dpo": "preference",
+    "ppo": "prompt_only",
+    "grpo": "prompt_only",
+    "rloo": "prompt_only",
+    "kto": "unpaired_preference",
+}
 
 
 def _write(tmp_path: Path, text: str, name: str = "preset.yml") -> Path:
@@ -194,9 +202,9 @@ def test_wrong_type_names_key_and_value(tmp_path):
 
 
 def test_literal_choice_lists_the_choices(tmp_path):
-    message = _error(PRESETS / "tiny_sft.yml", ["training.type=kto"])
-    assert "training.type" in message and "'kto'" in message
-    for choice in ("sft", "rm", "ppo", "grpo", "dpo"):
+    message = _error(PRESETS / "tiny_sft.yml", ["training.type=orpo"])
+    assert "training.type" in message and "'orpo'" in message
+    for choice in ("sft", "rm", "ppo", "grpo", "dpo", "rloo", "kto"):
         assert f"'{choice}'" in message
     path = _write(tmp_path, "data:\n  path: x.jsonl\n  task: chat\n")
     message = _error(path)

@@ -215,7 +215,7 @@ def test_reward_model_section_is_the_ppo_stages(tmp_path, caplog):
         load_preset(path)
     (record,) = caplog.records
     message = record.getMessage()
-    assert "training.reward_model.checkpoint_path" in message and "the ppo and grpo stages read it" in message
+    assert "training.reward_model.checkpoint_path" in message and "the ppo, grpo and rloo stages read it" in message
 
 
 def test_own_stage_keys_defaults_and_resolved_presets_do_not_warn(tmp_path, caplog):

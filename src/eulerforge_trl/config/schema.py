@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .fields import doc_of, failed, setting
+from .rloo_kto_sections import KTOSection, RLOOSection
 from .stage_sections import (
     DPOSection,
     GRPOSection,
-    KTOSection,
     PPOSection,
     RewardModelSection,
-    RLOOSection,
     RMSection,
     SFTSection,
 )
@@ -217,9 +216,9 @@ class GenerationSection:
 class TrainingSection:
     """Optimisation settings shared by every stage; `type` picks the stage."""
 
-    type: Literal["sft", "rm", "ppo", "grpo", "dpo"] = setting(
+    type: Literal["sft", "rm", "ppo", "grpo", "dpo", "rloo", "kto"] = setting(
         "sft",
-        "the stage this preset trains; it reads training.<type> (ppo and grpo also training.reward_model, "
+        "the stage this preset trains; it reads training.<type> (ppo, grpo and rloo also training.reward_model, "
         "reward_funcs and reward_weights)",
     )
     lr: float = setting(2e-4, "learning rate; LoRA ~1e-4 to 2e-4 (SFT, RM), lower for PPO (~1e-5) and DPO (~5e-6)")

@@ -250,16 +250,6 @@ class RMSection(TRLSection):
 
 
 @dataclass
-class RLOOSection(TRLSection):
-    """RLOO: any field of TRL's `RLOOConfig`."""
-
-
-@dataclass
-class KTOSection(TRLSection):
-    """KTO: any field of TRL's `KTOConfig` (desirable_weight, undesirable_weight, ...)."""
-
-
-@dataclass
 class GRPOSection(TRLSection):
     """GRPO: any field of TRL's `GRPOConfig` (loss_type, epsilon, scale_rewards, top_p, ...); the keys
     below are those whose default or meaning we change, and our own."""

@@ -12,17 +12,17 @@ from .schema import Preset
 def rows_per_step(preset: Preset, processes: int) -> float:
     """Rows of `data.path` one optimizer step consumes, over every process.
 
-    SFT, RM, DPO: batch_size x grad_accum x processes. PPO: batch_size prompts per process
-    (no accumulation). GRPO: batch_size counts completions, num_generations per prompt, and each
+    SFT, RM, DPO, KTO: batch_size x grad_accum x processes. PPO: batch_size prompts per process
+    (no accumulation). GRPO, RLOO: batch_size counts completions, num_generations per prompt, and each
     generated batch serves num_iterations steps.
     """
     t = preset.training
     if t.type == "ppo":
         return t.batch_size * processes
     rows = t.batch_size * t.grad_accum * processes
-    if t.type == "grpo":
-        # a TRL field of training.grpo (TRL's default: 1)
-        return rows / t.grpo.num_generations / t.grpo.passthrough.get("num_iterations", 1)
+    if t.type in ("grpo", "rloo"):
+        section = getattr(t, t.type)  # num_iterations: a TRL field there (TRL's default: 1)
+        return rows / section.num_generations / section.passthrough.get("num_iterations", 1)
     return rows
 
 

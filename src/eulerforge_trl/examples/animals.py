@@ -95,6 +95,13 @@ def well_formed(prompts: list[str], completions: list[str], **kwargs) -> list[fl
     return [float(pleasant_score(p, c) >= 0) for p, c in zip(prompts, completions)]
 
 
+def pleasant_words(prompts: list[str], completions: list[str], **kwargs) -> list[float]:
+    """Pleasant adjectives minus unpleasant ones anywhere in each completion, the form ignored: a reward
+    that even the random built-in model's babble moves, unlike `pleasant_score_judge` (-1 for it all)."""
+    words = [c.replace(",", " ").replace(".", " ").split() for c in completions]
+    return [float(sum(w in PLEASANT for w in ws) - sum(w in UNPLEASANT for w in ws)) for ws in words]
+
+
 def sft_rows(rng: random.Random, n: int) -> list[dict]:
     rows = []
     for _ in range(n):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import write_jsonl_files
-from .reviews import CATEGORY_WORDS, GENERIC_NEGATIVE, GENERIC_POSITIVE, MAX_WORDS, words_of
+from .reviews import CATEGORY_WORDS, GENERIC_NEGATIVE, GENERIC_POSITIVE, MAX_WORDS, review_score, words_of
 
 # (name, category): the name reads naturally after "the" in prompts and answers.
 ITEMS: list[tuple[str, str]] = [
@@ -296,6 +296,15 @@ def prompt_rows(rng: random.Random, n: int, items: Sequence[tuple[str, str]] = T
     return [{"prompt": _user(make_prompt(rng, rng.choice(items)))} for _ in range(n)]
 
 
+def unpaired_rows(rng: random.Random, n: int, items: Sequence[tuple[str, str]] = TRAIN_ITEMS) -> list[dict]:
+    """KTO's rows {prompt, completion, label}: one answer each, desirable (label true) when `review_score`
+    calls it positive; negative and mixed answers (about two thirds) are undesirable."""
+    return [
+        {"prompt": _user(p), "completion": _assistant(r), "label": review_score(r) > 0}
+        for p, r, _ in review_examples(rng, n, items)
+    ]
+
+
 # file name -> (row builder, number of rows, items)
 FILES = {
     "sft.jsonl": (sft_rows, 1200, TRAIN_ITEMS),
@@ -304,6 +313,8 @@ FILES = {
     "preference_eval.jsonl": (preference_rows, 200, EVAL_ITEMS),
     "prompts.jsonl": (prompt_rows, 400, TRAIN_ITEMS),
     "prompts_eval.jsonl": (prompt_rows, 100, EVAL_ITEMS),
+    "unpaired.jsonl": (unpaired_rows, 1000, TRAIN_ITEMS),
+    "unpaired_eval.jsonl": (unpaired_rows, 100, EVAL_ITEMS),
 }
 
 
