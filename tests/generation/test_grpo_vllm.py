@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-import eulerforge_trl.trainers.grpo as grpo
+import eulerforge_trl.trainers.group_policy as group_policy
 from eulerforge_trl.rundir import read_metrics
 from eulerforge_trl.train import main
 
@@ -59,8 +59,8 @@ def test_grpo_with_vllm_in_bf16_learns_and_leaves_the_base_alone(
         installed["trainer"], installed["engine"] = trainer, grpo_vllm_install(trainer, preset)
         return installed["engine"]
 
-    grpo_vllm_install = grpo.install_vllm_engine
-    monkeypatch.setattr(grpo, "install_vllm_engine", install)
+    grpo_vllm_install = group_policy.install_vllm_engine
+    monkeypatch.setattr(group_policy, "install_vllm_engine", install)
     steps = 20
     argv = tiny_argv(
         "tiny_grpo.yml",
