@@ -224,3 +224,22 @@ def test_the_copy_returns_the_log_prob_of_each_token_it_sampled():
         gaps[dtype] = (roll.engine_logprobs - trainer).abs()[roll.response_mask].max().item()
     assert gaps[torch.float32] < 1e-5
     assert gaps[torch.bfloat16] < 0.1
+
+
+def test_a_merge_for_saving_is_peft_merge_and_leaves_a_kept_model_alone():
+    """`merged_model(keep=True)` (PPO/GRPO's final/merged) and `merged_into` (a quantized model's adapter
+    into its full-precision base) give peft's own merge, weight for weight, without touching the policy."""
+    import copy as copying
+
+    from eulerforge_trl.generation.merged import merged_into, merged_model
+
+    policy = lora_policy()
+    before = {name: p.detach().clone() for name, p in policy.named_parameters()}
+    kept = merged_model(policy, "default", keep=True).state_dict()
+    into = merged_into(load_causal_lm("tiny-qwen3.5"), policy, "default").state_dict()
+    for name, p in policy.named_parameters():
+        assert torch.equal(p, before[name]), name
+    expected = copying.deepcopy(policy).merge_and_unload().state_dict()
+    assert kept.keys() == into.keys() == expected.keys()
+    for name, weight in expected.items():
+        assert torch.equal(kept[name], weight) and torch.equal(into[name], weight), name

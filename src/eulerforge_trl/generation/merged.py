@@ -1,9 +1,12 @@
-"""The policy's weights with its LoRA merged in, computed out of place: what the rollout engines that
-hold their own copy sample from (`vllm`, and `hf` with `generation.merged_copy`).
+"""LoRA merging, the one place it is written: a LoRA adapter merged into its base for a `final/`, an
+export, an adapter loaded as a model, and the rollout engines that hold their own copy of the policy
+(`vllm`, and `hf` with `generation.merged_copy`).
 
-Merging in place and unmerging after sampling would leave bf16 rounding in the base, which is also
-the reference (adapters off); so each LoRA layer's merged weight is base + delta in new memory, and
-the training model is never touched.
+A model that is used up by the merge (loaded or trained for the one save) goes through peft's
+`merge_and_unload`, in place. A model that goes on training or sampling (PPO, GRPO) is never merged
+in place: merging and unmerging after would leave bf16 rounding in the base, which is also the
+reference (adapters off). Its merged weights are base + delta in new memory, and the training model
+is never touched (`merged_model(keep=True)`, `iter_merged_weights`, `MergedCopy`).
 
 A model whose LM head is tied to its input embedding (SmolLM2, tiny-qwen3.5) with a LoRA on either of
 the two gets an untied copy: the head is base + the head's delta, the embedding base + the
@@ -93,6 +96,31 @@ def iter_merged_weights(model, adapter: str | None, *, tied_head: bool = False):
 def merged_weights(model, adapter: str | None) -> dict[str, torch.Tensor]:
     """`iter_merged_weights` as one dict (the merged copy holds them all)."""
     return dict(iter_merged_weights(model, adapter))
+
+
+def merged_model(model, adapter: str = "default", *, keep: bool = False):
+    """`model` (a peft model) as a plain transformers model with its LoRA `adapter` merged in.
+
+    Args:
+        keep: False for a model used up by the merge (loaded or trained for this save): peft's
+            `merge_and_unload`, in place, other adapters dropped. True for a model that goes on
+            training or sampling: out of place (`MergedCopy`), `model` untouched, the weights LoRA does
+            not touch shared with it.
+    """
+    if not keep:
+        return model.merge_and_unload(adapter_names=[adapter])
+    return MergedCopy(model, adapter).model
+
+
+def merged_into(base, model, adapter: str = "default"):
+    """`adapter` of the peft `model` merged into `base`, a fresh copy of the same base: a quantized
+    model's adapter into its full-precision base, which holds the merged weights exactly (a 4/8-bit
+    base would round the sum back to 4 or 8 bits). `model` is untouched."""
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    target = get_peft_model(base, copying.deepcopy(model.peft_config[adapter]), adapter_name=adapter)
+    set_peft_model_state_dict(target, get_peft_model_state_dict(model, adapter_name=adapter), adapter_name=adapter)
+    return merged_model(target, adapter)
 
 
 def merges_by_default(model) -> bool:

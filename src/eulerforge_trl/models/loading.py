@@ -164,9 +164,11 @@ def load_causal_lm(
     elif is_adapter_dir(model_name):
         from peft import PeftModel
 
+        from ..generation.merged import merged_model
+
         base = load_causal_lm(adapter_base(model_name), dtype=dtype, attn_implementation=attn_implementation)
         try:
-            model = PeftModel.from_pretrained(base, model_name).merge_and_unload()
+            model = merged_model(PeftModel.from_pretrained(base, model_name))
         except (OSError, ValueError, RuntimeError) as err:
             raise ModelError(f"model_name {model_name}: cannot apply this LoRA adapter to its base: {err}") from None
     else:

@@ -7,6 +7,7 @@ from transformers import TrainerCallback
 from ..config import preset_to_yaml
 from ..config.schema import Preset
 from ..distributed import fit_wrap_policy, is_sharded, sharded_trainer_args
+from ..generation.merged import merged_into, merged_model
 from ..rundir import RunDir, append_metrics, atomic_directory, start_run, write_final_marker
 from ..runtime import use_cpu, write_rank_digest, write_rank_holdings
 
@@ -65,23 +66,20 @@ def adapters_in_fp32(model) -> None:
             param.data = param.data.float()
 
 
-def merged_in_full_precision(peft_model, preset: Preset, tokenizer, adapter_name: str = "default"):
-    """`adapter_name` of `peft_model` merged into the base loaded again without quantization.
+def merged_for_final(model, preset: Preset, tokenizer, adapter_name: str = "default", *, keep: bool = False):
+    """`adapter_name` of the peft `model` merged into its base, as a `final/` saves it (`merged_model`;
+    `keep`: `model` goes on being used, so it is merged out of place).
 
-    A quantized base cannot hold a merged adapter exactly (peft would dequantize, add and round the
-    sum back to 4 or 8 bits) nor load where bitsandbytes is missing: a `final/` trained with
-    `quantization` is the adapter merged into the full-precision `model_name`, QLoRA's usual export.
+    With `quantization` it is merged into the base loaded again without quantization: a quantized base
+    cannot hold a merged adapter exactly (peft would dequantize, add and round the sum back to 4 or 8
+    bits) nor load where bitsandbytes is missing. QLoRA's usual export.
     """
-    import tempfile
-
-    from peft import PeftModel
-
+    if preset.quantization is None:
+        return merged_model(model, adapter_name, keep=keep)
     from ..models.loading import load_causal_lm
 
     base = load_causal_lm(preset.model_name, dtype=weights_dtype(preset), tokenizer=tokenizer)
-    with tempfile.TemporaryDirectory(prefix="eulerforge-merge-") as tmp:
-        peft_model.save_pretrained(tmp, selected_adapters=[adapter_name])
-        return PeftModel.from_pretrained(base, tmp).merge_and_unload()
+    return merged_into(base, model, adapter_name)
 
 
 def lora_config(preset: Preset, task_type: str | None = "CAUSAL_LM", **extra):
@@ -170,7 +168,7 @@ def train_and_save_merged(trainer, preset: Preset, run: RunDir, resume_from, has
 
     Merged, so that `final/` loads like any causal LM and the next stage's "adapters disabled"
     reference is this model; with `quantization`, merged into the full-precision base
-    (`merged_in_full_precision`).
+    (`merged_for_final`).
     """
     if preset.quantization is not None:
         adapters_in_fp32(trainer.model)  # TRL cast them to bf16; the optimizer is built in train()
@@ -183,10 +181,8 @@ def train_and_save_merged(trainer, preset: Preset, run: RunDir, resume_from, has
         trainer, lambda: same_model_unsharded(trainer, load_base(preset, trainer.processing_class))
     )
     if trainer.is_world_process_zero():
-        if preset.quantization is not None:
-            model = merged_in_full_precision(model, preset, trainer.processing_class)
-        elif hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()
+        if hasattr(model, "peft_config"):
+            model = merged_for_final(model, preset, trainer.processing_class)
         with atomic_directory(run.final) as tmp:
             model.save_pretrained(tmp)
             trainer.processing_class.save_pretrained(tmp)

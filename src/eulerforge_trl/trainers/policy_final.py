@@ -7,7 +7,6 @@ working directory (`pin_adapter_base`).
 
 from __future__ import annotations
 
-import copy
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 from ..config.schema import Preset
 from ..models.loading import pin_adapter_base, resolved_model_name
 from ..rundir import RunDir, atomic_directory, write_final_marker
-from .common import merged_in_full_precision
+from .common import merged_for_final
 
 POLICY = "default"  # peft writes the "default" adapter at the top of a directory: final/ loads as a model
 
@@ -46,13 +45,8 @@ def save_policy_final(
             extra(tmp)
         if run.preset.is_file():
             shutil.copy(run.preset, tmp / "preset.yml")
-        if merged and preset.quantization is not None:
-            full = merged_in_full_precision(model, preset, tokenizer, POLICY)  # not into the 4/8-bit weights
-            full.save_pretrained(tmp / "merged")
-            tokenizer.save_pretrained(tmp / "merged")
-        elif merged:
-            full = copy.deepcopy(model).merge_and_unload(adapter_names=[POLICY])
-            full.save_pretrained(tmp / "merged")
+        if merged:  # out of place: the caller's model stays as it is
+            merged_for_final(model, preset, tokenizer, POLICY, keep=True).save_pretrained(tmp / "merged")
             tokenizer.save_pretrained(tmp / "merged")
         write_final_marker(
             tmp,
