@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -138,40 +137,21 @@ def _causal_lm(final_dir: Path):
 
 def _reward_classifier(final_dir: Path):
     """An rm final/ as a num_labels=1 sequence classifier on its merged base, and its tokenizer."""
-    import torch
-    from torch import nn
-    from transformers import AutoModelForSequenceClassification
-
     from .data.render import stop_token_ids
-    from .models.scorer import load_reward_model
+    from .generation.merged import merged_model
+    from .models.reward_head import sequence_classifier_on
+    from .models.scorer import REWARD_ADAPTER, load_reward_model
 
+    where = f"RUN/final {final_dir}"
     scorer, tokenizer = load_reward_model(str(final_dir))
-    head = scorer.head.linear
-    if head.bias is not None and bool(head.bias.detach().abs().max() > 0):
+    bias = scorer.head.linear.bias
+    if bias is not None and bool(bias.detach().abs().max() > 0):
         raise ModelError(
-            f"RUN/final {final_dir}: its RewardHead has a bias ({head.bias.item():.4g}), which transformers' "
+            f"{where}: its RewardHead has a bias ({bias.item():.4g}), which transformers' "
             "sequence classifiers (a bias-free score layer) cannot hold"
         )
-    causal_lm = scorer.model.merge_and_unload()
-    config = copy.deepcopy(causal_lm.config)
-    config.num_labels = 1
-    config.architectures = None
-    config._name_or_path = ""
-    try:
-        with torch.device("meta"):
-            classifier = AutoModelForSequenceClassification.from_config(config)
-    except ValueError as err:
-        raise ModelError(
-            f"RUN/final {final_dir}: transformers has no sequence-classification class for "
-            f"{config.model_type} ({str(err).splitlines()[0]})"
-        ) from None
-    prefix = classifier.base_model_prefix
-    setattr(classifier, prefix, getattr(causal_lm, causal_lm.base_model_prefix))
-    classifier.score = nn.Linear(head.in_features, 1, bias=False, dtype=head.weight.dtype)
-    classifier.score.weight.data.copy_(head.weight.detach())
-    stray = [name for name, p in [*classifier.named_parameters(), *classifier.named_buffers()] if p.is_meta]
-    if stray:
-        raise ModelError(f"RUN/final {final_dir}: cannot build a classifier of {config.model_type} ({stray[0]} unset)")
+    scorer.head.linear.bias = None
+    classifier = sequence_classifier_on(merged_model(scorer.model, REWARD_ADAPTER), "", scorer.head, where)
     conversational = bool(getattr(tokenizer, "chat_template", None))
     if tokenizer.pad_token_id in {tokenizer.eos_token_id, *stop_token_ids(tokenizer, conversational)}:
         # the stock classifier would skip a final EOS as padding: give it a pad token no input holds

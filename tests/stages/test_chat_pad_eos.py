@@ -111,7 +111,7 @@ def test_end_of_turn_token_stops_answers_when_it_is_not_eos():
 
 def test_classifier_reads_the_score_at_the_last_real_token_when_pad_is_eos(chat_model):
     """transformers' own classifiers skip every pad id, the EOS included; ours follows the mask."""
-    from eulerforge_trl.trainers.reward import sequence_classifier_on
+    from eulerforge_trl.models.reward_head import sequence_classifier_on
 
     tokenizer = load_tokenizer(str(chat_model))
     classifier = sequence_classifier_on(load_causal_lm(str(chat_model), tokenizer=tokenizer), str(chat_model)).eval()

@@ -52,12 +52,13 @@ def trainer_scores(tiny_sft_final, tiny_rm_final, texts) -> torch.Tensor:
     """[2 * N_ROWS] scores of the trained RM rebuilt as RewardTrainer evaluated it (right padding)."""
     from peft import PeftModel
 
-    from eulerforge_trl.trainers.reward import sequence_classifier_on
+    from eulerforge_trl.models.reward_files import load_reward_head
+    from eulerforge_trl.models.reward_head import sequence_classifier_on
 
     sft = str(tiny_sft_final)
     tokenizer = load_tokenizer(sft)
     assert tokenizer.padding_side == "right"
-    classifier = sequence_classifier_on(load_causal_lm(sft), sft)
+    classifier = sequence_classifier_on(load_causal_lm(sft), sft, load_reward_head(str(tiny_rm_final)))
     model = PeftModel.from_pretrained(classifier, str(tiny_rm_final)).eval()
     batch = tokenizer(texts, return_tensors="pt", padding=True)
     assert (batch["attention_mask"] == 0).any(), "texts of one length would not test padding"
@@ -106,6 +107,15 @@ def test_rm_final_holds_adapter_head_and_base_identity(tiny_rm_final, tiny_sft_f
     head = torch.load(tiny_rm_final / HEAD_FILE, weights_only=True)
     assert head["linear.weight"].shape == (1, 128)
     assert json.loads((tiny_rm_final / FINAL_MARKER).read_text())["stage"] == "rm"
+
+
+def test_rm_final_saves_the_head_once(tiny_rm_final):
+    """The head is `HEAD_FILE` alone: the adapter holds the LoRA layers, not a second copy as peft's `score`."""
+    from safetensors.torch import load_file
+
+    adapter = load_file(tiny_rm_final / "adapter_model.safetensors")
+    assert adapter and all("lora_" in name for name in adapter), [n for n in adapter if "lora_" not in n]
+    assert not json.loads((tiny_rm_final / "adapter_config.json").read_text()).get("modules_to_save")
 
 
 # ------------------------------------------------------------------ scores agree with the trainer

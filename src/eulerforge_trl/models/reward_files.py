@@ -23,8 +23,24 @@ def is_reward_dir(path: str | Path) -> bool:
     return (Path(path) / HEAD_FILE).is_file() or (Path(path) / META_FILE).is_file()
 
 
-def save_reward_files(directory: Path, head: RewardHead, identity: dict) -> None:
-    torch.save(head.state_dict(), Path(directory) / HEAD_FILE)
+def save_reward_model(directory: Path, peft_model, identity: dict) -> None:
+    """Write an rm stage's files into `directory`: the LoRA adapter, the head once (`HEAD_FILE`) and
+    the base's identity (`META_FILE`).
+
+    peft trains the classifier's `score` layer as a module to save, so that the trainer's checkpoints
+    hold it and a resumed run gets it back. Every reader of a `final/` takes the head from `HEAD_FILE`
+    (PPO puts the adapter on a causal LM, which has no `score`), so the adapter is written without
+    it: `peft_model`'s `score` is unwrapped, and the model is not trained further.
+    """
+    adapter = peft_model.active_adapter
+    classifier = peft_model.get_base_model()
+    score = classifier.score
+    if hasattr(score, "modules_to_save"):
+        score = classifier.score = score.modules_to_save[adapter]
+    config = peft_model.peft_config[adapter]
+    config.modules_to_save = config.task_type = None  # a LoRA of the decoder stack, on a classifier or a causal LM
+    peft_model.save_pretrained(directory)
+    torch.save(RewardHead.from_linear(score).float().state_dict(), Path(directory) / HEAD_FILE)
     (Path(directory) / META_FILE).write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
 
 

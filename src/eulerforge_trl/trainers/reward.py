@@ -1,28 +1,24 @@
 """RM stage: TRL `RewardTrainer` with a LoRA adapter + scalar head on the SFT model.
 
-The sequence-classification model is built around the causal LM's own decoder stack, so the
-adapter's module names are the causal LM's and the adapter loads beside the policy's in PPO.
-`final/` holds the adapter, `reward_head.pt` and `reward_meta.json` (which base it belongs to).
+The sequence-classification model (`reward_head.sequence_classifier_on`) is built around the causal
+LM's own decoder stack, so the adapter's module names are the causal LM's and the adapter loads
+beside the policy's in PPO. `final/` holds the adapter, `reward_head.pt` and `reward_meta.json`
+(which base it belongs to), written by `reward_files.save_reward_model`.
 """
 
 from __future__ import annotations
 
-import copy
-
 import torch
-from transformers.modeling_outputs import SequenceClassifierOutput
 from trl import RewardConfig, RewardTrainer
 
 from ..config.schema import Preset
 from ..data.jsonl import split_rows
 from ..data.render import reward_ids
 from ..distributed import fit_wrap_policy
-from ..errors import ModelError
-from ..models.backbone import final_hidden, gather_last_hidden
 from ..models.fingerprint import base_identity
 from ..models.loading import load_tokenizer, pin_adapter_base, resolved_model_name
-from ..models.reward_files import save_reward_files
-from ..models.reward_head import RewardHead
+from ..models.reward_files import save_reward_model
+from ..models.reward_head import sequence_classifier_on
 from ..models.scorer import load_reward_model, score
 from ..rundir import RunDir, append_metrics, atomic_directory, write_final_marker
 from .common import (
@@ -42,51 +38,6 @@ def to_reward_config(preset: Preset, run: RunDir, has_eval: bool, tokenizer) -> 
     return build_trl_config(
         "rm", preset, run, has_eval, max_length=preset.data.max_length, eos_token=tokenizer.eos_token
     )
-
-
-def sequence_classifier_on(causal_lm, model_name: str):
-    """A num_labels=1 classifier that shares `causal_lm`'s decoder stack (no copy, same names).
-
-    Its score is read at the last token the attention mask marks, the same place PPO reads it
-    (`gather_last_hidden`): transformers' classifiers look for the last token that is not the pad
-    id, which with pad == EOS skips the EOS itself.
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    config = copy.deepcopy(causal_lm.config)
-    config.num_labels = 1
-    config._name_or_path = model_name
-    try:
-        with torch.device("meta"):
-            auto_class = type(AutoModelForSequenceClassification.from_config(config))
-            classifier = _scored_at_last_real_token(auto_class)(config)
-    except ValueError as err:
-        raise ModelError(
-            f"model_name {model_name}: no sequence-classification class for this architecture ({err})"
-        ) from None
-    setattr(classifier, classifier.base_model_prefix, getattr(causal_lm, causal_lm.base_model_prefix))
-    hidden = causal_lm.get_input_embeddings().weight.shape[1]
-    classifier.score = RewardHead(hidden).linear.to(device=causal_lm.device, dtype=torch.float32)
-    classifier.config.pad_token_id = causal_lm.config.pad_token_id
-    # a quantized stack: peft must wrap its bitsandbytes layers with its bnb LoRA layers, which it
-    # decides from these attributes that from_pretrained set on the causal LM only
-    for name in ("is_loaded_in_4bit", "is_loaded_in_8bit", "is_quantized", "quantization_method", "hf_quantizer"):
-        if hasattr(causal_lm, name):
-            setattr(classifier, name, getattr(causal_lm, name))
-    return classifier
-
-
-def _scored_at_last_real_token(auto_class):
-    """`auto_class` with a forward that pools by attention mask (everything else, peft's view included, unchanged)."""
-
-    class ScoredAtLastRealToken(auto_class):
-        def forward(self, input_ids=None, attention_mask=None, **_ignored):
-            hidden = final_hidden(self, input_ids, attention_mask)
-            last = gather_last_hidden(hidden, attention_mask)
-            return SequenceClassifierOutput(logits=self.score(last.to(self.score.weight.dtype)))
-
-    ScoredAtLastRealToken.__name__ = ScoredAtLastRealToken.__qualname__ = auto_class.__name__
-    return ScoredAtLastRealToken
 
 
 def tokenized_pairs(rows: list[dict], tokenizer):
@@ -133,13 +84,9 @@ def run_rm(preset: Preset, run: RunDir, resume_from: str | None) -> dict:
         ),
     )
     if trainer.is_world_process_zero():
-        score_layer = peft_model.get_base_model().score
-        if hasattr(score_layer, "modules_to_save"):
-            score_layer = score_layer.modules_to_save[peft_model.active_adapter]
         with atomic_directory(run.final) as tmp:
-            peft_model.save_pretrained(tmp)
+            save_reward_model(tmp, peft_model, identity)
             tokenizer.save_pretrained(tmp)
-            save_reward_files(tmp, RewardHead.from_linear(score_layer).float(), identity)
             write_final_marker(
                 tmp, stage="rm", base=base_name, steps=trainer.state.global_step, **pin_adapter_base(tmp, run.final)
             )
@@ -164,4 +111,4 @@ def evaluate_checkpoint(run: RunDir, eval_rows, step: int) -> dict:
     return metrics
 
 
-__all__ = ["run_rm", "to_reward_config", "sequence_classifier_on"]
+__all__ = ["run_rm", "to_reward_config"]
