@@ -3,11 +3,8 @@ the last, so the numbers to compare (`eval_reward_mean`, ...) come from prompts 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from ...generation.rollout import Rollout
 from ...rundir import append_jsonl
 
 
@@ -26,14 +23,9 @@ class HeldOutEvaluation:
         return bool(self.rows)
 
     @torch.no_grad()
-    def __call__(
-        self,
-        step: int,
-        sample: Callable[[list[dict]], Rollout],
-        score: Callable[[Rollout, list[dict]], tuple[torch.Tensor, dict[str, torch.Tensor]]],
-        texts: Callable[[Rollout], list[str]],
-    ) -> dict[str, float]:
-        """Sample and score this process's share; append the generations to eval_samples.jsonl.
+    def __call__(self, step: int, scorer) -> dict[str, float]:
+        """Sample and score this process's share with `scorer` (a `scoring.RolloutScorer`); append the
+        generations to eval_samples.jsonl.
 
         Returns `eval_reward_mean` (the raw total reward), `eval_reward/<name>` per source,
         `eval_response_length` and `eval_no_eos_fraction` over every process's share.
@@ -46,14 +38,14 @@ class HeldOutEvaluation:
         parts: dict[str, list[torch.Tensor]] = {}
         for start in range(0, len(mine), self.batch_size):
             rows = mine[start : start + self.batch_size]
-            roll = sample(rows)
-            batch_scores, batch_parts = score(roll, rows)
+            roll = scorer.sample_rows(rows)
+            batch_scores, batch_parts = scorer.score(roll, rows, step)
             scores.append(batch_scores)
             for name, values in batch_parts.items():
                 parts.setdefault(name, []).append(values)
             lengths.append(roll.response_mask.sum(dim=1).float())
             no_eos.append((~roll.contains_eos).float())
-            for row, text, value in zip(rows, texts(roll), batch_scores.tolist()):
+            for row, text, value in zip(rows, scorer.texts(roll), batch_scores.tolist()):
                 records.append({"step": step, "prompt": row["prompt"], "response": text, "reward": value})
         names = ["eval_reward_mean", "eval_response_length", "eval_no_eos_fraction", *(f"eval_{n}" for n in parts)]
         local = torch.stack(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -100,16 +100,15 @@ class ScoreNormalizer:
         return {"score_norm_mean": mean, "score_norm_std": std, "score_norm_samples": len(scores)}
 
 
-def sft_scores(
-    batches: list[list[int]], sample_and_score: Callable[[list[int]], tuple[torch.Tensor, torch.Tensor | None]]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """[N] raw total rewards of this rank's batches and the RM's weighted part of them (zeros without an RM).
-
-    `sample_and_score(rows)` samples the rows' prompts and returns (total, rm_share or None).
-    """
+@torch.no_grad()
+def sft_scores(batches: list[list[int]], scorer, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N] raw total rewards of this rank's batches of training rows (indices), sampled and scored by
+    `scorer` (a `scoring.RolloutScorer`), and the RM's weighted part of them (zeros without an RM)."""
     scores, rm_share = [], []
-    for rows in batches:
-        total, share = sample_and_score(rows)
+    for indices in batches:
+        roll = scorer.sample_indices(indices)
+        total, parts = scorer.score(roll, [scorer.prompts.rows[i] for i in indices], step)
+        share = scorer.rewards.rm_share(parts)
         scores.append(total)
         rm_share.append(share if share is not None else torch.zeros_like(total))
     return torch.cat(scores), torch.cat(rm_share)

@@ -6,13 +6,14 @@ the critic (`critic.py`). Responses come from the rollout engine `generation.bac
 training model itself, or a colocated vLLM engine synced after every optimizer step); log-probs
 always come from the training model. One step, CleanRL-style, as `train_step` lists it: 1. rollout
 2. score  3. reference and old logprobs/values  4-5. targets (KL-shaped rewards, GAE)  6. PPO
-epochs  7. metrics. Maths in `losses.py`/`targets.py`; prompts, checkpoints, evaluation, timing,
-score scale, KL control and logging each live in a module beside this one.
+epochs  7. metrics. Maths in `losses.py`/`targets.py`. The trainer holds small objects, each with
+one job and given what it needs, in modules beside this one: sampling and scoring (`scoring.py`),
+the model's passes (`rollout.py`), the PPO epochs (`update.py`), prompts, checkpoints, evaluation,
+timing, score scale, KL control and logging.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
@@ -21,19 +22,16 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from transformers import TrainerState
+from trl.data_utils import is_conversational
 
 from ...config import preset_to_yaml
 from ...config.schema import Preset
 from ...data import render
-from ...data.jsonl import is_conversational, split_rows
+from ...data.jsonl import split_rows
 from ...distributed import is_sharded
-from ...generation import Rollout, build_sampler, completion_ids, response_texts
-from ...generation.vllm import require_vllm
+from ...generation import Rollout, build_sampler
 from ...models.loading import load_tokenizer
-from ...rewards.sources import columns_of
 from ...rundir import RunDir, read_metrics, start_run
-from ...runtime import write_rank_digest, write_rank_holdings
 from ..common import sampling_policy, use_bf16
 from ..policy_final import save_policy_final
 from .assembly import assemble, optimizer_and_schedule
@@ -43,9 +41,10 @@ from .evaluation import HeldOutEvaluation
 from .kl_control import KLController
 from .metrics import step_numbers, write_samples
 from .prompts import PromptSet
-from .rollout import Forward
+from .rollout import Forward, PolicyPasses
 from .score_scale import ScoreNormalizer, sft_scores
-from .sharding import gathered, unsharded_copy
+from .scoring import RolloutScorer
+from .sharding import unsharded_copy
 from .targets import Targets, ppo_targets
 from .timing import PhaseTimer
 from .tracking import MetricsLog, build_accelerator
@@ -54,13 +53,13 @@ from .update import PPOUpdate
 logger = logging.getLogger(__name__)
 
 
-class PPOTrainer(PPOUpdate):
-    """Owns the shared model, the optimizer and the loop; `train()` runs to `total_steps`."""
+class PPOTrainer:
+    """Owns the shared model, the optimizer and the loop; `train()` runs to `total_steps`. The jobs
+    of a step are objects it is given or builds once: `PromptSet` (which rows), `RolloutScorer`
+    (sample, score), `PolicyPasses` (pi, pi_ref, pi_old, V), `PPOUpdate` (the PPO epochs)."""
 
     def __init__(self, preset: Preset, run: RunDir, accelerator: Accelerator | None = None):
         self.preset, self.run, self.cfg = preset, run, preset.training.ppo
-        if preset.generation.backend == "vllm":
-            require_vllm()  # one line naming the install command, before any model is loaded
         self.accelerator = accelerator or build_accelerator(preset, run)
         self.device = self.accelerator.device
         self.tokenizer = load_tokenizer(preset.model_name)
@@ -69,7 +68,7 @@ class PPOTrainer(PPOUpdate):
         rows, held_out = split_rows(preset.data, preset.training.seed, columns=bool(preset.training.reward_funcs))
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         self.prompts = PromptSet(rows, self.tokenizer, preset.data.max_prompt_length, preset.training.seed, rank, world)
-        self.stop_ids = render.stop_token_ids(self.tokenizer, is_conversational(rows[0]["prompt"]))
+        self.stop_ids = render.stop_token_ids(self.tokenizer, is_conversational(rows[0]))
         self.held_out = HeldOutEvaluation(
             held_out or [], self.cfg.eval_prompts, self.accelerator, run.eval_samples, preset.training.batch_size
         )
@@ -94,12 +93,35 @@ class PPOTrainer(PPOUpdate):
             max_prompt_length=preset.data.max_prompt_length,
         )
         logger.info("PPO rollouts: generation.backend=%s", self.sampler.name)
+        self.scorer = RolloutScorer(
+            self.sampler,
+            self.model,
+            self.rewards,
+            self.tokenizer,
+            self.stop_ids,
+            self.prompts,
+            self.device,
+            self.total_steps,
+        )
+        self.kl = KLController(self.cfg.kl_coef, self.cfg.target_kl, self.cfg.kl_horizon)
+        self.passes = PolicyPasses(self.model, self.critic, self.cfg)
+        self.update = PPOUpdate(
+            self.passes,
+            self.optimizer,
+            self.cfg,
+            self.kl,
+            policy_params=self.policy_params,
+            critic_params=self.critic_params,
+            max_grad_norm=preset.training.max_grad_norm,
+            seed=preset.training.seed,
+            processes=world,
+            device=self.device,
+        )
         self.checkpointer = Checkpointer(run, self.accelerator, preset.training.save_total_limit)
         self.log = MetricsLog(self.accelerator, run, preset)
         self.step = 0
         self.lines_at_step = 0  # metrics.jsonl lines logged at `step` so far (a checkpoint records it)
         self.scale = ScoreNormalizer(self.cfg.normalize_scores, self.cfg.score_norm_samples)
-        self.kl = KLController(self.cfg.kl_coef, self.cfg.target_kl, self.cfg.kl_horizon)
 
     @property
     def prompt_rows(self) -> list[dict]:
@@ -118,56 +140,25 @@ class PPOTrainer(PPOUpdate):
         chosen = self.prompts.step_batch(step, self.preset.training.batch_size)
         return (*self.prompts.padded_rows(chosen, self.device), chosen)
 
-    def response_texts(self, roll: Rollout) -> list[str]:
-        """Each sampled response as text, up to (not including) its first stop token."""
-        return response_texts(self.tokenizer, roll, self.stop_ids)
-
     def sample(self, prompt_ids, prompt_mask) -> Rollout:
-        """1. Responses of the policy (pure sampling at `temperature`) from the rollout engine; a
-        sharded policy is gathered whole for it (`sharding.gathered`), not layer by layer per token,
-        unless the engine samples a copy of its own."""
-        with contextlib.nullcontext() if self.sampler.own_weights else gathered(self.model):
-            return self.sampler.sample(prompt_ids, prompt_mask)
+        """1. Responses of the policy from the rollout engine (`RolloutScorer.sample`)."""
+        return self.scorer.sample(prompt_ids, prompt_mask)
 
     def score(self, roll: Rollout, rows: list[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """2. [B] raw total reward and {"reward/<name>": [B]} per source, for the prompts of `rows`.
+        """2. [B] raw total reward and {"reward/<name>": [B]} per source (`RolloutScorer.score`)."""
+        return self.scorer.score(roll, rows, self.step)
 
-        The RM reads each response rendered with its prompt as it was trained (`reward_ids`):
-        re-tokenising from text costs little and makes "scored as trained" hold for chat templates,
-        whose rendered conversation differs from the sampled ids (the template's closing tokens).
-        Reward functions get the texts and the rows' other columns (`RewardSources.score`).
-        """
-        prompts = [r["prompt"] for r in rows]
-        return self.rewards.score(
-            prompts,
-            self.response_texts(roll),
-            columns_of(rows),
-            completion_ids=completion_ids(roll),
-            trainer_state=TrainerState(global_step=self.step, max_steps=self.total_steps),  # as TRL hands it
-            finished=roll.contains_eos.tolist(),  # a cut response is scored as cut, not as a finished answer
-        )
-
-    @torch.no_grad()
     def reference_logprobs(self, roll: Rollout) -> torch.Tensor:
-        """3a. [B, R] log pi_ref of the sampled tokens: the same model with every adapter off."""
-        with self.model.disable_adapter():
-            return self._forward(roll).logprobs
+        """3a. [B, R] log pi_ref of the sampled tokens (`PolicyPasses.reference_logprobs`)."""
+        return self.passes.reference_logprobs(roll)
 
     def fuses_old_pass(self) -> bool:
-        """With one minibatch and a critic inside the policy's pass, the first update pass sees the
-        weights that sampled the batch: its logprobs and values *are* the old ones (a measured win)."""
-        return self.cfg.num_mini_batches == 1 and self.critic.in_policy_pass
+        """Whether pi_old is the first update pass (`PolicyPasses.fuses_old_pass`)."""
+        return self.passes.fuses_old_pass
 
     def old_pass(self, roll: Rollout) -> Forward:
-        """3b. pi_old and V_old. When `fuses_old_pass()` this is the first update pass itself, with
-        gradients (train mode), handed to `update`; otherwise a pass of its own without gradients."""
-        if self.fuses_old_pass():
-            self.model.train()
-            return self._forward(roll, with_entropy=True)
-        with torch.no_grad():
-            forward = self._forward(roll)
-            values = forward.values if self.critic.in_policy_pass else self.critic.values(*self._sequences(roll))
-        return Forward(forward.logprobs, values, None)
+        """3b. pi_old and V_old (`PolicyPasses.old`): fused, the first update pass itself."""
+        return self.passes.old(roll)
 
     def targets(self, roll: Rollout, scores: torch.Tensor, ref_logprobs: torch.Tensor, old: Forward) -> Targets:
         """4-5. KL-shaped per-token rewards and GAE from the old pass, and the importance weights of an
@@ -201,7 +192,8 @@ class PPOTrainer(PPOUpdate):
             old = self.old_pass(roll)  # 3b. pi_old, V_old (fused: the first update pass)
             targets = self.targets(roll, scores, ref_logprobs, old)  # 4-5. rewards, GAE
         with timer("update"):
-            update_stats = self.update(roll, targets, fused=old if self.fuses_old_pass() else None)  # 6
+            fused = old if self.passes.fuses_old_pass else None
+            update_stats = self.update(roll, targets, self.step, fused=fused)  # 6. PPO epochs
         with timer("weight_sync"):
             self.sampler.sync_weights()  # the next rollout samples the weights just updated
         self.scheduler.step()
@@ -231,15 +223,8 @@ class PPOTrainer(PPOUpdate):
         the critic on that scale. Returns what to log, or {} when there was nothing to do."""
         if not self.scale.needed:
             return {}
-
-        @torch.no_grad()
-        def sample_and_score(rows: list[int]):
-            roll = self.sample(*self.prompts.padded_rows(rows, self.device))
-            total, parts = self.score(roll, [self.prompt_rows[i] for i in rows])
-            return total, self.rewards.rm_share(parts)
-
         batches = self.prompts.score_norm_batches(self.scale.samples, self.preset.training.batch_size)
-        scores, rm_share = sft_scores(batches, sample_and_score)
+        scores, rm_share = sft_scores(batches, self.scorer, self.step)
         logged = self.scale.estimate(self.accelerator.gather(scores))
         if self.step == 0:  # a resumed run keeps its trained critic
             # the critic's head estimates the RM's weighted part of the total (or nothing: a zero head),
@@ -251,11 +236,7 @@ class PPOTrainer(PPOUpdate):
 
     def evaluate(self) -> dict[str, float]:
         """The held-out prompts sampled and scored now (`HeldOutEvaluation`)."""
-
-        def sample(rows: list[dict]) -> Rollout:
-            return self.sample(*self.prompts.padded(self.prompts.tokenize(rows), self.device))
-
-        return self.held_out(self.step, sample, self.score, self.response_texts)
+        return self.held_out(self.step, self.scorer)
 
     def train(self, resume_from: str | None = None) -> dict[str, float]:
         from tqdm.auto import tqdm
@@ -297,8 +278,6 @@ class PPOTrainer(PPOUpdate):
             final_eval = self.evaluate()
             self.log({"step": self.step, **final_eval})
             metrics = {**metrics, **final_eval}
-        write_rank_digest(self.stack.named_trainable())  # what the multi-process tests compare across ranks
-        write_rank_holdings(self.model)  # and how much of the model each rank stores (sharded: about 1/N)
         self.log.finish()
         return metrics
 
@@ -309,7 +288,7 @@ class PPOTrainer(PPOUpdate):
     def _write_samples(self) -> None:
         roll, _targets, scores, rows = self._last
         prompts = [self.prompt_rows[i]["prompt"] for i in rows]
-        write_samples(self.run.samples, self.step, prompts, self.response_texts(roll), scores, self.cfg.num_samples)
+        write_samples(self.run.samples, self.step, prompts, self.scorer.texts(roll), scores, self.cfg.num_samples)
 
     # ------------------------------------------------------------------------------------ state
 

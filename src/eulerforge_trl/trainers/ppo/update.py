@@ -1,7 +1,6 @@
 """6. The PPO epochs of a step: minibatch passes over one rollout batch, the clipped objectives,
-backward, gradient averaging across processes (FSDP2's own for a sharded model), separate clipping of policy and critic, one
-optimizer step per minibatch. A part of `PPOTrainer` (a base class of it), kept apart so the
-trainer file reads as the loop and its phases."""
+backward, gradient averaging across processes (FSDP2's own for a sharded model), separate clipping
+of policy and critic, one optimizer step per minibatch."""
 
 from __future__ import annotations
 
@@ -10,26 +9,47 @@ import torch
 from ...generation import Rollout
 from . import losses
 from .gradients import average_gradients
-from .rollout import Forward, response_forward
+from .rollout import Forward, PolicyPasses
 from .sharding import clip_grad_norm, is_dtensor
 from .targets import Targets
 
 
 class PPOUpdate:
-    """The update phase; `PPOTrainer` provides model, critic, optimizer, cfg, preset, step, device,
-    accelerator, the KL controller `kl` and the parameter lists it reads."""
+    """The update phase, given what it updates: the passes over the rollout (`PolicyPasses`), the
+    optimizer over `policy_params` + `critic_params`, `training.ppo`, the KL controller (its current
+    coefficient weighs a KL loss), and how many processes average their gradients."""
 
-    def update(self, roll: Rollout, targets: Targets, fused: Forward | None = None) -> dict[str, torch.Tensor]:
-        """6. `epochs` passes of minibatch updates with the clipped objectives.
+    def __init__(
+        self,
+        passes: PolicyPasses,
+        optimizer,
+        cfg,
+        kl,
+        *,
+        policy_params: list[torch.nn.Parameter],
+        critic_params: list[torch.nn.Parameter],
+        max_grad_norm: float,
+        seed: int,
+        processes: int,
+        device,
+    ):
+        self.passes, self.critic, self.optimizer, self.cfg, self.kl = passes, passes.critic, optimizer, cfg, kl
+        self.policy_params, self.critic_params = policy_params, critic_params
+        self.max_grad_norm, self.seed, self.processes, self.device = max_grad_norm, seed, processes, device
 
-        `fused`: the first pass over the whole batch, already run by `old_pass` (one minibatch only).
+    def __call__(self, roll: Rollout, targets: Targets, step: int, fused: Forward | None = None) -> dict:
+        """6. `epochs` passes of minibatch updates with the clipped objectives; the minibatch order is
+        seeded by `step`, so a resumed run updates as the uninterrupted one did.
+
+        `fused`: the first pass over the whole batch, already run as the old pass (one minibatch only).
+        Returns {name: mean over minibatches} of the losses and statistics.
         """
         cfg = self.cfg
-        self.model.train()
+        self.passes.model.train()
         n = len(roll)
         mb_size = n // cfg.num_mini_batches
         stats: dict[str, list[torch.Tensor]] = {}
-        generator = torch.Generator().manual_seed(self.preset.training.seed * 100003 + self.step)
+        generator = torch.Generator().manual_seed(self.seed * 100003 + step)
         for epoch in range(cfg.epochs):
             order = torch.randperm(n, generator=generator)
             for start in range(0, n, mb_size):
@@ -37,7 +57,7 @@ class PPOUpdate:
                     idx, forward = torch.arange(n, device=self.device), fused
                 else:
                     idx = order[start : start + mb_size].to(self.device)
-                    forward = self._forward(roll, idx, with_entropy=True)
+                    forward = self.passes.forward(roll, idx, with_entropy=True)
                 for key, value in self._minibatch_step(roll, targets, idx, forward).items():
                     stats.setdefault(key, []).append(value)
         return {k: torch.stack(v).mean() for k, v in stats.items()}
@@ -63,19 +83,18 @@ class PPOUpdate:
             loss = 0.0
         # the critic's adapter stays active through its backward: checkpointed layers are recomputed there
         with self.critic.active():
-            values = forward.values if self.critic.in_policy_pass else self.critic.values(*self._sequences(roll, idx))
+            values = self.passes.values(roll, forward, idx)
             vf_loss, vf_stats = losses.value_loss(
                 values, targets.values[idx], targets.returns[idx], mask, cfg.clip_range_value
             )
             (loss + cfg.vf_coef * vf_loss).backward()
-        if self.accelerator.num_processes > 1:  # a sharded model's own gradients FSDP2 has averaged already
+        if self.processes > 1:  # a sharded model's own gradients FSDP2 has averaged already
             unsharded = [p for p in self.policy_params + self.critic_params if not is_dtensor(p)]
-            average_gradients(unsharded, self.accelerator.num_processes)
+            average_gradients(unsharded, self.processes)
         # clipped apart: a large gradient on the critic's own weights must not shrink the policy's step (the
         # value_head critic's loss also reaches the policy adapter through the undetached hidden states: docs/ppo.md)
-        max_norm = self.preset.training.max_grad_norm
-        policy_norm = clip_grad_norm(self.policy_params, max_norm)
-        critic_norm = clip_grad_norm(self.critic_params, max_norm)
+        policy_norm = clip_grad_norm(self.policy_params, self.max_grad_norm)
+        critic_norm = clip_grad_norm(self.critic_params, self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {
@@ -88,19 +107,3 @@ class PPOUpdate:
             **vf_stats,
             **kl_stats,
         }
-
-    def _sequences(self, roll: Rollout, idx=None) -> tuple[torch.Tensor, torch.Tensor, int]:
-        if idx is None:
-            return roll.input_ids, roll.attention_mask, roll.n_prompt
-        return roll.input_ids[idx], roll.attention_mask[idx], roll.n_prompt
-
-    def _forward(self, roll: Rollout, idx=None, with_entropy: bool = False) -> Forward:
-        """The active adapter's pass over (part of) the rollout; values too when the critic lives in it."""
-        return response_forward(
-            self.model,
-            *self._sequences(roll, idx),
-            self.cfg.temperature,
-            value_head=self.critic.head if self.critic.in_policy_pass else None,
-            with_entropy=with_entropy,
-            entropy_grad=self.cfg.entropy_coef > 0,
-        )
