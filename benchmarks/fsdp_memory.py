@@ -44,12 +44,15 @@ def worker(out: Path, argv: list[str]) -> int:
     """In each launched process: train, then record the peak RSS at exit beside the rank's holdings."""
     import contextlib
 
-    from eulerforge_trl.runtime import RANK_DIGEST_ENV, peak_rss_mb, process_state
+    sys.path.insert(0, str(REPO / "tests"))
+    from eulerforge_trl.runtime import process_state
+    from rank_probe import RANK_DIGEST_ENV, install, peak_rss_mb  # each rank's holdings, written after training
 
+    install()
     if os.environ.get(PER_TOKEN_ENV):  # the comparison point only: rollouts on the sharded layers
-        from eulerforge_trl.trainers.ppo import trainer
+        from eulerforge_trl.trainers.ppo import scoring
 
-        trainer.gathered = lambda model: contextlib.nullcontext()
+        scoring.gathered = lambda model: contextlib.nullcontext()
     os.environ[RANK_DIGEST_ENV] = str(out)
     from eulerforge_trl.train import main
 

@@ -6,7 +6,7 @@ two processes (torch, transformers and TRL imported twice) costs more than train
     accelerate launch --config_file CONFIG tests/multiprocess_stages.py RUNS.json
 
 RUNS.json: `[{"argv": [...], "digests": "DIR"}, ...]`; each run's ranks write their digests and
-holdings into its own DIR ($EULERFORGE_RANK_DIGEST_DIR). Stops at the first run that fails, with its code.
+holdings into its own DIR (`rank_probe.py`). Stops at the first run that fails, with its code.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from pathlib import Path
 
 
 def main() -> int:
-    from eulerforge_trl.runtime import RANK_DIGEST_ENV
     from eulerforge_trl.train import main as train
+    from rank_probe import RANK_DIGEST_ENV, install
 
+    install()
     for run in json.loads(Path(sys.argv[1]).read_text()):
         os.environ[RANK_DIGEST_ENV] = run["digests"]
         code = train(run["argv"])

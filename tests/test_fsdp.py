@@ -6,7 +6,7 @@ config (tests/multiprocess_stages.py).
 Both see the same rows in the same order and start from the same weights, so the sharded run must
 reproduce the replicated one step for step: the losses agree to LOSS_RTOL (only the order of
 floating-point sums differs, reduce-scatter against all-reduce). Each rank writes what it holds
-($EULERFORGE_RANK_DIGEST_DIR, `runtime.write_rank_holdings`): sharded, about half; replicated, all.
+(`tests/rank_probe.py`): sharded, about half; replicated, all.
 Every sharded run, killed after its checkpoint at step 2, resumes from it and ends where it would have.
 Every run, replicated or sharded, ends with the same weights on both ranks and writes its files once.
 """
@@ -199,7 +199,7 @@ def test_a_sharded_run_resumes_from_its_checkpoint_exactly(runs, resumed, stage)
 
 
 def digests(ranks: Path) -> list[str]:
-    """Each rank's hash of its trainable weights, gathered whole, at the end of training (`runtime.write_rank_digest`)."""
+    """Each rank's hash of its trainable weights, gathered whole, at the end of training (`tests/rank_probe.py`)."""
     return [f.read_text() for f in sorted(ranks.glob("rank*.txt"))]
 
 
@@ -274,7 +274,7 @@ def test_deepspeed_zero3_partitions_the_weights(tmp_path, tiny_argv):
     out, ranks = tmp_path / "out", tmp_path / "ranks"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
     command += [str(REPO / "examples" / "accelerate" / "deepspeed_zero3.yaml"), "--main_process_port", "0"]
-    command += ["-m", "eulerforge_trl.train", *tiny_argv("tiny_sft.yml", out, "training.max_steps=2")]
+    command += [str(REPO / "tests" / "rank_probe.py"), *tiny_argv("tiny_sft.yml", out, "training.max_steps=2")]
     env = {**os.environ, "EULERFORGE_RANK_DIGEST_DIR": str(ranks)}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

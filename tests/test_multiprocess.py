@@ -1,7 +1,7 @@
 """Data parallelism on the CPU: PPO under `accelerate launch` with 2 processes (gloo), resumed.
 
 The run must finish, end with identical trainable weights on both ranks (each rank writes a
-digest when $EULERFORGE_RANK_DIGEST_DIR is set), write its files once (rank 0 only), keep each
+digest: tests/rank_probe.py), write its files once (rank 0 only), keep each
 rank's RNG stream and resume both ranks exactly. Every other stage's data-parallel run (and all of
 them sharded) is in tests/test_fsdp.py, which launches the stages together.
 """
@@ -33,8 +33,7 @@ def launch(tiny_argv, preset, out, digests, *overrides):
         str(ACCELERATE_CONFIG),
         "--main_process_port",
         "0",
-        "-m",
-        "eulerforge_trl.train",
+        str(REPO / "tests" / "rank_probe.py"),  # eulerforge_trl.train, each rank's digest written after training
         *argv,
     ]
     env = {**os.environ, "EULERFORGE_RANK_DIGEST_DIR": str(digests), "OMP_NUM_THREADS": "1"}

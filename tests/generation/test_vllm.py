@@ -378,7 +378,7 @@ def test_ppo_with_vllm_on_two_processes_data_parallel_and_sharded(tmp_path, tiny
         )
         command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
         command += [str(repo / "examples" / "accelerate" / f"{config}.yaml"), "--main_process_port", "0"]
-        command += ["-m", "eulerforge_trl.train", *argv]
+        command += [str(repo / "tests" / "rank_probe.py"), *argv]  # each rank's holdings written after training
         env = {**os.environ, "OMP_NUM_THREADS": "1", "EULERFORGE_RANK_DIGEST_DIR": str(tmp_path / f"{config}.ranks")}
         result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, f"{config}: {result.stderr[-3000:]}"

@@ -9,7 +9,7 @@ from ..config.schema import Preset
 from ..distributed import fit_wrap_policy, is_sharded, sharded_trainer_args
 from ..generation.merged import merged_into, merged_model
 from ..rundir import RunDir, append_metrics, atomic_directory, start_run, write_final_marker
-from ..runtime import use_cpu, write_rank_digest, write_rank_holdings
+from ..runtime import use_cpu
 
 
 def use_bf16(preset: Preset) -> bool:
@@ -237,7 +237,7 @@ def same_model_unsharded(trainer, base):
 def logging_callbacks(preset: Preset, run: RunDir) -> list[TrainerCallback]:
     """metrics.jsonl always (and preset.yml, written as training starts); TensorBoard under
     `<output_dir>/tensorboard` when asked for."""
-    callbacks: list[TrainerCallback] = [MetricsFileCallback(run, preset_to_yaml(preset)), RankDigestCallback()]
+    callbacks: list[TrainerCallback] = [MetricsFileCallback(run, preset_to_yaml(preset))]
     if "tensorboard" in as_list(preset.training.report_to):
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
@@ -269,15 +269,6 @@ class MetricsFileCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
             append_metrics(self.path, {"step": state.global_step, **{k: _plain(v) for k, v in logs.items()}})
-
-
-class RankDigestCallback(TrainerCallback):
-    """At the end of training each rank may record a hash of its trainable weights (see runtime)."""
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        if model is not None:
-            write_rank_digest((n, p) for n, p in model.named_parameters() if p.requires_grad)
-            write_rank_holdings(model)
 
 
 def _plain(value):

@@ -25,12 +25,6 @@ class PolicyStack:
     policy_params: list[torch.nn.Parameter]  # the policy adapter's LoRA weights
     critic_params: list[torch.nn.Parameter]
 
-    def named_trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
-        """(name, parameter) of everything that trains: the policy adapter's and the critic's."""
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        names.update({id(p): f"critic_head.{n}" for n, p in self.critic.head.named_parameters()})
-        return [(names[id(p)], p) for p in self.policy_params + self.critic_params]
-
 
 def assemble(preset: Preset, tokenizer, device, accelerator=None) -> PolicyStack:
     """Load the SFT model with a fresh policy adapter, place the reward sources and the critic on it,
