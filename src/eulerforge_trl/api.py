@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .config import Preset, load_preset
 from .errors import PresetError
-from .pipeline.run_stage import StageResult, run_stage
+from .pipeline.run_stage import StageResult, run_loaded_stage
 from .stages import STAGES, Stage
 
 __all__ = ["StageResult", "train_stage", *(f"train_{name}" for name in STAGES)]
@@ -60,7 +60,7 @@ def train_stage(
         raise PresetError(
             f"train_{stage} got a preset with training.type={loaded.training.type}; use train_{loaded.training.type}"
         )
-    return run_stage(loaded, resume=resume)
+    return run_loaded_stage(loaded, resume=resume)
 
 
 def _stage_function(stage: Stage) -> Callable[..., StageResult]:

@@ -130,8 +130,10 @@ def non_finite_numbers(node, prefix: str = "") -> list[tuple[str, float]]:
     return []
 
 
-# transformers' `report_to` names -> the module each needs (transformers' integration_utils checks the same)
+# transformers' `report_to` names (and accelerate's `aim`, which PPO logs through) -> the module each needs
+# (transformers' integration_utils checks the same)
 TRACKER_MODULES = {
+    "aim": "aim",
     "wandb": "wandb",
     "tensorboard": "tensorboard",
     "mlflow": "mlflow",

@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 
 from .rollout import Rollout, build_rollout
-from .vllm_engine import ColocatedEngine, require_vllm
+from .vllm_engine import ColocatedEngine
 
-__all__ = ["VLLMSampler", "require_vllm"]
+__all__ = ["VLLMSampler"]
 
 
 class VLLMSampler:
@@ -46,7 +46,6 @@ class VLLMSampler:
         max_batch: int = 64,
         distributed: bool = False,
     ):
-        vllm = require_vllm()
         self.stop_ids, self.pad_token_id = list(stop_ids), pad_token_id
         self.engine = ColocatedEngine(
             model,
@@ -61,7 +60,9 @@ class VLLMSampler:
             distributed=distributed,
         )
         self.llm = self.engine.llm
-        self.params = vllm.SamplingParams(
+        from vllm import SamplingParams  # importable: the engine has just started
+
+        self.params = SamplingParams(
             n=1,
             temperature=temperature,
             top_p=1.0,

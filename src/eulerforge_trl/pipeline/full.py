@@ -26,7 +26,7 @@ from ..errors import DataError, PresetError
 from ..rundir import RunDir, read_metrics
 from ..stages import STAGES, pipeline_chains
 from .existing_run import check_same_run, finished_note
-from .run_stage import StageResult, run_stage
+from .run_stage import StageResult, run_loaded_stage
 
 # `stages:` holds one optional key per stage of the table: the stage preset it runs, relative to
 # the pipeline file, else a shipped preset by name (a stage left out does not run).
@@ -153,7 +153,7 @@ def run_pipeline(
             result.stages[stage] = StageResult(stage, run.root, run.final)
         else:
             print(f"[pipeline] {stage}: training into {run.root}", flush=True)
-            result.stages[stage] = run_stage(preset, resume=resume)
+            result.stages[stage] = run_loaded_stage(preset, resume=resume)  # loaded and checked by the plan
     return result
 
 

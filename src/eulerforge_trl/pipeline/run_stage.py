@@ -58,7 +58,12 @@ def run_stage(preset: Preset | str | Path, overrides=None, output_dir=None, resu
     """
     # a Preset object goes through load_preset too: its cross-key rules run whoever built it
     preset_path = resolve_preset_path(preset) if isinstance(preset, (str, Path)) else None
-    preset = load_preset(preset, overrides, output_dir)
+    return run_loaded_stage(load_preset(preset, overrides, output_dir), resume, preset_path)
+
+
+def run_loaded_stage(preset: Preset, resume: bool = True, preset_path: Path | None = None) -> StageResult:
+    """`run_stage` for a preset `load_preset` returned (checked: not loaded again); `preset_path`, the
+    file it came from, names that file in the hints about earlier stages."""
     stage = preset.training.type
     run = RunDir(Path(preset.output_dir))
     check_same_run(preset, run)  # another stage's or base's run there is refused before anything loads
@@ -115,8 +120,11 @@ def check_inputs(preset: Preset) -> int:
     from ..models.locate import check_model_name
 
     check_model_name(preset.model_name)  # first, before torch loads: a mistyped name answers in a second
-    from ..data.jsonl import is_conversational, read_data
-    from ..data.render import require_chat_template
+    if preset.generation.backend == "vllm":
+        from ..generation.vllm_engine import require_vllm
+
+        require_vllm()  # one line naming the install command, for every stage that samples with it
+    from ..data.jsonl import read_data
     from ..errors import ModelError
     from ..models.fingerprint import check_same_shapes
     from ..models.loading import architecture_of, load_tokenizer
@@ -131,7 +139,9 @@ def check_inputs(preset: Preset) -> int:
     files = {"data.path": read_data(preset.data)}
     if preset.data.eval_path:
         files["data.eval_path"] = read_data(preset.data, key="data.eval_path")
-    if any(is_conversational(rows[0]["prompt"]) for rows in files.values()):
+    if any(isinstance(rows[0]["prompt"], list) for rows in files.values()):  # message lists (read as checked)
+        from ..data.render import require_chat_template
+
         tokenizer = load_tokenizer(preset.model_name, preset.chat_template)
         for key, rows in files.items():
             require_chat_template(tokenizer, rows, preset.model_name, key)

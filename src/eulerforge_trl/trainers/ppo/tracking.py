@@ -3,8 +3,6 @@ trackers as the TRL stages log through transformers' (TensorBoard under `<output
 
 from __future__ import annotations
 
-import logging
-
 from accelerate import Accelerator
 
 from ...config.schema import Preset
@@ -14,24 +12,17 @@ from ...rundir import RunDir, append_metrics
 from ...runtime import use_cpu
 from ..common import as_list
 
-logger = logging.getLogger(__name__)
-
 
 def build_accelerator(preset: Preset, run: RunDir) -> Accelerator:
-    """The run's Accelerator, with `training.report_to`'s trackers; an unknown name is a preset error."""
-    from accelerate.tracking import get_available_trackers
+    """The run's Accelerator, with `training.report_to`'s trackers; a name accelerate does not know is a
+    preset error (one it knows but this machine lacks the preset's own checks refused: `config.rules`)."""
     from accelerate.utils import LoggerType, ProjectConfiguration
 
-    wanted = as_list(preset.training.report_to)
+    log_with = as_list(preset.training.report_to)
     known = set(LoggerType.list()) - {"all"}
-    unknown = [name for name in wanted if name not in known and name != "all"]
+    unknown = [name for name in log_with if name not in known and name != "all"]
     if unknown:
         raise PresetError(f"training.report_to: unknown logger {unknown[0]!r}; choose from {', '.join(sorted(known))}")
-    available = {str(t) for t in get_available_trackers()}
-    missing = [name for name in wanted if name != "all" and name not in available]
-    for name in missing:
-        logger.warning("training.report_to: %s is not installed here; PPO does not log to it", name)
-    log_with = [name for name in wanted if name not in missing]
     project = ProjectConfiguration(project_dir=str(run.root), logging_dir=str(run.tensorboard))
     renew_cpu_fsdp_plugin()  # sharded CPU processes: this trainer's own plugin (a pipeline runs several)
     return Accelerator(cpu=use_cpu(), log_with=log_with or None, project_config=project)
