@@ -98,21 +98,16 @@ class RunDir:
         return self.checkpoints / f"{CHECKPOINT_PREFIX}{step}"
 
     def checkpoints_newest_first(self) -> list[Path]:
-        """Every `checkpoint-<step>` directory, the newest first."""
-        if not self.checkpoints.is_dir():
-            return []
-        found = [
-            (step, p)
-            for p in self.checkpoints.glob(f"{CHECKPOINT_PREFIX}*")
-            if p.is_dir() and (step := checkpoint_step(p)) is not None
-        ]
-        return [p for _, p in sorted(found, reverse=True)]
+        """Every `checkpoint-<step>` directory, the newest first (ordered as transformers' Trainer orders them)."""
+        from transformers.trainer_utils import sort_checkpoints
+
+        return [Path(p) for p in reversed(sort_checkpoints(str(self.checkpoints)))]
 
     def prune_checkpoints(self, keep: int) -> None:
-        """Delete all but the newest `keep` checkpoints (`keep` <= 0 keeps them all)."""
-        if keep > 0:
-            for old in self.checkpoints_newest_first()[keep:]:
-                shutil.rmtree(old, ignore_errors=True)
+        """Delete all but the newest `keep` checkpoints (`keep` <= 0 keeps them all), as transformers' Trainer does."""
+        from transformers.trainer_utils import rotate_checkpoints
+
+        rotate_checkpoints(str(self.checkpoints), keep)
 
     def last_loadable_checkpoint(self) -> Path | None:
         """The newest checkpoint whose files all load; each broken one is skipped with a warning.

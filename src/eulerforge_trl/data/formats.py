@@ -73,18 +73,24 @@ def form_of(row: dict, task: str) -> str:
 
 
 def from_sharegpt(messages: list, name: str, where: str) -> list:
-    """ShareGPT messages (`from`/`value`) as role/content messages; others are returned as they are."""
+    """ShareGPT messages (`from`/`value`) as role/content messages (TRL's `maybe_convert_to_chatml`), their
+    role names (human, gpt) as chat templates know them (`SHAREGPT_ROLES`); others are returned as they are."""
     if not isinstance(messages, list):
         raise DataError(f"{where}: field '{name}' must be a list of messages, got {type(messages).__name__}")
-    out = []
-    for i, message in enumerate(messages):
-        if isinstance(message, dict) and "role" not in message and "from" in message and "value" in message:
-            role = SHAREGPT_ROLES.get(message["from"]) if isinstance(message["from"], str) else None
-            if role is None:
-                known = ", ".join(SHAREGPT_ROLES)
-                raise DataError(f"{where}: field '{name}'[{i}] has role '{message['from']}'; known roles: {known}")
-            message = {"role": role, "content": message["value"]}
-        out.append(message)
+    sharegpt = [
+        i for i, m in enumerate(messages) if isinstance(m, dict) and "role" not in m and {"from", "value"} <= m.keys()
+    ]
+    if not sharegpt:
+        return messages
+    from trl.data_utils import maybe_convert_to_chatml
+
+    out = list(messages)
+    renamed = maybe_convert_to_chatml({"messages": [dict(messages[i]) for i in sharegpt]})["messages"]
+    for i, message in zip(sharegpt, renamed):
+        role = message["role"]
+        if not isinstance(role, str) or role not in SHAREGPT_ROLES:
+            raise DataError(f"{where}: field '{name}'[{i}] has role '{role}'; known roles: {', '.join(SHAREGPT_ROLES)}")
+        out[i] = {"role": SHAREGPT_ROLES[role], "content": message["content"]}
     return out
 
 
@@ -116,11 +122,11 @@ def _from_alpaca(row: dict, task: str, system: str | None, where: str) -> dict:
 
 
 def split_shared_prefix(chosen: list, rejected: list, where: str) -> tuple[list, list, list]:
-    """(prompt, chosen, rejected) from two whole conversations: the prompt is their shared first turns,
-    ending before an assistant turn (as TRL's `extract_prompt` splits them)."""
-    n = 0
-    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
-        n += 1
+    """(prompt, chosen, rejected) from two whole conversations: the prompt is their shared first turns
+    (TRL's `extract_prompt`), ending before an assistant turn, so that each answer stays whole."""
+    from trl.data_utils import extract_prompt
+
+    n = len(extract_prompt({"chosen": chosen, "rejected": rejected})["prompt"]) if chosen and rejected else 0
     while n > 0 and isinstance(chosen[n - 1], dict) and chosen[n - 1].get("role") == "assistant":
         n -= 1
     if n == 0:

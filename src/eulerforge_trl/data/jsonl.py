@@ -44,11 +44,6 @@ class Rows(list):
     form: str = "message lists"
 
 
-def is_conversational(value) -> bool:
-    """True for a message list (`[{"role": ..., "content": ...}, ...]`), False for plain text."""
-    return isinstance(value, list)
-
-
 def read_rows(
     path: str | Path,
     task: str,
@@ -127,7 +122,7 @@ def _read(path, source_split, subset, columns, split_key, task, key) -> tuple[li
             if records.line_numbers:  # JSONL: the line that lacks it
                 raise
             raise DataError(_missing_column_message(records, err.field, task, columns, key)) from None
-        shape = is_conversational(row["prompt"])
+        shape = isinstance(row["prompt"], list)  # a message list, or plain text
         if shape_of_first is None:
             shape_of_first, rows.form = shape, form_of(renamed, task)
         elif shape != shape_of_first:
@@ -194,7 +189,7 @@ def _warn_about_degenerate_rows(rows: list[dict], task: str, path: Path, key: st
 
 
 def _text_of(value) -> str:
-    return "".join(m["content"] for m in value) if is_conversational(value) else value
+    return "".join(m["content"] for m in value) if isinstance(value, list) else value
 
 
 def _task_fields(row: dict, task: str, where: str) -> tuple[dict, dict]:
@@ -232,7 +227,7 @@ def _task_fields(row: dict, task: str, where: str) -> tuple[dict, dict]:
                 f"{where}: field '{name}' must be a string or a list of messages, got {type(value).__name__}"
             )
         out[field] = value
-    kinds = {is_conversational(v) for f, v in out.items() if f not in _FLAG_FIELDS}
+    kinds = {isinstance(v, list) for f, v in out.items() if f not in _FLAG_FIELDS}
     if len(kinds) > 1:
         raise DataError(f"{where}: mixes plain-text and message-list fields; use one or the other in a row")
     return out, extra
@@ -276,7 +271,7 @@ def split_rows(data, seed: int, columns: bool = False) -> tuple[list[dict], list
     """The training and (optional) evaluation rows for a preset's `data` section.
 
     Evaluation rows come from `data.eval_path` when set (its split `data.eval_path_split`), else a
-    `data.eval_split` fraction of the training rows (shuffled with the run's seed), else there are none.
+    `data.eval_split` fraction of the training rows (`datasets`' seeded `train_test_split`), else there are none.
 
     Args:
         columns: each row also carries its source's other columns (`extra_columns`) as a dict under
@@ -287,14 +282,14 @@ def split_rows(data, seed: int, columns: bool = False) -> tuple[list[dict], list
         return train, _rows_of(data, "data.eval_path", columns)
     if data.eval_split <= 0:
         return train, None
-    import random
+    from datasets import Dataset
 
-    order = list(range(len(train)))
-    random.Random(seed).shuffle(order)
     n_eval = max(1, int(len(train) * data.eval_split))
     if n_eval >= len(train):
         raise DataError(f"data.eval_split ({data.eval_split}) leaves no training rows in {data.path}")
-    return [train[i] for i in order[n_eval:]], [train[i] for i in order[:n_eval]]
+    # the split of row indices: the rows themselves (message lists, mixed-type columns) stay Python objects
+    split = Dataset.from_dict({"row": range(len(train))}).train_test_split(test_size=n_eval, seed=seed)
+    return [train[i] for i in split["train"]["row"]], [train[i] for i in split["test"]["row"]]
 
 
 def _rows_of(data, key: str, columns: bool) -> list[dict]:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 
+from trl.data_utils import is_conversational
+
 from ..errors import DataError
-from .jsonl import is_conversational
 
 # `{% generation %}` ... `{% endgeneration %}` (with whitespace control) marks assistant text in a template
 _GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
@@ -25,7 +26,7 @@ def require_chat_template(
 ) -> None:
     """Message-list rows need a chat template (the tokenizer's own or the one `setting` gives it); say so
     in one line when there is none."""
-    if rows and is_conversational(rows[0]["prompt"]) and not getattr(tokenizer, "chat_template", None):
+    if rows and is_conversational(rows[0]) and not getattr(tokenizer, "chat_template", None):
         form = getattr(rows, "form", "message lists")  # `jsonl.Rows`: the format the source was written in
         form = "conversational (message lists)" if form == "message lists" else form
         raise DataError(
@@ -37,7 +38,7 @@ def require_chat_template(
 
 def prompt_ids(tokenizer, prompt) -> list[int]:
     """Token ids of a prompt, ending where the model's answer starts."""
-    if is_conversational(prompt):
+    if is_conversational({"prompt": prompt}):
         return list(
             tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)[
                 "input_ids"
@@ -67,7 +68,7 @@ def stop_token_ids(tokenizer, conversational: bool) -> list[int]:
 
 def as_completion(prompt, response):
     """A response as a completion of `prompt`'s kind: an assistant message for a conversation."""
-    if is_conversational(prompt) and isinstance(response, str):
+    if is_conversational({"prompt": prompt}) and isinstance(response, str):
         return [{"role": "assistant", "content": response}]
     return response
 
@@ -80,7 +81,7 @@ def reward_ids(tokenizer, prompt, completion, finished: bool = True) -> list[int
     truncated response as if the policy had chosen to stop there.
     """
     completion = as_completion(prompt, completion)
-    if is_conversational(prompt):
+    if is_conversational({"prompt": prompt}):
         if not finished:
             opened = tokenizer.apply_chat_template(
                 list(prompt), add_generation_prompt=True, tokenize=True, return_dict=True

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config.chat_template import resolve_chat_template
-from ..data.jsonl import extra_columns, is_conversational, read_rows
+from ..data.jsonl import extra_columns, read_rows
 from ..errors import UserError
 from ..models.reward_files import read_reward_meta
 from ..rewards.functions import call_reward_function, load_reward_function
@@ -95,6 +95,7 @@ def evaluate_models(
     """
     import torch
     from tqdm.auto import tqdm
+    from trl.data_utils import is_conversational
 
     # everything a user can get wrong is checked before any model is loaded
     specs, rows, columns, judge_fn, reward_meta, output = _check_inputs(
@@ -105,7 +106,7 @@ def evaluate_models(
     output.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model_set(specs, reward, reward_meta, device, chat_template=chat_template)
-    conversational = is_conversational(rows[0]["prompt"])
+    conversational = is_conversational(rows[0])
     for spec, tokenizer in zip(specs, loaded.tokenizers):
         _require_template(tokenizer, rows, spec.name)
     items = [(p, k) for p in range(len(rows)) for k in range(num_samples)]

@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 
 from trl import SFTConfig, SFTTrainer
+from trl.data_utils import is_conversational
 
 from ..config.schema import Preset
 from ..data import render
-from ..data.jsonl import is_conversational, split_rows, to_trainer_columns
+from ..data.jsonl import split_rows, to_trainer_columns
 from ..errors import DataError, PresetError
 from ..models.loading import load_tokenizer
 from ..rundir import RunDir
@@ -87,7 +88,7 @@ def sft_datasets(preset: Preset, tokenizer):
     train, evaluation = split_rows(preset.data, preset.training.seed)
 
     def build(rows: list[dict]) -> Dataset:
-        if preset.data.assistant_turns == "all" and is_conversational(rows[0]["prompt"]):
+        if preset.data.assistant_turns == "all" and is_conversational(rows[0]):
             pairs = _conversation_ids(tokenizer, [r["prompt"] + r["response"] for r in rows], preset.model_name)
             return Dataset.from_dict({"input_ids": [i for i, _ in pairs], "assistant_masks": [m for _, m in pairs]})
         return Dataset.from_list(to_trainer_columns(rows, "sft"))
