@@ -17,7 +17,7 @@ import enum
 import textwrap
 import types
 import typing
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -56,7 +56,7 @@ def explain(key: str) -> str:
     sub = _section_type(hint)
     if sub is not None:
         return _explain_section(key, sub, optional=_is_optional(hint), doc=doc_of(section, name))
-    lines = [key, f"  type:    {_type_text(hint)}", f"  default: {_value_text(_default(section, name))}"]
+    lines = [key, f"  type:    {type_text(hint)}", f"  default: {_value_text(_default(section, name))}"]
     stage = _reading_stage(key)
     if stage:
         lines.append(f"  read by: {stage}")
@@ -134,7 +134,7 @@ def _explain_section(key: str, cls: type, optional: bool = False, doc: str = "")
         if sub is not None:
             lines.append(f"  {f.name}  (section; --explain {key + '.' if key else ''}{f.name})")
         else:
-            lines.append(f"  {f.name} = {_value_text(_default(cls, f.name))}  ({_type_text(hint)})")
+            lines.append(f"  {f.name} = {_value_text(_default(cls, f.name))}  ({type_text(hint)})")
         lines += _wrap(doc_of(cls, f.name), "      ")
     stage = key.removeprefix("training.")
     if key.startswith("training.") and stage in TRL_CONFIGS:
@@ -232,17 +232,6 @@ def _section_type(hint) -> type | None:
     if len(candidates) == 1 and dataclasses.is_dataclass(candidates[0]):
         return candidates[0]
     return None
-
-
-def _type_text(hint) -> str:
-    if hint is Any:
-        return "any"
-    if typing.get_origin(hint) is Literal:
-        return "one of " + ", ".join(str(c) for c in typing.get_args(hint))
-    if _is_union(hint):
-        rest = [_type_text(a) for a in _args_without_none(hint)]
-        return " or ".join(rest) + (" or null" if _is_optional(hint) else "")
-    return getattr(hint, "__name__", str(hint))
 
 
 def _value_text(value: Any) -> str:

@@ -143,23 +143,10 @@ CHOICES: dict[str, dict[str, tuple]] = {
         "loss_type": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
         "scale_rewards": ("group", "batch", "none", True, False),
     },
-    "dpo": {
-        "loss_type": (
-            "sigmoid",
-            "hinge",
-            "ipo",
-            "exo_pair",
-            "nca_pair",
-            "robust",
-            "bco_pair",
-            "sppo_hard",
-            "aot",
-            "aot_unpaired",
-            "apo_zero",
-            "apo_down",
-            "discopop",
-            "sft",
-            "sigmoid_norm",
+    "dpo": {  # DPOTrainer's list
+        "loss_type": tuple(
+            "sigmoid hinge ipo exo_pair nca_pair robust bco_pair sppo_hard aot aot_unpaired apo_zero apo_down "
+            "discopop sft sigmoid_norm".split()
         ),
     },
 }
