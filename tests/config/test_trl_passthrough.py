@@ -77,6 +77,7 @@ def test_a_trl_field_set_in_the_preset_reaches_the_trl_config(stage, tmp_path, t
         # the tiny model's linear-attention layers cannot keep padding-free packed rows apart on a CPU
         assert written["packing"] is True and written["packing_strategy"] == "wrapped"
     elif preset == "tiny_dpo.yml":  # TRL 1.16 spells RPO as the sft loss beside DPO's
+        assert written["rpo_alpha"] == 0.5
         assert written["loss_type"] == ["sigmoid", "sft"] and written["loss_weights"] == [1.0, 0.5]
     else:
         assert written["loss_type"] == "dr_grpo" and written["num_generations"] == 4 and written["beta"] == 0.04
@@ -197,3 +198,13 @@ def test_explain_of_a_section_lists_the_trl_fields(capsys):
     help_text = " ".join(trl_config_class("sft").__dataclass_fields__["packing"].metadata["help"].split())
     assert "  packing = false  (bool)" in text and help_text[:60] in " ".join(text.split())
     assert "[learning_rate is set by training.lr" in text
+
+
+def test_rpo_alpha_adds_the_sft_loss_beside_the_preset_losses(tmp_path):
+    from eulerforge_trl.trainers.dpo import to_dpo_config
+
+    sets = ["training.dpo.loss_type=[sigmoid,ipo]", "training.dpo.loss_weights=[1,0.5]", "training.dpo.rpo_alpha=0.2"]
+    config = to_dpo_config(load_preset("tiny_dpo.yml", sets), RunDir(tmp_path), has_eval=False)
+    assert config.loss_type == ["sigmoid", "ipo", "sft"] and config.loss_weights == [1.0, 0.5, 0.2]
+    with pytest.raises(PresetError, match=r"rpo_alpha adds the sft loss, and training\.dpo\.loss_type has one"):
+        load_preset("tiny_dpo.yml", ["training.dpo.loss_type=[sigmoid,sft]", "training.dpo.rpo_alpha=0.2"])

@@ -326,19 +326,10 @@ class DPOSection(TRLSection):
     )
     rpo_alpha: float | None = setting(
         None,
-        "RPO (Pang et al. 2024): add rpo_alpha x the NLL of the chosen response to the preference loss. TRL's "
-        "DPOConfig spells it as one more loss, sft, in loss_type with rpo_alpha its entry of loss_weights (the "
-        "others weigh 1 unless loss_weights says); null = off",
+        "RPO (Pang et al. 2024): add rpo_alpha x the NLL of the chosen response to the preference loss. TRL 1.16's "
+        "DPOConfig has no such field and spells it as one more loss, sft, in loss_type with rpo_alpha its entry of "
+        "loss_weights (the others weigh 1 unless loss_weights says); trl_config.json records both; null = off",
     )
-
-    def trl_args(self, names: Iterable[str]) -> dict[str, Any]:
-        args = {k: v for k, v in super().trl_args(names).items()}
-        if self.rpo_alpha is not None:
-            losses = args.get("loss_type", ["sigmoid"])  # TRL's default
-            losses = [losses] if isinstance(losses, str) else list(losses)
-            weights = list(args.get("loss_weights") or [1.0] * len(losses))
-            args["loss_type"], args["loss_weights"] = [*losses, "sft"], [*weights, float(self.rpo_alpha)]
-        return args
 
     def problems(self, preset) -> list[str]:
         # TRL's DPOTrainer raises a bare ValueError for this: it scores with lm_head.weight directly,

@@ -125,6 +125,7 @@ STAGE_OWNED: dict[str, dict[str, str]] = {
         "truncation_mode": _why("a pair longer than data.max_length is dropped, never cut"),
         "disable_dropout": _why(_NETWORK),
         "sync_ref_model": _why(_NO_SYNC),
+        "rpo_alpha": _key("training.dpo.rpo_alpha"),  # a key of the section; a field of trainers.dpo.RPOConfig
     },
     "grpo": dict(_SAMPLING),
     "rloo": dict(_SAMPLING),

@@ -13,6 +13,8 @@ tokenizer, so it loads like any other causal LM and can feed a later stage.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from trl import DPOConfig, DPOTrainer
 
 from ..config.schema import Preset
@@ -22,6 +24,26 @@ from ..rundir import RunDir
 from .common import load_base, logging_callbacks, lora_config, train_and_save_merged, weights_dtype
 from .rows_kept import check_rows_kept, given_rows
 from .trl_config import build_trl_config
+
+
+@dataclass
+class RPOConfig(DPOConfig):
+    """TRL's `DPOConfig` with `rpo_alpha`, the preset's `training.dpo.rpo_alpha`, which TRL 1.16 has no
+    field for: RPO is one more loss there, `sft` in `loss_type`, weighted `rpo_alpha` in `loss_weights`
+    (the other losses 1 unless `loss_weights` says). Set from it here, and kept as a field so that
+    trl_config.json records the setting under the name the preset gave it."""
+
+    rpo_alpha: float | None = field(
+        default=None,
+        metadata={"help": "weight of the NLL of the chosen response added to the preference loss (RPO); None = off"},
+    )
+
+    def __post_init__(self):
+        if self.rpo_alpha is not None:
+            losses = [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
+            self.loss_weights = [*(self.loss_weights or [1.0] * len(losses)), float(self.rpo_alpha)]
+            self.loss_type = [*losses, "sft"]
+        super().__post_init__()
 
 
 def to_dpo_config(preset: Preset, run: RunDir, has_eval: bool) -> DPOConfig:
@@ -43,6 +65,8 @@ def to_dpo_config(preset: Preset, run: RunDir, has_eval: bool) -> DPOConfig:
         truncation_mode="keep_start",
         disable_dropout=True,  # the reference (adapters off) and the policy must see the same network
         sync_ref_model=False,  # TR-DPO; the reference is the adapters-off model
+        config_class=RPOConfig,
+        rpo_alpha=preset.training.dpo.rpo_alpha,
     )
 
 
@@ -101,4 +125,4 @@ def drop_over_long(trainer, max_length: int) -> None:
         trainer.eval_dataset = trainer.eval_dataset.filter(fits)
 
 
-__all__ = ["drop_over_long", "run_dpo", "to_dpo_config"]
+__all__ = ["RPOConfig", "drop_over_long", "run_dpo", "to_dpo_config"]

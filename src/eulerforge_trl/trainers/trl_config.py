@@ -11,7 +11,7 @@ from ..rundir import RunDir, atomic_write_text
 from .common import common_trainer_args
 
 
-def build_trl_config(stage: str, preset: Preset, run: RunDir, has_eval: bool, **owned: Any):
+def build_trl_config(stage: str, preset: Preset, run: RunDir, has_eval: bool, config_class=None, **owned: Any):
     """The TRL config of `stage` (`trl.SFTConfig`, `trl.GRPOConfig`, ...: `config.trl_fields.TRL_CONFIGS`)
     for `preset`, also written to `<output_dir>/trl_config.json` (its `to_json_string()`, by the main
     process, atomically) so a run records every setting it trained with.
@@ -31,6 +31,8 @@ def build_trl_config(stage: str, preset: Preset, run: RunDir, has_eval: bool, **
         preset: the loaded preset.
         run: the run's output directory (checkpoints go to `run.checkpoints`).
         has_eval: the stage has held-out data: evaluate at every checkpoint.
+        config_class: a subclass of the stage's TRL config class to build instead, with fields of ours
+            (`trainers.dpo.RPOConfig`); None = TRL's class.
         **owned: the stage's own fields, e.g. `max_length=preset.data.max_length`.
 
     Returns:
@@ -56,7 +58,7 @@ def build_trl_config(stage: str, preset: Preset, run: RunDir, has_eval: bool, **
     both = sorted(name for name in chosen if name in owned)
     if both:
         raise RuntimeError(f"{stage}: {both} set by the stage and by its section training.{stage}")
-    config_class = trl_config_class(stage)
+    config_class = config_class or trl_config_class(stage)
     try:
         config = config_class(**{**common, **owned, **chosen})
     except ValueError as err:
