@@ -1,8 +1,9 @@
 """The stages, one record each: the one place that says what a stage is.
 
-Adding a stage (GRPO, say) is one `Stage` record in `STAGES`, its section in `config/stage_sections.py`
-with the checks of its keys (`problems(preset)`, and its name in `TrainingSection.type`), and one runner
-`run_<name>(preset, run, resume_from) -> metrics` under `trainers/`. Dispatch (`pipeline.run_stage`),
+Adding a stage (RLOO, say) is one `Stage` record in `STAGES`, its section with the checks of its keys
+(`problems(preset)`; a TRL stage's also in `config.trl_fields`) and its name in `TrainingSection.type`,
+and one runner `run_<name>(preset, run, resume_from) -> metrics` under `trainers/`; the whole list,
+presets and tests included, is docs/adding-a-stage.md. Dispatch (`pipeline.run_stage`),
 the data-task and section rules (`config.rules`), the pipeline's wiring and valid chains
 (`pipeline.full`), the plots, the summary and the notebook API (`train_<name>`) read this table;
 `tests/test_architecture.py` holds it against the schema.

@@ -1,4 +1,5 @@
-"""The whole pipeline in one command: SFT -> RM -> PPO (or SFT -> DPO), each `final/` feeding the next.
+"""The whole pipeline in one command: SFT -> RM -> PPO (or SFT -> DPO, SFT -> KTO, SFT -> RM -> RLOO, ...: the
+chains of the stage table), each `final/` feeding the next.
 
     python -m eulerforge_trl.pipeline presets/tiny_pipeline.yml --output-dir outputs/tiny
 
