@@ -342,6 +342,10 @@ class DPOSection(TRLSection):
                 self.rpo_alpha is None or self.rpo_alpha >= 0,
                 f"training.dpo.rpo_alpha ({self.rpo_alpha}) must be >= 0",
             ),
+            (  # TRL's DPOTrainer raises this once the model has loaded
+                "exo_pair" not in losses or self.passthrough.get("label_smoothing", 0.0) > 0,
+                "training.dpo.loss_type exo_pair needs training.dpo.label_smoothing > 0 (the EXO paper uses 1e-3)",
+            ),
             (
                 self.rpo_alpha is None or "sft" not in losses,
                 "training.dpo.rpo_alpha adds the sft loss, and training.dpo.loss_type has one already: set one of them",
