@@ -44,10 +44,11 @@ demo-real: install
 		--set ppo.generation.backend=$$backend
 	$(BIN)/python examples/judge_samples.py outputs/smollm2/03_ppo/eval_samples.jsonl
 
-# Two pytest workers (pytest-xdist), one file each at a time: the tests run one intra-op thread
+# Two pytest workers (pytest-xdist), a test at a time (tests sharing a module fixture together, see
+# tests/conftest.py): the tests run one intra-op thread
 # each (tests/conftest.py), so a second worker uses the second core. PYTEST_WORKERS=0 runs serially.
 PYTEST_WORKERS ?= 2
-PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)

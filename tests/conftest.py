@@ -129,3 +129,19 @@ def rm_on_another_base(tmp_path_factory, tiny_argv):
     argv = tiny_argv("tiny_rm.yml", root / "rm", f"model_name={root / 'base'}", "training.max_steps=2")
     assert main(argv) == 0
     return root / "rm" / "final"
+
+
+def pytest_collection_modifyitems(config, items):
+    """With `--dist loadgroup` (the Makefile's), a test that uses a module- or class-scoped fixture
+    runs on the worker that holds its module's other such tests (grouped by file), so that fixture
+    is built once; every other test is scheduled on its own, so one long file does not set the wall
+    time of the whole run as it does when every file is one unit."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        shared = any(
+            d.scope in ("module", "class", "package") for defs in info.name2fixturedefs.values() for d in defs[-1:]
+        )
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

@@ -209,7 +209,7 @@ def test_help_answers_at_once_without_loading_torch():
 
 
 def _files(directory: Path) -> dict[str, bytes]:
-    return {name: (directory / name).read_bytes() for name in ("preset.yml", "metrics.jsonl")}
+    return {name: (directory / name).read_bytes() for name in ("preset.yml", "metrics.jsonl", "trl_config.json")}
 
 
 @pytest.mark.parametrize("resume", [True, False], ids=["resume", "no-resume"])
@@ -231,6 +231,24 @@ def test_a_run_that_fails_before_its_first_step_leaves_the_earlier_run_as_it_was
     argv = tiny_argv("tiny_sft.yml", out, "training.lr=0.001") + ([] if resume else ["--no-resume"])
     with pytest.raises(RuntimeError, match="does not load"):
         _run_eulerforge(argv)
+    assert _files(out) == before
+
+
+def test_a_run_that_fails_after_building_its_trl_config_leaves_the_earlier_one(tiny_argv, tmp_path, monkeypatch):
+    """trl_config.json is the trainer's config as training begins: a run that fails once its config is
+    built, before its first step, leaves the finished run's file (and preset.yml, metrics.jsonl)."""
+    from eulerforge_trl.trainers import sft
+
+    out = tmp_path / "out"
+    assert _run_eulerforge(tiny_argv("tiny_sft.yml", out, "training.max_steps=2")) == 0
+    before = _files(out)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the trainer does not start")
+
+    monkeypatch.setattr(sft, "SFTTrainer", broken)
+    with pytest.raises(RuntimeError, match="does not start"):
+        _run_eulerforge(tiny_argv("tiny_sft.yml", out, "training.lr=0.001", "training.sft.packing=true"))
     assert _files(out) == before
 
 

@@ -8,7 +8,7 @@ from ..config import preset_to_yaml
 from ..config.schema import Preset
 from ..distributed import fit_wrap_policy, is_sharded, sharded_trainer_args
 from ..generation.merged import merged_into, merged_model
-from ..rundir import RunDir, append_metrics, atomic_directory, start_run, write_final_marker
+from ..rundir import RunDir, append_metrics, atomic_directory, atomic_write_text, start_run, write_final_marker
 from ..runtime import use_cpu
 
 
@@ -250,9 +250,9 @@ class MetricsFileCallback(TrainerCallback):
     """Appends one JSON object per logging step (`step` + the logged metrics) on the main process.
 
     As training begins (data and models loaded, a checkpoint's state restored) it makes the output
-    directory this run's (`rundir.start_run`): preset.yml, and metrics.jsonl cut to what the
-    checkpoint had logged (to nothing from step 0); a run that fails before that leaves them as
-    they were.
+    directory this run's (`rundir.start_run`): preset.yml, trl_config.json (the trainer's TRL config),
+    and metrics.jsonl cut to what the checkpoint had logged (to nothing from step 0); a run that
+    fails before that leaves them as they were.
     """
 
     def __init__(self, run: RunDir, preset_yaml: str):
@@ -265,6 +265,8 @@ class MetricsFileCallback(TrainerCallback):
             # saved; those after it (the train summary, a last evaluation) a resumed run logs again
             at_step = sum(1 for h in state.log_history if h.get("step") == state.global_step)
             start_run(self.run, self.preset_yaml, state.global_step, metric_lines_at_step=at_step)
+            # the TRL config the trainer runs with, as it runs (GRPO's generation settings included)
+            atomic_write_text(self.run.trl_config, args.to_json_string())
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:

@@ -7,14 +7,14 @@ from typing import Any
 from ..config.schema import Preset
 from ..config.trl_fields import owned_fields, trl_config_class, trl_fields
 from ..errors import PresetError
-from ..rundir import RunDir, atomic_write_text
+from ..rundir import RunDir
 from .common import common_trainer_args
 
 
 def build_trl_config(stage: str, preset: Preset, run: RunDir, has_eval: bool, config_class=None, **owned: Any):
     """The TRL config of `stage` (`trl.SFTConfig`, `trl.GRPOConfig`, ...: `config.trl_fields.TRL_CONFIGS`)
-    for `preset`, also written to `<output_dir>/trl_config.json` (its `to_json_string()`, by the main
-    process, atomically) so a run records every setting it trained with.
+    for `preset`. The trainer's copy of it is written to `<output_dir>/trl_config.json` as training
+    begins (`common.MetricsFileCallback`), so a run records every setting it trained with.
 
     Each field comes from one place:
       1. `common_trainer_args`: the `TrainingArguments` fields every TRL stage maps from a preset key
@@ -64,8 +64,6 @@ def build_trl_config(stage: str, preset: Preset, run: RunDir, has_eval: bool, co
     except ValueError as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise PresetError(f"training.{stage}: TRL's {config_class.__name__} refuses these settings: {reason}") from None
-    if config.process_index == 0:
-        atomic_write_text(run.trl_config, config.to_json_string())
     return config
 
 
