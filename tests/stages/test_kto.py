@@ -115,7 +115,7 @@ def test_kto_trains_the_adapter_against_the_untouched_base(tmp_path, tiny_argv):
 
     history = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r and "train_runtime" not in r]
     assert [r["step"] for r in history] == list(range(1, 9))
-    assert history[0]["loss"] == pytest.approx(0.5, abs=1e-3)  # policy == reference: log(2) x 1/... = 0.5
+    assert history[0]["loss"] == pytest.approx(0.5, abs=1e-3)  # policy == reference: 1 - sigmoid(0)
     assert history[-1]["loss"] < history[0]["loss"] - 0.005
     assert history[-1]["rewards/margins"] > 0  # desirable answers rose above the undesirable ones
     evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval_rewards/margins" in r]
