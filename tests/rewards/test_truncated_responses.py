@@ -68,6 +68,6 @@ def test_ppo_hands_the_rm_which_responses_were_cut(tmp_path):
 
     trainer.rewards.rm.score = spy
     ids, mask, rows = trainer.prompt_batch(0)
-    roll = trainer.sample(ids, mask)
-    trainer.score(roll, [trainer.prompt_rows[i] for i in rows])
+    roll = trainer.scorer.sample(ids, mask)
+    trainer.scorer.score(roll, [trainer.prompt_rows[i] for i in rows], trainer.step)
     assert seen["finished"] == roll.contains_eos.tolist() and not all(seen["finished"])

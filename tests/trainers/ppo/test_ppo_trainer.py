@@ -70,10 +70,10 @@ def test_recomputed_logprobs_equal_the_rollout_logprobs_and_kl_starts_at_zero(tr
     """
     ids, mask, rows = trainer.prompt_batch(0)
     trainer.ensure_score_scale()
-    roll = trainer.sample(ids, mask)
-    ref_logprobs = trainer.reference_logprobs(roll)
-    old = trainer.old_pass(roll)  # two minibatches: a pass of its own, not fused into the update
-    scores, _parts = trainer.score(roll, [trainer.prompt_rows[i] for i in rows])
+    roll = trainer.scorer.sample(ids, mask)
+    ref_logprobs = trainer.passes.reference_logprobs(roll)
+    old = trainer.passes.old(roll)  # two minibatches: a pass of its own, not fused into the update
+    scores, _parts = trainer.scorer.score(roll, [trainer.prompt_rows[i] for i in rows], trainer.step)
     targets = trainer.targets(roll, scores, ref_logprobs, old)
     again, _, _ = response_forward(
         trainer.model, roll.input_ids, roll.attention_mask, roll.n_prompt, trainer.cfg.temperature
@@ -126,7 +126,7 @@ def test_lr_zero_keeps_ratio_one_and_nothing_clipped(tmp_path, critic):
             assert torch.equal(param, before[name]), name
     # value_head + 1 minibatch takes pi_old from the first update pass: it must equal a separate pass
     roll, targets, _, _ = trainer._last
-    assert trainer.fuses_old_pass() == (critic == "value_head")
+    assert trainer.passes.fuses_old_pass == (critic == "value_head")
     with torch.no_grad():
         again, values, _ = response_forward(
             trainer.model,

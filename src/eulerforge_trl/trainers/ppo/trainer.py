@@ -140,26 +140,6 @@ class PPOTrainer:
         chosen = self.prompts.step_batch(step, self.preset.training.batch_size)
         return (*self.prompts.padded_rows(chosen, self.device), chosen)
 
-    def sample(self, prompt_ids, prompt_mask) -> Rollout:
-        """1. Responses of the policy from the rollout engine (`RolloutScorer.sample`)."""
-        return self.scorer.sample(prompt_ids, prompt_mask)
-
-    def score(self, roll: Rollout, rows: list[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """2. [B] raw total reward and {"reward/<name>": [B]} per source (`RolloutScorer.score`)."""
-        return self.scorer.score(roll, rows, self.step)
-
-    def reference_logprobs(self, roll: Rollout) -> torch.Tensor:
-        """3a. [B, R] log pi_ref of the sampled tokens (`PolicyPasses.reference_logprobs`)."""
-        return self.passes.reference_logprobs(roll)
-
-    def fuses_old_pass(self) -> bool:
-        """Whether pi_old is the first update pass (`PolicyPasses.fuses_old_pass`)."""
-        return self.passes.fuses_old_pass
-
-    def old_pass(self, roll: Rollout) -> Forward:
-        """3b. pi_old and V_old (`PolicyPasses.old`): fused, the first update pass itself."""
-        return self.passes.old(roll)
-
     def targets(self, roll: Rollout, scores: torch.Tensor, ref_logprobs: torch.Tensor, old: Forward) -> Targets:
         """4-5. KL-shaped per-token rewards and GAE from the old pass, and the importance weights of an
         engine that is not the trainer's weights (see `targets.ppo_targets`)."""
@@ -183,13 +163,13 @@ class PPOTrainer:
         timer = PhaseTimer(self.device)
         prompt_ids, prompt_mask, rows = self.prompt_batch(self.step)
         with timer("generate"):
-            roll = self.sample(prompt_ids, prompt_mask)  # 1. rollout
+            roll = self.scorer.sample(prompt_ids, prompt_mask)  # 1. rollout
         with timer("reward"):
-            scores, parts = self.score(roll, [self.prompt_rows[i] for i in rows])  # 2. raw rewards
+            scores, parts = self.scorer.score(roll, [self.prompt_rows[i] for i in rows], self.step)  # 2. raw rewards
         with timer("reference"):
-            ref_logprobs = self.reference_logprobs(roll)  # 3a. pi_ref
+            ref_logprobs = self.passes.reference_logprobs(roll)  # 3a. pi_ref
         with timer("old_logprobs"):
-            old = self.old_pass(roll)  # 3b. pi_old, V_old (fused: the first update pass)
+            old = self.passes.old(roll)  # 3b. pi_old, V_old (fused: the first update pass)
             targets = self.targets(roll, scores, ref_logprobs, old)  # 4-5. rewards, GAE
         with timer("update"):
             fused = old if self.passes.fuses_old_pass else None
