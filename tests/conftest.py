@@ -8,6 +8,7 @@ the built-in `tiny-qwen3.5` and the shipped example data. Later stages (RM, PPO)
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,15 +70,40 @@ def tiny_sft_overrides() -> list[str]:
     return [f"training.max_steps={SFT_STEPS}", "training.save_steps=50"]
 
 
-@pytest.fixture(scope="session")
-def tiny_sft_run(tmp_path_factory, tiny_sft_overrides) -> Path:
-    """Output directory of a tiny SFT run (presets/tiny_sft.yml, SFT_STEPS steps), trained once."""
+def _trained_once(tmp_path_factory, worker_id: str, name: str, argv_for) -> Path:
+    """The output directory of `train.main(argv_for(out))`, trained once per test run.
+
+    Under xdist every worker would train its own copy of a session fixture (two minutes of the
+    suite's wall time each); the first worker to need it trains it under a file lock in the directory
+    all workers share, the others wait for it and read the same files. Tests copy a run before
+    they write into it."""
+    from filelock import FileLock
+
     from eulerforge_trl.train import main
 
-    out = tmp_path_factory.mktemp("tiny_sft")
-    code = main(_tiny_argv("tiny_sft.yml", out, *tiny_sft_overrides))
-    assert code == 0, f"tiny SFT run failed with exit code {code}"
+    if worker_id == "master":  # no xdist: this process is the only one
+        out = tmp_path_factory.mktemp(name)
+        code = main(argv_for(out))
+        assert code == 0, f"tiny {name} run failed with exit code {code}"
+        return out
+    out = tmp_path_factory.getbasetemp().parent / name
+    done = out.with_name(f"{name}.trained")  # beside the run: a run directory holds only its own files
+    with FileLock(f"{out}.lock"):
+        if not done.is_file():
+            shutil.rmtree(out, ignore_errors=True)  # a worker that failed mid-run left it half written
+            out.mkdir()
+            code = main(argv_for(out))
+            assert code == 0, f"tiny {name} run failed with exit code {code}"
+            done.touch()
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_run(tmp_path_factory, worker_id, tiny_sft_overrides) -> Path:
+    """Output directory of a tiny SFT run (presets/tiny_sft.yml, SFT_STEPS steps), trained once."""
+    return _trained_once(
+        tmp_path_factory, worker_id, "tiny_sft", lambda out: _tiny_argv("tiny_sft.yml", out, *tiny_sft_overrides)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -87,21 +113,20 @@ def tiny_sft_final(tiny_sft_run) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_rm_run(tmp_path_factory, tiny_sft_final) -> Path:
+def tiny_rm_run(tmp_path_factory, worker_id, tiny_sft_final) -> Path:
     """Output directory of a tiny RM run (presets/tiny_rm.yml, RM_STEPS steps) on the shared SFT model."""
-    from eulerforge_trl.train import main
-
-    out = tmp_path_factory.mktemp("tiny_rm")
-    argv = _tiny_argv(
-        "tiny_rm.yml",
-        out,
-        f"model_name={tiny_sft_final}",
-        f"training.max_steps={RM_STEPS}",
-        f"training.save_steps={RM_STEPS}",
+    return _trained_once(
+        tmp_path_factory,
+        worker_id,
+        "tiny_rm",
+        lambda out: _tiny_argv(
+            "tiny_rm.yml",
+            out,
+            f"model_name={tiny_sft_final}",
+            f"training.max_steps={RM_STEPS}",
+            f"training.save_steps={RM_STEPS}",
+        ),
     )
-    code = main(argv)
-    assert code == 0, f"tiny RM run failed with exit code {code}"
-    return out
 
 
 @pytest.fixture(scope="session")

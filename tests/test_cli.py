@@ -252,6 +252,7 @@ def test_a_run_that_fails_after_building_its_trl_config_leaves_the_earlier_one(t
     assert _files(out) == before
 
 
+@pytest.mark.slow  # a run, then a resumed run
 def test_no_resume_on_a_finished_run_logs_each_step_once(tiny_argv, tmp_path):
     """--no-resume starts metrics.jsonl over (no line of the earlier run stays); a run resumed from a
     checkpoint at its last step logs its closing lines (the train summary) again instead of beside

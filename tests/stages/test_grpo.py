@@ -138,6 +138,7 @@ def test_one_base_in_memory_and_the_rm_adapter_never_trains(tmp_path, tiny_argv,
         torch.testing.assert_close(seen["rm_after"][name], before, rtol=0, atol=0)
 
 
+@pytest.mark.slow  # a run, then a resumed run
 def test_grpo_resumes_from_its_last_checkpoint(tmp_path, tiny_argv, tiny_sft_final, tiny_rm_final):
     """Kill after step 2 of 4 (checkpoints every 2): the rerun continues at 3 and ends where an unbroken run does."""
     whole, broken = tmp_path / "whole", tmp_path / "broken"

@@ -86,6 +86,7 @@ def test_ppo_writes_final_samples_and_plot(ppo_run, tiny_sft_final):
         assert not torch.allclose(policy(ids).logits, sft(ids).logits)
 
 
+@pytest.mark.slow  # a run, then a resumed run
 def test_ppo_resumes_from_its_last_checkpoint(tmp_path, tiny_argv, tiny_sft_final, tiny_rm_final):
     """Kill after step 4 of 6 (checkpoints every 2): the rerun continues at 4 and ends where an unbroken run does."""
     args = ("training.max_steps=6", "training.save_steps=2", "training.batch_size=8", "training.ppo.max_gen_len=12")

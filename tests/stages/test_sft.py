@@ -165,6 +165,7 @@ def test_adapter_only_directory_loads_merged_onto_its_base(tiny_sft_final, tmp_p
 # ---------------------------------------------------------------------------------------- resume
 
 
+@pytest.mark.slow  # a run, then a resumed run
 def test_rerun_after_a_kill_resumes_from_the_last_checkpoint(
     tiny_sft_run, tiny_argv, tiny_sft_overrides, tmp_path, caplog
 ):
@@ -209,6 +210,7 @@ def _loss_at(records: list[dict], step: int) -> float:
     return next(r["loss"] for r in records if r.get("step") == step and "loss" in r)
 
 
+@pytest.mark.slow  # a run, then a resumed run
 def test_a_checkpoint_that_does_not_load_is_skipped_for_the_one_before(
     tiny_sft_run, tiny_argv, tiny_sft_overrides, tmp_path, caplog
 ):
