@@ -48,10 +48,33 @@ def backbone_of(model) -> nn.Module:
 
 def forward_from_root(model, module: nn.Module, **inputs):
     """`module(**inputs)`, `module` being a part of `model`, entered through `model`'s FSDP2 root when
-    `model` is sharded (PPO: `trainers.ppo.sharding.shard` gives it `forward_from_root`): a sharded
-    model's forward must start at its root. Unsharded, simply `module(**inputs)`."""
+    `model` is sharded: only the root's forward gathers the weights that sit in no layer of their own
+    (embeddings, the final norm), so a sharded model's forward must start at its root, whoever sharded
+    it (PPO's `sharding.shard`, or accelerate inside TRL's trainers). Unsharded, simply `module(**inputs)`."""
     through_root = getattr(model, "forward_from_root", None)
+    if through_root is None and _is_sharded(model):
+        through_root = enter_through_root(model)
     return through_root(module, **inputs) if through_root is not None else module(**inputs)
+
+
+def enter_through_root(model):
+    """Give sharded `model` a `forward_from_root(fn, *args, **kwargs)` method that runs `fn` as a
+    forward of its FSDP2 root (its hooks gather and reshard as for `model(...)`); returns it."""
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
+    model.forward_from_root = _call  # an instance attribute: registered below as a forward of the root
+    register_fsdp_forward_method(model, "forward_from_root")
+    return model.forward_from_root
+
+
+def _call(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
+def _is_sharded(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
 
 
 def final_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -42,17 +42,13 @@ def shard(accelerator, model):
     from torch.distributed.fsdp import register_fsdp_forward_method
 
     from ...distributed import fit_wrap_policy
+    from ...models.backbone import enter_through_root
 
     fit_wrap_policy(accelerator, model)
     model = fsdp2_prepare_model(accelerator, model)
     register_fsdp_forward_method(model, "generate")
-    model.forward_from_root = _call  # an instance attribute: registered below as a forward of the root
-    register_fsdp_forward_method(model, "forward_from_root")
+    enter_through_root(model)
     return model
-
-
-def _call(fn, *args, **kwargs):
-    return fn(*args, **kwargs)
 
 
 @contextlib.contextmanager
