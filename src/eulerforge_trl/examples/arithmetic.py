@@ -12,7 +12,8 @@ the last number, because a model that shows its work writes the result last. It 
 reward and the held-out judge (`eulerforge evaluate --temperature 0 --judge
 eulerforge_trl.examples.arithmetic:exact_match`): greedy decoding makes "right or wrong" a property
 of the model, not of a sample. `answer_only` is a format reward (1.0 when the completion is a bare
-number), for trying correctness and format together.
+number); summed with exact match it pays a bare wrong number, which GRPO learns to write
+(docs/rewards.md), so it shows reward hacking rather than a reward to ship.
 
 The problems of `arithmetic_eval.jsonl` never appear in `arithmetic.jsonl` (the same operation on the
 same two numbers is held out as a whole), so a rise on them is learning the skill, not the rows.
