@@ -156,6 +156,7 @@ def rm_on_another_base(tmp_path_factory, tiny_argv):
     return root / "rm" / "final"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook, which reads the xdist_group marks into the node ids
 def pytest_collection_modifyitems(config, items):
     """With `--dist loadgroup` (the Makefile's), a test that uses a module- or class-scoped fixture
     runs on the worker that holds its module's other such tests (grouped by file), so that fixture
