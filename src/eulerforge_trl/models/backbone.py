@@ -50,14 +50,15 @@ def forward_from_root(model, module: nn.Module, **inputs):
     """`module(**inputs)`, `module` being a part of `model`, entered through `model`'s FSDP2 root when
     `model` is sharded: only the root's forward gathers the weights that sit in no layer of their own
     (embeddings, the final norm), so a sharded model's forward must start at its root, whoever sharded
-    it (PPO's `sharding.shard`, or accelerate inside TRL's trainers). Unsharded, simply `module(**inputs)`."""
+    it (PPO's `sharding.shard`, or accelerate inside TRL's trainers); the first call registers that
+    entry on the model. Unsharded, simply `module(**inputs)`."""
     through_root = getattr(model, "forward_from_root", None)
     if through_root is None and _is_sharded(model):
-        through_root = enter_through_root(model)
+        through_root = _enter_through_root(model)
     return through_root(module, **inputs) if through_root is not None else module(**inputs)
 
 
-def enter_through_root(model):
+def _enter_through_root(model):
     """Give sharded `model` a `forward_from_root(fn, *args, **kwargs)` method that runs `fn` as a
     forward of its FSDP2 root (its hooks gather and reshard as for `model(...)`); returns it."""
     from torch.distributed.fsdp import register_fsdp_forward_method

@@ -8,8 +8,8 @@ with its adapters disabled, the RM pass the same model with the RM adapter activ
 
 - **Every forward enters through the root.** FSDP2 makes the first module that runs forward the
   root, and only a forward through the root finishes its backward (reduce-scatters, reshards). The
-  RM and critic passes call the decoder stack, `generate` a method: both are registered as
-  forward methods of the root (`forward_from_root` in `models.backbone` uses it).
+  RM and critic passes call the decoder stack (`models.backbone.forward_from_root` enters it
+  through the root of any sharded model), `generate` a method registered as a forward of the root.
 - **Rollouts gather the policy once** (`gathered`): `generate` on sharded layers all-gathers each
   layer for every decoded token. For the rollout phase each rank holds the whole model; it is
   resharded before the next pass that trains.
@@ -37,17 +37,15 @@ def is_dtensor(tensor) -> bool:
 
 def shard(accelerator, model):
     """`model` sharded in place with accelerate's FSDP2 code (wrap policy, mixed precision, tied
-    weights as for TRL's trainers), with `generate` and `forward_from_root` entering through its root."""
+    weights as for TRL's trainers), with `generate` entering through its root."""
     from accelerate.utils import fsdp2_prepare_model
     from torch.distributed.fsdp import register_fsdp_forward_method
 
     from ...distributed import fit_wrap_policy
-    from ...models.backbone import enter_through_root
 
     fit_wrap_policy(accelerator, model)
     model = fsdp2_prepare_model(accelerator, model)
     register_fsdp_forward_method(model, "generate")
-    enter_through_root(model)
     return model
 
 
